@@ -1,0 +1,67 @@
+"""The one iteration loop shared by every fit in nmfcore.
+
+Models and solvers provide a ``step()`` that updates the parameters in place
+and a ``loss()`` that returns the current objective; this loop owns the
+stopping rule, the progress bar and the callback.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Callable, Optional
+
+from .exceptions import ConvergenceWarning
+
+__all__ = ["run_iterations"]
+
+Callback = Callable[[int, float], Optional[bool]]
+
+
+def run_iterations(step: Callable[[], None], loss: Callable[[], float], *, max_iter: int, tol: float,
+                   check_every: int = 10, callback: Callback | None = None, verbose: bool = False,
+                   desc: str = "fit") -> int:
+    """Iterate ``step`` up to ``max_iter`` times and return the number of steps taken.
+
+    Every ``check_every`` iterations (and after the last one) the objective
+    is evaluated, passed to ``callback(iteration, loss)`` and tested against
+    the tolerance as in the reference: the fit stops when
+    ``(e_prev - e) / e_0 < tol`` with ``e = sqrt(2 * loss)``. ``tol <= 0``
+    never stops early. A callback returning ``True`` stops the fit.
+    """
+    loss0 = float(loss())
+    if callback is not None and callback(0, loss0):
+        return 0
+    err0 = math.sqrt(2 * max(loss0, 0.0))
+    prev = err0
+    bar = None
+    if verbose:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_iter, desc=desc, leave=False)
+    n = 0
+    stopped = False
+    try:
+        for n in range(1, max_iter + 1):
+            step()
+            if n % check_every and n != max_iter:
+                continue
+            value = float(loss())
+            if bar is not None:
+                bar.set_postfix(loss=f"{value:.4g}")
+                bar.update(n - bar.n)
+            if callback is not None and callback(n, value):
+                stopped = True
+                break
+            err = math.sqrt(2 * max(value, 0.0))
+            if tol > 0 and (err0 == 0 or (prev - err) / err0 < tol):
+                stopped = True
+                break
+            prev = err
+    finally:
+        if bar is not None:
+            bar.close()
+    if not stopped and tol > 0 and max_iter > 0:
+        warnings.warn(f"fit stopped at max_iter={max_iter} before reaching tol={tol:g}",
+                      ConvergenceWarning, stacklevel=3)
+    return n

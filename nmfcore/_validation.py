@@ -1,0 +1,109 @@
+"""Shared checks at the public boundaries.
+
+Each check raises :class:`~nmfcore.exceptions.ParameterError` with a message
+that names the argument and the value that was given.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from .exceptions import ParameterError
+
+__all__ = [
+    "check_nonnegative_tensor",
+    "check_rank",
+    "check_beta_for_data",
+    "check_fraction",
+    "check_positive_int",
+    "check_nonnegative_float",
+    "make_generator",
+]
+
+
+def _values(V: torch.Tensor) -> torch.Tensor:
+    if V.is_sparse:
+        return V.coalesce().values()
+    return V
+
+
+def check_nonnegative_tensor(V, name: str = "V") -> torch.Tensor:
+    """Return ``V`` if it is a floating tensor of finite non-negative values."""
+    if not isinstance(V, torch.Tensor):
+        raise ParameterError(f"{name} must be a torch.Tensor, got {type(V).__name__}")
+    if not V.is_floating_point():
+        raise ParameterError(f"{name} must be a floating-point tensor, got dtype={V.dtype}")
+    vals = _values(V)
+    if vals.numel():
+        if not bool(torch.isfinite(vals).all()):
+            bad = vals[~torch.isfinite(vals)][0].item()
+            raise ParameterError(f"{name} must contain only finite values, found {name} entry {bad}")
+        mn = vals.min().item()
+        if mn < 0:
+            raise ParameterError(f"{name} must be non-negative, found {name}.min()={mn:g}")
+    return V
+
+
+def check_rank(rank) -> int:
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1:
+        raise ParameterError(f"rank={rank!r} must be a positive integer")
+    return int(rank)
+
+
+def check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ParameterError(f"{name}={value!r} must be a positive integer")
+    return int(value)
+
+
+def check_nonnegative_float(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0 or value == float("inf"):
+        raise ParameterError(f"{name}={value!r} must be a finite non-negative number")
+    return float(value)
+
+
+def check_beta(beta) -> float:
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or beta != beta or abs(beta) == float("inf"):
+        raise ParameterError(f"beta={beta!r} must be a finite real number")
+    return float(beta)
+
+
+def check_beta_for_data(beta, V: torch.Tensor) -> float:
+    """beta <= 0 is undefined where V has zeros (the divergence is infinite)."""
+    beta = check_beta(beta)
+    if beta <= 0:
+        has_zero = V.is_sparse or bool((V == 0).any())
+        if has_zero:
+            raise ParameterError(
+                f"beta={beta:g} <= 0 needs a strictly positive V, but V contains zeros: "
+                "add a small constant to V or use beta > 0"
+            )
+    return beta
+
+
+def check_fraction(value, name: str, *, low_inclusive: bool, high_inclusive: bool):
+    """Check ``value`` lies in the unit interval with the given open/closed ends."""
+    lo, hi = ("[" if low_inclusive else "("), ("]" if high_inclusive else ")")
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok:
+        ok = (value >= 0 if low_inclusive else value > 0) and (value <= 1 if high_inclusive else value < 1)
+    if not ok:
+        raise ParameterError(f"{name}={value!r} must lie in {lo}0, 1{hi}")
+    return float(value)
+
+
+def make_generator(generator, device=None) -> torch.Generator | None:
+    """Turn ``generator`` (None, int seed or torch.Generator) into a Generator.
+
+    ``None`` gives ``None`` (use torch's default generator); the global RNG is
+    never seeded.
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
+        g = torch.Generator(device=device if device is not None else "cpu")
+        g.manual_seed(int(generator))
+        return g
+    raise ParameterError(f"generator={generator!r} must be None, an int seed or a torch.Generator")

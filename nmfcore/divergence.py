@@ -1,0 +1,188 @@
+r"""The beta-divergence: the only module that knows its special cases.
+
+The beta-divergence between a target :math:`v` and a model :math:`y` is
+
+.. math::
+    d_\beta(v | y) = \frac{v^\beta + (\beta - 1) y^\beta - \beta v y^{\beta - 1}}
+                          {\beta (\beta - 1)}
+
+with the limits :math:`\beta = 1` (generalised Kullback-Leibler,
+:math:`v \log(v/y) - v + y`) and :math:`\beta = 0` (Itakura-Saito,
+:math:`v/y - \log(v/y) - 1`); :math:`\beta = 2` is half the squared error.
+
+Its gradient with respect to the model is
+:math:`\nabla_y d = y^{\beta-1} - v y^{\beta-2}`, a difference of two
+non-negative terms. Every multiplicative update in nmfcore pulls these two
+*output-space* terms back through a model's reconstruction (a
+vector-Jacobian product) and multiplies the parameter by their ratio raised
+to the exponent :func:`mu_exponent`. Every update, metric and trainer calls
+this module for those pieces.
+
+References
+----------
+.. [1] C. Févotte and J. Idier, "Algorithms for nonnegative matrix
+   factorization with the beta-divergence", Neural Computation 23(9), 2011.
+.. [2] M. Nakano et al., "Convergence-guaranteed multiplicative algorithms
+   for nonnegative matrix factorization with beta-divergence", MLSP 2010.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "eps_for",
+    "mu_exponent",
+    "beta_divergence",
+    "divergence_of_zero",
+    "mu_terms",
+    "multiplicative_step",
+]
+
+
+def eps_for(dtype: torch.dtype) -> float:
+    """Machine epsilon of ``dtype``: the floor that keeps ratios finite."""
+    return torch.finfo(dtype).eps
+
+
+def mu_exponent(beta: float) -> float:
+    r"""Exponent of the multiplicative update for ``beta``.
+
+    The plain update (exponent 1) is proven monotone for
+    :math:`\beta \in [0, 2]` ([1]_ Sec. 4, [2]_) and is the fastest choice
+    there; outside that interval the majorisation-minimisation exponent of
+    [1]_ keeps the objective non-increasing:
+    :math:`1/(2-\beta)` for :math:`\beta < 0` and :math:`1/(\beta-1)` for
+    :math:`\beta > 2`.
+
+    Examples
+    --------
+    >>> mu_exponent(1.0), mu_exponent(-1.0), mu_exponent(3.0)
+    (1.0, 0.3333333333333333, 0.5)
+    """
+    if beta < 0:
+        return 1.0 / (2.0 - beta)
+    if beta > 2:
+        return 1.0 / (beta - 1.0)
+    return 1.0
+
+
+def _elementwise(V: torch.Tensor, Y: torch.Tensor, beta: float, eps: float) -> torch.Tensor:
+    """Elementwise d_beta(V | Y), finite and >= 0 for zeros on either side."""
+    if beta == 2:
+        return 0.5 * (V - Y).square()
+    if beta == 1:
+        # v log(v/y) - v + y, with 0 log 0 = 0 and y floored where it divides
+        Ys = Y.clamp_min(eps)
+        return torch.xlogy(V, V) - torch.xlogy(V, Ys) - V + Y
+    Vs = V.clamp_min(eps) if beta <= 0 else V
+    Ys = Y.clamp_min(eps)
+    if beta == 0:
+        ratio = Vs / Ys
+        return ratio - torch.log(ratio) - 1
+    bm1 = beta - 1.0
+    return (Vs.pow(beta) + bm1 * Ys.pow(beta) - beta * Vs * Ys.pow(bm1)) / (beta * bm1)
+
+
+def beta_divergence(V: torch.Tensor, Y: torch.Tensor, beta: float) -> torch.Tensor:
+    r"""Sum over all entries of :math:`d_\beta(V | Y)`.
+
+    Zeros on either side are floored at the dtype's epsilon where the formula
+    divides or takes a log, so the result is finite and non-negative for every
+    real ``beta``.
+
+    Parameters
+    ----------
+    V : torch.Tensor
+        Target (data), any shape.
+    Y : torch.Tensor
+        Model, same shape as ``V``.
+    beta : float
+        Divergence parameter.
+
+    Returns
+    -------
+    torch.Tensor
+        Zero-dimensional tensor on ``V``'s device and dtype.
+
+    Examples
+    --------
+    >>> import torch
+    >>> V = torch.tensor([1.0, 2.0]); Y = torch.tensor([1.0, 1.0])
+    >>> float(beta_divergence(V, Y, 2))
+    0.5
+    """
+    eps = eps_for(V.dtype)
+    # elementwise clamp at 0 removes rounding below zero
+    return _elementwise(V, Y, float(beta), eps).clamp_min_(0).sum()
+
+
+def divergence_of_zero(Y: torch.Tensor, beta: float) -> torch.Tensor:
+    r"""Elementwise :math:`d_\beta(0 | y) = y^\beta / \beta` (``beta > 0``).
+
+    Used to write the divergence of a sparse target as a sum over its stored
+    entries plus a term over all entries that needs no dense target.
+    """
+    if beta == 1:
+        return Y
+    if beta == 2:
+        return 0.5 * Y.square()
+    return Y.pow(beta) / beta
+
+
+def mu_terms(V: torch.Tensor, Y: torch.Tensor, beta: float, *, out: torch.Tensor | None = None):
+    r"""The two non-negative output-space terms of :math:`\nabla_Y d_\beta(V|Y)`.
+
+    Returns ``(neg, pos)`` with :math:`\nabla_Y d = pos - neg`:
+
+    ========  =====================  ====================
+    beta      neg                    pos
+    ========  =====================  ====================
+    2         V                      Y
+    1         V / Y                  ``None`` (all ones)
+    0         V / Y**2               1 / Y
+    other     V * Y**(beta - 2)      Y**(beta - 1)
+    ========  =====================  ====================
+
+    ``Y`` is floored at the dtype's epsilon wherever it is raised to a
+    negative power. ``pos`` is ``None`` for beta = 1 so that callers can use
+    the closed form of a vector-Jacobian product with ones (a sum). If ``out``
+    is given (a buffer holding ``Y``), ``neg`` is written into it in place.
+    """
+    if beta == 2:
+        return V, Y
+    eps = eps_for(Y.dtype)
+    if beta == 1:
+        if out is not None:
+            return torch.div(V, out.clamp_min_(eps), out=out), None
+        return V / Y.clamp_min(eps), None
+    Ys = Y.clamp_min(eps)
+    if beta == 0:
+        pos = Ys.reciprocal()
+        return V * pos.square(), pos
+    return V * Ys.pow(beta - 2), Ys.pow(beta - 1)
+
+
+def multiplicative_step(param: torch.Tensor, neg: torch.Tensor, pos: torch.Tensor, gamma: float,
+                        l1: float = 0.0, l2: float = 0.0) -> torch.Tensor:
+    r"""In place: ``param *= (neg / (pos + l1 + l2 * param)) ** gamma``.
+
+    ``neg`` and ``pos`` are the parameter-space terms (the output-space terms
+    of :func:`mu_terms` pulled back through the model). The L1 and L2
+    penalties :math:`l_1 \|x\|_1 + \tfrac{l_2}{2}\|x\|_2^2` add their gradients
+    to the positive part. The denominator is floored at the dtype's tiny so
+    that an all-zero row stays zero instead of becoming NaN. ``neg`` may be
+    overwritten.
+    """
+    denom = pos
+    if l1 or l2:
+        denom = pos + l1 if l2 == 0 else torch.add(pos, param, alpha=l2).add_(l1)
+    tiny = torch.finfo(param.dtype).tiny
+    if isinstance(denom, torch.Tensor):
+        ratio = neg.div_(denom.clamp_min(tiny)) if neg.shape == torch.broadcast_shapes(neg.shape, denom.shape) \
+            else neg / denom.clamp_min(tiny)
+    else:
+        ratio = neg / max(float(denom), tiny)
+    if gamma != 1:
+        ratio = ratio.pow_(gamma)
+    return param.mul_(ratio)

@@ -1,0 +1,879 @@
+r"""Non-negative matrix factorisation and its convolutional variants.
+
+Every model is a :class:`BaseComponent` holding the parameters ``W`` and
+``H`` and a static ``reconstruct(H, W)``: NMF is a matrix product, NMFD,
+NMF2D and NMF3D are full-padded 1-, 2- and 3-D convolutions of ``H`` with the
+flipped ``W``. One fit serves them all: the multiplicative update pulls the
+two non-negative terms of the beta-divergence gradient back through the
+model's reconstruction (a vector-Jacobian product, see
+:mod:`nmfcore.divergence`); :class:`NMF` adds closed forms of the same terms
+that avoid work (pinned by tests to equal the general path) and, for
+``beta=2``, the HALS solver.
+
+The public API matches the PyTorch NMF reference (``torchnmf.nmf``): the same
+constructors, shapes, ``forward(H=None, W=None)``, ``fit`` and ``sparse_fit``.
+
+References
+----------
+.. [1] D. D. Lee and H. S. Seung, "Algorithms for non-negative matrix
+   factorization", NIPS 2001.
+.. [2] C. Févotte and J. Idier, "Algorithms for nonnegative matrix
+   factorization with the beta-divergence", Neural Computation 23(9), 2011.
+.. [3] P. Smaragdis, "Non-negative matrix factor deconvolution; extraction of
+   multiple sound sources from monophonic inputs", ICA 2004.
+.. [4] M. N. Schmidt and M. Mørup, "Nonnegative matrix factor 2-D
+   deconvolution for blind single channel source separation", ICA 2006.
+.. [5] N. Gillis and F. Glineur, "Accelerated multiplicative updates and
+   hierarchical ALS algorithms for nonnegative matrix factorization",
+   Neural Computation 24(4), 2012.
+.. [6] P. O. Hoyer, "Non-negative matrix factorization with sparseness
+   constraints", JMLR 5, 2004.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+from typing import Callable, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn import Parameter
+from torch.nn.modules.utils import _pair, _single, _triple
+
+from . import divergence as div
+from ._fit import run_iterations
+from ._hoyer import l1_for_sparseness, project_columns
+from ._validation import (check_beta_for_data, check_fraction, check_nonnegative_float,
+                          check_nonnegative_tensor, check_positive_int, check_rank, make_generator)
+from .exceptions import ParameterError
+from .init import INIT_METHODS, nndsvd, random_like_data
+
+__all__ = ["BaseComponent", "NMF", "NMFD", "NMF2D", "NMF3D"]
+
+_size_1_t = Union[int, Tuple[int]]
+_size_2_t = Union[int, Tuple[int, int]]
+_size_3_t = Union[int, Tuple[int, int, int]]
+
+SOLVERS = ("auto", "mu", "hals")
+
+
+def _init_param(value, name: str, trainable: bool, generator) -> Optional[Parameter]:
+    """A Parameter from a shape (random |N(0,1)|) or a non-negative tensor."""
+    if value is None:
+        return None
+    if isinstance(value, Tensor):
+        check_nonnegative_tensor(value, name)
+        return Parameter(value.detach().clone(), requires_grad=trainable)
+    if isinstance(value, Iterable):
+        shape = tuple(value)
+        if not shape or not all(isinstance(s, numbers.Integral) and s >= 1 for s in shape):
+            raise ParameterError(f"{name}={shape!r} must be a shape of positive integers or a tensor")
+        gen = make_generator(generator)
+        data = torch.randn(shape, generator=gen).abs_()
+        return Parameter(data, requires_grad=trainable)
+    raise ParameterError(f"{name} must be a shape tuple or a tensor, got {type(value).__name__}")
+
+
+class _Scaled:
+    """The fitting problem rescaled so that ``max(V) == 1``.
+
+    The beta-divergence is homogeneous, ``d(sV | sY) = s**beta d(V | Y)``, and
+    every reconstruction is linear in ``H`` and in ``W``: fitting ``V / s``
+    with the scale moved into one trainable factor follows the same path as
+    fitting ``V`` while keeping every intermediate value near 1 (data from
+    1e-30 to 1e30 fits in float32). Penalties are rescaled to keep the
+    objective the same, and losses are reported in the original units.
+    """
+
+    def __init__(self, model: "BaseComponent", V: Tensor, beta: float, l1: float, l2: float):
+        self.model = model
+        vals = V.coalesce().values() if V.is_sparse else V
+        peak = float(vals.max()) if vals.numel() else 0.0
+        self.s = peak if peak > 0 else 1.0
+        self.beta = beta
+        self.W = model.W.detach()
+        self.H = model.H.detach()
+        self.train_W = model.W.requires_grad
+        self.train_H = model.H.requires_grad
+        # the factor that carries the scale
+        self.carrier = self.H if self.train_H else (self.W if self.train_W else None)
+        s = self.s if self.carrier is not None else 1.0
+        if V.is_sparse:
+            V = V.coalesce()
+            self.V = torch.sparse_coo_tensor(V.indices(), V.values() / s, V.shape).coalesce()
+        else:
+            self.V = V / s
+        # objective / s**beta: penalty on the carrier scales by s**(1-beta) (L1)
+        # and s**(2-beta) (L2); on the other factor by s**(-beta).
+        sb = s ** (-beta)
+        pen = {"W": (l1 * sb, l2 * sb), "H": (l1 * sb, l2 * sb)}
+        if self.carrier is not None:
+            key = "H" if self.carrier is self.H else "W"
+            pen[key] = (l1 * sb * s, l2 * sb * s * s)
+        self.penalty = pen
+        self.loss_scale = self.s ** beta if self.carrier is not None else 1.0
+        if self.carrier is not None:
+            self.carrier.div_(self.s)
+
+    def restore(self):
+        if self.carrier is not None:
+            self.carrier.mul_(self.s)
+            self.carrier = None
+
+    def objective(self) -> float:
+        """Divergence plus penalties, in the units of the original data."""
+        value = float(self.model._loss(self.V, self.W, self.H, self.beta))
+        for name, X in (("W", self.W), ("H", self.H)):
+            l1, l2 = self.penalty[name]
+            if l1:
+                value += l1 * float(X.sum())
+            if l2:
+                value += 0.5 * l2 * float(X.square().sum())
+        return value * self.loss_scale
+
+
+class BaseComponent(torch.nn.Module):
+    r"""Base class for all NMF modules.
+
+    You can't use this module directly; models subclass it and define
+    :meth:`reconstruct`.
+
+    Parameters
+    ----------
+    rank : int, optional
+        Size of the hidden dimension; inferred from ``W`` or ``H`` if given.
+    W, H : tuple or Tensor, optional
+        Shape (initialised with :math:`|N(0, 1)|` values) or initial values
+        (non-negative) of the template tensor ``W`` and activation tensor ``H``.
+        A given tensor keeps its dtype and device.
+    trainable_W, trainable_H : bool, default True
+        Whether the parameter is updated by :meth:`fit`; a frozen ``W`` is
+        supervised NMF with a fixed dictionary.
+    generator : torch.Generator or int, optional, keyword-only
+        Source of the random initial values (the global RNG is never seeded).
+
+    Attributes
+    ----------
+    W, H : torch.nn.Parameter or None
+    rank : int
+    """
+
+    # Built-in models keep the rank on axis 1 of W and H, so that the pull-back
+    # of an all-ones output is a sum over every other axis (the beta=1 fast path).
+    _ones_pullback_is_sum = False
+
+    def __init__(self, rank: int = None, W=None, H=None, trainable_W: bool = True,
+                 trainable_H: bool = True, *, generator=None):
+        super().__init__()
+        generator = make_generator(generator)
+        self.W = _init_param(W, "W", trainable_W, generator)
+        self.H = _init_param(H, "H", trainable_H, generator)
+        ranks = {n: p.shape[1] for n, p in (("W", self.W), ("H", self.H)) if p is not None and p.ndim > 1}
+        for n, p in (("W", self.W), ("H", self.H)):
+            if p is not None and p.ndim < 2:
+                raise ParameterError(f"{n} must have at least 2 dimensions (rank on axis 1), got shape {tuple(p.shape)}")
+        if len(set(ranks.values())) > 1:
+            raise ParameterError(f"rank mismatch: W has rank {ranks['W']} but H has rank {ranks['H']} (axis 1)")
+        if ranks:
+            inferred = next(iter(ranks.values()))
+            if rank is not None and rank != inferred:
+                check_rank(rank)
+                raise ParameterError(f"rank={rank} does not match the rank {inferred} on axis 1 of W/H")
+            rank = inferred
+        self.rank = check_rank(rank)
+        if self.W is not None:
+            self.out_channels = self.W.shape[0]
+            if self.W.ndim > 2:
+                self.kernel_size = tuple(self.W.shape[2:])
+
+    def extra_repr(self) -> str:
+        s = f"{self.rank}"
+        if self.W is not None:
+            s += f", out_channels={self.out_channels}"
+            if hasattr(self, "kernel_size"):
+                s += f", kernel_size={self.kernel_size}"
+        return s
+
+    # ------------------------------------------------------------------ model
+    def forward(self, H: Tensor = None, W: Tensor = None) -> Tensor:
+        """Reconstruction from ``H`` and ``W`` (default: the module's own)."""
+        H = self.H if H is None else H
+        W = self.W if W is None else W
+        if H is None or W is None:
+            missing = "H" if H is None else "W"
+            raise ParameterError(f"{missing} is None: give it to forward() or to the constructor")
+        return self.reconstruct(H, W)
+
+    @staticmethod
+    def reconstruct(H: Tensor, W: Tensor) -> Tensor:
+        """The model's operator; overridden by every subclass."""
+        raise NotImplementedError
+
+    # ------------------------------------------- update terms (one machinery)
+    def _general_terms(self, which: str, V: Tensor, W: Tensor, H: Tensor, beta: float):
+        """(neg, pos) for ``which`` by vector-Jacobian products of the reconstruction.
+
+        The reference path every fast path is tested against; it works for
+        any subclass that defines :meth:`reconstruct`.
+        """
+        V = V.to_dense() if V.is_sparse else V
+        if which == "H":
+            Y, pull = torch.func.vjp(lambda h: self.reconstruct(h, W), H)
+        else:
+            Y, pull = torch.func.vjp(lambda w: self.reconstruct(H, w), W)
+        neg_out, pos_out = div.mu_terms(V, Y, beta)
+        if pos_out is None:
+            pos_out = torch.ones_like(Y)
+        return pull(neg_out)[0], pull(pos_out)[0]
+
+    def _ones_pullback(self, which: str, W: Tensor, H: Tensor) -> Tensor:
+        """Closed form of the pull-back of an all-ones output: a sum over the other factor."""
+        other, target = (W, H) if which == "H" else (H, W)
+        dims = [d for d in range(other.ndim) if d != 1]
+        r = other.sum(dims)
+        return r.reshape((1, -1) + (1,) * (target.ndim - 2))
+
+    def _mu_terms(self, which: str, V: Tensor, W: Tensor, H: Tensor, beta: float, ws: dict):
+        """(neg, pos) for the update of ``which``; subclasses add fast paths."""
+        if beta == 1 and self._ones_pullback_is_sum and not V.is_sparse:
+            if which == "H":
+                Y, pull = torch.func.vjp(lambda h: self.reconstruct(h, W), H)
+            else:
+                Y, pull = torch.func.vjp(lambda w: self.reconstruct(H, w), W)
+            neg_out, _ = div.mu_terms(V, Y, beta, out=Y)
+            return pull(neg_out)[0], self._ones_pullback(which, W, H)
+        return self._general_terms(which, V, W, H, beta)
+
+    def _loss(self, V: Tensor, W: Tensor, H: Tensor, beta: float) -> Tensor:
+        V = V.to_dense() if V.is_sparse else V
+        return div.beta_divergence(V, self.reconstruct(H, W), beta)
+
+    # ---------------------------------------------------------------- fitting
+    def _check_fit_input(self, V, beta):
+        if self.W is None or self.H is None:
+            missing = "W" if self.W is None else "H"
+            raise ParameterError(f"fit needs both W and H, but {missing} is None")
+        V = check_nonnegative_tensor(V, "V")
+        with torch.no_grad():
+            expected = tuple(self._output_shape())
+        if tuple(V.shape) != expected:
+            raise ParameterError(f"V has shape {tuple(V.shape)} but the model reconstructs shape {expected}")
+        if V.dtype != self.W.dtype or V.device != self.W.device:
+            raise ParameterError(f"V is {V.dtype} on {V.device} but the model is {self.W.dtype} on "
+                                 f"{self.W.device}: move one with .to()")
+        beta = check_beta_for_data(beta, V)
+        return V, beta
+
+    def _output_shape(self):
+        return self.reconstruct(self.H.detach(), self.W.detach()).shape
+
+    def _initialize(self, V: Tensor, init: str, generator):
+        if init not in INIT_METHODS:
+            raise ParameterError(f"init={init!r} must be one of {INIT_METHODS} or None")
+        W, H = self.W.detach(), self.H.detach()
+        if init == "random":
+            n_terms = self.rank * (math.prod(W.shape[2:]) if W.ndim > 2 else 1)
+            W0, H0 = random_like_data(V, W.shape, H.shape, n_terms, generator)
+        else:
+            W0, H0 = self._nndsvd_init(V, init, generator)
+        with torch.no_grad():
+            if self.W.requires_grad:
+                W.copy_(W0)
+            if self.H.requires_grad:
+                H.copy_(H0)
+
+    def _nndsvd_init(self, V, variant, generator):
+        raise ParameterError(f"init={variant!r} is available for NMF and NMFD only, not {type(self).__name__}")
+
+    def _make_solver_step(self, prob: _Scaled, beta: float, solver: str, ws: dict) -> Callable[[], None]:
+        gamma = div.mu_exponent(beta)
+
+        def mu_step():
+            for which, X, train in (("W", prob.W, prob.train_W), ("H", prob.H, prob.train_H)):
+                if train:
+                    neg, pos = self._mu_terms(which, prob.V, prob.W, prob.H, beta, ws)
+                    div.multiplicative_step(X, neg, pos, gamma, *prob.penalty[which])
+
+        return mu_step
+
+    def fit(self, V: Tensor, beta: float = 1, tol: float = 1e-4, max_iter: int = 200, verbose: bool = False,
+            alpha: float = 0, l1_ratio: float = 0, *, init: Optional[str] = None, generator=None,
+            callback: Optional[Callable[[int, float], Optional[bool]]] = None, solver: str = "auto",
+            check_every: int = 10) -> int:
+        r"""Learn the factors by minimising the beta-divergence to ``V``.
+
+        The objective is
+
+        .. math::
+            d_\beta(V \,|\, \hat V) + \alpha\, l_{1}\!\text{ratio}\,(\|W\|_1 + \|H\|_1)
+            + \tfrac{\alpha (1 - l_{1}\!\text{ratio})}{2} (\|W\|_2^2 + \|H\|_2^2)
+
+        minimised by multiplicative updates with the exponent of
+        :func:`nmfcore.divergence.mu_exponent` (the objective never increases),
+        or, for :class:`NMF` with ``beta=2``, by hierarchical alternating least
+        squares ([5]_), which reaches the same loss several times faster.
+        Parameters created with ``trainable_*=False`` are never changed.
+
+        Parameters
+        ----------
+        V : torch.Tensor
+            Non-negative data of the model's output shape, on the model's
+            device and dtype. :class:`NMF` also takes a
+            ``torch.sparse_coo_tensor`` (same factors as the dense tensor).
+        beta : float, default 1
+            Divergence: 2 Euclidean, 1 Kullback-Leibler, 0 Itakura-Saito.
+        tol : float, default 1e-4
+            Stop when ``(e_prev - e) / e_0 < tol`` with ``e = sqrt(2 loss)``,
+            checked every ``check_every`` iterations; 0 runs ``max_iter``.
+        max_iter : int, default 200
+        verbose : bool, default False
+            Show a progress bar.
+        alpha : float, default 0
+            Regularisation strength.
+        l1_ratio : float in [0, 1], default 0
+            Mix of L1 (1) and L2 (0) penalties.
+        init : {None, 'random', 'nndsvd', 'nndsvda', 'nndsvdar'}, keyword-only
+            Re-initialise the trainable factors from ``V`` first; ``None``
+            keeps the current values.
+        generator : torch.Generator or int, keyword-only
+            Randomness of ``init`` (reproducible runs).
+        callback : callable, keyword-only
+            ``callback(iteration, loss)`` at iteration 0 and at every check;
+            returning ``True`` stops the fit.
+        solver : {'auto', 'mu', 'hals'}, keyword-only
+            ``'auto'`` is HALS for :class:`NMF` with ``beta=2``, else MU.
+        check_every : int, default 10, keyword-only
+            Iterations between loss evaluations.
+
+        Returns
+        -------
+        int
+            Number of iterations run.
+
+        Raises
+        ------
+        ParameterError
+            Negative, NaN or infinite ``V``; shape, dtype or device mismatch;
+            ``beta <= 0`` with zeros in ``V``; ``l1_ratio`` outside [0, 1].
+
+        Examples
+        --------
+        >>> import torch
+        >>> from nmfcore.nmf import NMF
+        >>> g = torch.Generator().manual_seed(0)
+        >>> V = torch.rand(20, 30, generator=g)
+        >>> m = NMF(V.shape, 5, generator=0)
+        >>> n_iter = m.fit(V, beta=1, max_iter=50, tol=0)
+        >>> n_iter, bool((m.W >= 0).all()), bool((m.H >= 0).all())
+        (50, True, True)
+        """
+        V, beta = self._check_fit_input(V, beta)
+        if V.is_sparse and not self._sparse_native(beta):
+            V = V.to_dense()
+        tol = check_nonnegative_float(tol, "tol")
+        max_iter = int(max_iter) if max_iter == 0 else check_positive_int(max_iter, "max_iter")
+        check_every = check_positive_int(check_every, "check_every")
+        alpha = check_nonnegative_float(alpha, "alpha")
+        l1_ratio = check_fraction(l1_ratio, "l1_ratio", low_inclusive=True, high_inclusive=True)
+        if solver not in SOLVERS:
+            raise ParameterError(f"solver={solver!r} must be one of {SOLVERS}")
+        if callback is not None and not callable(callback):
+            raise ParameterError(f"callback={callback!r} must be callable")
+        solver = self._resolve_solver(solver, beta)
+        generator = make_generator(generator, V.device)
+        if init is not None:
+            self._initialize(V, init, generator)
+        with torch.no_grad():
+            prob = _Scaled(self, V, beta, alpha * l1_ratio, alpha * (1 - l1_ratio))
+            try:
+                step = self._make_solver_step(prob, beta, solver, {})
+                return run_iterations(step, prob.objective, max_iter=max_iter, tol=tol, check_every=check_every,
+                                      callback=callback, verbose=verbose, desc=type(self).__name__)
+            finally:
+                prob.restore()
+
+    def _sparse_native(self, beta: float) -> bool:
+        """Whether the updates work on a sparse V directly (else it is densified)."""
+        return False
+
+    def _resolve_solver(self, solver: str, beta: float) -> str:
+        if solver == "hals":
+            raise ParameterError(f"solver='hals' is available for NMF only, not {type(self).__name__}")
+        return "mu"
+
+    def sparse_fit(self, V: Tensor, beta: float = 2, max_iter: int = 200, verbose: bool = False,
+                   sW: Optional[float] = None, sH: Optional[float] = None, *,
+                   callback: Optional[Callable[[int, float], Optional[bool]]] = None,
+                   check_every: int = 10) -> int:
+        r"""Learn the factors with Hoyer's sparseness constraints ([6]_).
+
+        Minimises the beta-divergence subject to every component ``W[:, r]``
+        (if ``sW`` is given) and ``H[:, r]`` (if ``sH`` is given) having the
+        sparseness :func:`nmfcore.metrics.sparseness` equal to the target.
+        A constrained factor takes projected gradient steps with a step-size
+        search that never increases the loss; an unconstrained one takes
+        multiplicative updates. Always runs ``max_iter`` iterations. Hoyer
+        used ``beta=2``; other values work but carry no guarantee.
+
+        Parameters
+        ----------
+        V : torch.Tensor
+            Non-negative data (a sparse COO tensor is densified first).
+        beta : float, default 2
+        max_iter : int, default 200
+        verbose : bool, default False
+        sW, sH : float in (0, 1) or None
+            Target sparseness of the components of ``W`` and ``H``.
+        callback : callable, keyword-only
+            As in :meth:`fit` (returning ``True`` stops).
+
+        Returns
+        -------
+        int
+            Number of iterations run.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from nmfcore.nmf import NMF
+        >>> from nmfcore.metrics import sparseness
+        >>> V = torch.rand(30, 40, generator=torch.Generator().manual_seed(0))
+        >>> m = NMF(V.shape, 4, generator=0)
+        >>> m.sparse_fit(V, max_iter=20, sH=0.6)
+        20
+        >>> round(float(sparseness(m.H[:, 0])), 3)
+        0.6
+        """
+        if V.is_sparse:
+            V = V.to_dense()
+        V, beta = self._check_fit_input(V, beta)
+        max_iter = check_positive_int(max_iter, "max_iter")
+        for name, s in (("sW", sW), ("sH", sH)):
+            if s is not None:
+                check_fraction(s, name, low_inclusive=False, high_inclusive=False)
+        gamma = div.mu_exponent(beta)
+        with torch.no_grad():
+            prob = _Scaled(self, V, beta, 0.0, 0.0)
+            try:
+                W, H, Vs = prob.W, prob.H, prob.V
+                targets = {"W": sW if prob.train_W else None, "H": sH if prob.train_H else None}
+                for name, X in (("W", W), ("H", H)):
+                    if targets[name] is not None:
+                        project_columns(X, targets[name])
+                steps = {"W": 1.0, "H": 1.0}
+                ws: dict = {}
+
+                def step():
+                    for name, X, train in (("W", W, prob.train_W), ("H", H, prob.train_H)):
+                        if not train:
+                            continue
+                        neg, pos = self._mu_terms(name, Vs, W, H, beta, ws)
+                        if targets[name] is None:
+                            div.multiplicative_step(X, neg, pos, gamma)
+                            continue
+                        grad = pos - neg  # gradient of the divergence w.r.t. X
+                        loss = float(self._loss(Vs, W, H, beta))
+                        old = X.clone()
+                        for _ in range(10):
+                            X.copy_(old).sub_(grad, alpha=steps[name])
+                            project_columns(X, targets[name])
+                            if float(self._loss(Vs, W, H, beta)) <= loss:
+                                break
+                            steps[name] *= 0.5
+                        else:
+                            X.copy_(old)  # no decrease found: keep the iterate
+                        steps[name] *= 1.2
+                    if (sW is not None or sH is not None) and prob.train_W and prob.train_H:
+                        _renormalize(W, H)
+
+                return run_iterations(step, prob.objective, max_iter=max_iter, tol=0.0, check_every=check_every,
+                                      callback=callback, verbose=verbose, desc=type(self).__name__)
+            finally:
+                prob.restore()
+
+
+def _renormalize(W: Tensor, H: Tensor):
+    """Give every component of H unit L2 norm, moving the norm into W (WH unchanged)."""
+    dims = [d for d in range(H.ndim) if d != 1]
+    norms = H.square().sum(dims).sqrt_()
+    norms = torch.where(norms > 0, norms, torch.ones_like(norms))
+    H.div_(norms.reshape((1, -1) + (1,) * (H.ndim - 2)))
+    W.mul_(norms.reshape((1, -1) + (1,) * (W.ndim - 2)))
+
+
+class NMF(BaseComponent):
+    r"""Non-Negative Matrix Factorization (NMF).
+
+    Find two non-negative matrices whose product approximates the non-negative
+    matrix V: :math:`V \approx H W^T` ([1]_).
+
+    Parameters
+    ----------
+    Vshape : tuple, optional
+        Size of the target matrix V; ``W`` and ``H`` are inferred from it.
+    rank : int, optional
+        Size of the hidden dimension.
+    **kwargs
+        Passed to :class:`BaseComponent` (``W``, ``H``, ``trainable_W``,
+        ``trainable_H``, ``generator``).
+
+    Shape
+    -----
+    - V: :math:`(N, C)`
+    - W: :math:`(C, R)`
+    - H: :math:`(N, R)`
+
+    Examples
+    --------
+    >>> import torch
+    >>> V = torch.rand(20, 30)
+    >>> m = NMF(V.shape, 5)
+    >>> m.W.size()
+    torch.Size([30, 5])
+    >>> m.H.size()
+    torch.Size([20, 5])
+    >>> HWt = m()
+    >>> HWt.size()
+    torch.Size([20, 30])
+    """
+
+    _ones_pullback_is_sum = True
+
+    def __init__(self, Vshape: Iterable = None, rank: int = None, **kwargs):
+        if Vshape is not None:
+            shape = tuple(Vshape)
+            if len(shape) != 2:
+                raise ParameterError(f"Vshape={shape} must have 2 entries (N, C) for NMF")
+            M, K = shape
+            rank = check_rank(rank if rank else K)
+            kwargs["W"] = (K, rank)
+            kwargs["H"] = (M, rank)
+        super().__init__(rank, **kwargs)
+
+    @staticmethod
+    def reconstruct(H: Tensor, W: Tensor) -> Tensor:
+        return H @ W.t()
+
+    def _output_shape(self):
+        return (self.H.shape[0], self.W.shape[0])
+
+    def _nndsvd_init(self, V, variant, generator):
+        return nndsvd(V, self.rank, variant, generator)
+
+    def _sparse_native(self, beta: float) -> bool:
+        return beta in (1, 2)
+
+    def _resolve_solver(self, solver: str, beta: float) -> str:
+        if solver == "hals" and beta != 2:
+            raise ParameterError(f"solver='hals' minimises beta=2 only, got beta={beta:g}")
+        if solver == "auto":
+            return "hals" if beta == 2 else "mu"
+        return solver
+
+    # Closed forms of the pull-backs for the matrix product; each equals
+    # BaseComponent._general_terms (tests/test_nmf.py pins it).
+    def _mu_terms(self, which, V, W, H, beta, ws):
+        other = W if which == "H" else H
+        if beta == 2:
+            # neg = V W (or V^T H); pos = H (W^T W) (or W (H^T H)): no N x C product
+            target = H if which == "H" else W
+            neg = _mm_data(V, other, which, ws)
+            return neg, target @ (other.t() @ other)
+        if V.is_sparse:
+            if beta != 1:
+                return super()._mu_terms(which, V, W, H, beta, ws)
+            # V / WH only at the stored entries
+            idx = V.indices()
+            y = (H[idx[0]] * W[idx[1]]).sum(1)
+            ratio, _ = div.mu_terms(V.values(), y, beta)
+            S = torch.sparse_coo_tensor(idx, ratio, V.shape)
+            return _mm_data(S, other, which, ws={}), other.sum(0)
+        Y = ws.get("Y")
+        if Y is None or Y.shape != V.shape:
+            Y = ws["Y"] = torch.empty_like(V)
+        torch.mm(H, W.t(), out=Y)
+        # here neg = (V * Y**(beta-2)) @ W, pos = Y**(beta-1) @ W  (transposed for W)
+        neg_out, pos_out = div.mu_terms(V, Y, beta, out=Y)
+        if which == "H":
+            neg = neg_out @ W
+            pos = W.sum(0) if pos_out is None else pos_out @ W
+        else:
+            neg = neg_out.t() @ H
+            pos = H.sum(0) if pos_out is None else pos_out.t() @ H
+        return neg, pos
+
+    def _loss(self, V, W, H, beta):
+        if beta == 2:
+            # 0.5 ||V||^2 - <V W, H> + 0.5 <W^T W, H^T H>
+            sq = V.coalesce().values().square().sum() if V.is_sparse else V.square().sum()
+            cross = (_mm_data(V, W, "H", {}) * H).sum()
+            gram = ((W.t() @ W) * (H.t() @ H)).sum()
+            return (0.5 * sq - cross + 0.5 * gram).clamp_min(0)
+        if V.is_sparse and beta == 1:
+            # sum over stored entries of d(v|y) - d(0|y), plus sum of d(0|y) = y over all
+            idx = V.indices()
+            y = (H[idx[0]] * W[idx[1]]).sum(1)
+            part = div.beta_divergence(V.values(), y, beta) - div.divergence_of_zero(y, beta).sum()
+            return (part + W.sum(0) @ H.sum(0)).clamp_min(0)
+        return super()._loss(V, W, H, beta)
+
+    def _make_solver_step(self, prob, beta, solver, ws):
+        if solver != "hals":
+            return super()._make_solver_step(prob, beta, solver, ws)
+        V, W, H = prob.V, prob.W, prob.H
+        floor = div.eps_for(V.dtype) * 1e-3
+
+        def hals_step():
+            if prob.train_W:
+                _hals_update(W, _mm_data(V, H, "W", ws), H.t() @ H, *prob.penalty["W"], floor, H.shape[0])
+            if prob.train_H:
+                _hals_update(H, _mm_data(V, W, "H", ws), W.t() @ W, *prob.penalty["H"], floor, W.shape[0])
+
+        return hals_step
+
+
+def _mm_data(V: Tensor, other: Tensor, which: str, ws: dict) -> Tensor:
+    """``V @ W`` (which='H') or ``V^T @ H`` (which='W') for dense or sparse V."""
+    if which == "H":
+        return torch.sparse.mm(V, other) if V.is_sparse else V @ other
+    if V.is_sparse:
+        Vt = ws.get("Vt")
+        if Vt is None:
+            Vt = ws["Vt"] = V.t().coalesce()
+        return torch.sparse.mm(Vt, other)
+    return V.t() @ other
+
+
+def _hals_update(X: Tensor, P: Tensor, G: Tensor, l1: float, l2: float, floor: float, n_other: int):
+    r"""Accelerated HALS sweeps over the columns of ``X`` ([5]_).
+
+    Minimises :math:`\tfrac12 \mathrm{tr}(X G X^T) - \mathrm{tr}(P^T X) + l_1 \|X\|_1
+    + \tfrac{l_2}{2}\|X\|^2` over ``X >= floor`` one column at a time (each
+    column update is exact, so the objective never increases); repeats the
+    sweep while it still changes ``X`` by more than a tenth of the first
+    sweep's change, at most ``1 + 0.5 rho`` times where ``rho`` is the cost
+    ratio of computing ``P`` to one sweep (Gillis and Glineur's rule).
+    """
+    R = X.shape[1]
+    Xt = X.t().contiguous()  # components as contiguous rows
+    Pt = P.t().contiguous()
+    if l1:
+        Pt.sub_(l1)
+    diag = G.diagonal() + l2
+    if l2:
+        G = G + l2 * torch.eye(R, dtype=G.dtype, device=G.device)
+    inv = torch.where(diag > 0, 1.0 / diag, torch.zeros_like(diag))
+    rho = 1 + n_other / (R + 1)
+    max_sweeps = max(1, min(1 + int(0.5 * rho), 10))
+    first = None
+    for _ in range(max_sweeps):
+        before = Xt.clone() if max_sweeps > 1 else None
+        for r in range(R):
+            # x_r <- max(floor, x_r + (p_r - G[r] X) / G[r, r])
+            step = (Pt[r] - G[r] @ Xt).mul_(inv[r])
+            Xt[r].add_(step).clamp_min_(floor)
+        if before is None:
+            break
+        change = float((Xt - before).square().sum())
+        if first is None:
+            first = change
+        elif change <= 0.01 * first:  # ||dX|| <= 0.1 ||dX_1||
+            break
+    X.copy_(Xt.t())
+
+
+class NMFD(BaseComponent):
+    r"""Non-negative Matrix Factor Deconvolution (NMFD, [3]_).
+
+    Find a non-negative matrix H and 3-dimensional tensor W whose convolution
+    approximates V:
+
+    .. math::
+        V_{i,j} \approx \sum_{t=0}^{T-1} \sum_{r=0}^{\text{rank}-1} W_{i,r,t} H_{r, j - t}
+
+    An extra batch dimension is required on V, as in PyTorch.
+
+    Parameters
+    ----------
+    Vshape : tuple, optional
+        Size of the target V ``(N, C, L_out)``.
+    rank : int, optional
+    T : int, default 1
+        Size of the convolving window.
+    **kwargs
+        Passed to :class:`BaseComponent`.
+
+    Shape
+    -----
+    - V: :math:`(N, C, L_{out})`
+    - W: :math:`(C, R, T)`
+    - H: :math:`(N, R, L_{in})` with :math:`L_{in} = L_{out} - T + 1`
+
+    Examples
+    --------
+    >>> import torch
+    >>> V = torch.rand(33, 50).unsqueeze(0)
+    >>> m = NMFD(V.shape, 16, 3)
+    >>> m.W.size()
+    torch.Size([33, 16, 3])
+    >>> m.H.size()
+    torch.Size([1, 16, 48])
+    >>> m().size()
+    torch.Size([1, 33, 50])
+    """
+
+    _ones_pullback_is_sum = True
+
+    def __init__(self, Vshape: Iterable = None, rank: int = None, T: _size_1_t = 1, **kwargs):
+        if Vshape is not None:
+            (T,) = _single(T)
+            shape = tuple(Vshape)
+            if len(shape) != 3:
+                raise ParameterError(f"Vshape={shape} must have 3 entries (N, C, L) for NMFD")
+            batch, K, M = shape
+            if not 1 <= T <= M:
+                raise ParameterError(f"T={T} must lie in [1, {M}] (the length of V)")
+            rank = check_rank(rank if rank else K)
+            kwargs["W"] = (K, rank, T)
+            kwargs["H"] = (batch, rank, M - T + 1)
+        super().__init__(rank, **kwargs)
+
+    @staticmethod
+    def reconstruct(H: Tensor, W: Tensor) -> Tensor:
+        return F.conv1d(H, W.flip(2), padding=W.shape[2] - 1)
+
+    def _output_shape(self):
+        return (self.H.shape[0], self.W.shape[0], self.H.shape[2] + self.W.shape[2] - 1)
+
+    def _nndsvd_init(self, V, variant, generator):
+        # NNDSVD of the batch-concatenated spectrogram, the same template at every lag
+        X = V.permute(0, 2, 1).reshape(-1, V.shape[1])
+        W0, H0 = nndsvd(X, self.rank, variant, generator)
+        T = self.W.shape[2]
+        W = (W0 / T).unsqueeze(2).expand(-1, -1, T).contiguous()
+        H = H0.reshape(V.shape[0], V.shape[2], self.rank).permute(0, 2, 1)[..., : self.H.shape[2]].contiguous()
+        return W, H
+
+
+class NMF2D(BaseComponent):
+    r"""Nonnegative Matrix Factor 2-D Deconvolution (NMF2D, [4]_).
+
+    .. math::
+        V_{i,j,k} \approx \sum_{l=0}^{k_1-1} \sum_{m=0}^{k_2-1} \sum_{r=0}^{\text{rank}-1}
+        W_{i,r,l,m} H_{r, j-l,k-m}
+
+    Parameters
+    ----------
+    Vshape : tuple, optional
+        Size of the target V ``(N, C, L_out, M_out)``.
+    rank : int, optional
+    kernel_size : int or tuple, default 1
+    **kwargs
+        Passed to :class:`BaseComponent`.
+
+    Shape
+    -----
+    - V: :math:`(N, C, L_{out}, M_{out})`
+    - W: :math:`(C, R, k_1, k_2)`
+    - H: :math:`(N, R, L_{out} - k_1 + 1, M_{out} - k_2 + 1)`
+
+    Examples
+    --------
+    >>> import torch
+    >>> V = torch.rand(33, 50).unsqueeze(0).unsqueeze(0)
+    >>> m = NMF2D(V.shape, 16, 3)
+    >>> m.W.size()
+    torch.Size([1, 16, 3, 3])
+    >>> m.H.size()
+    torch.Size([1, 16, 31, 48])
+    >>> m().size()
+    torch.Size([1, 1, 33, 50])
+    """
+
+    _ones_pullback_is_sum = True
+
+    def __init__(self, Vshape: Iterable = None, rank: int = None, kernel_size: _size_2_t = 1, **kwargs):
+        if Vshape is not None:
+            kernel_size = _pair(kernel_size)
+            shape = tuple(Vshape)
+            if len(shape) != 4:
+                raise ParameterError(f"Vshape={shape} must have 4 entries (N, C, L, M) for NMF2D")
+            batch, channel, K, M = shape
+            _check_kernel(kernel_size, (K, M))
+            rank = check_rank(rank if rank else K)
+            kwargs["W"] = (channel, rank) + tuple(kernel_size)
+            kwargs["H"] = (batch, rank, K - kernel_size[0] + 1, M - kernel_size[1] + 1)
+        super().__init__(rank, **kwargs)
+
+    @staticmethod
+    def reconstruct(H: Tensor, W: Tensor) -> Tensor:
+        return F.conv2d(H, W.flip((2, 3)), padding=(W.shape[2] - 1, W.shape[3] - 1))
+
+    def _output_shape(self):
+        return (self.H.shape[0], self.W.shape[0]) + tuple(h + k - 1 for h, k in zip(self.H.shape[2:], self.W.shape[2:]))
+
+
+class NMF3D(BaseComponent):
+    r"""Nonnegative Matrix Factor 3-D Deconvolution (NMF3D).
+
+    .. math::
+        V_{i,j,k,l} \approx \sum_{m,n,u} \sum_{r=0}^{\text{rank}-1} W_{i,r,m,n,u} H_{r,j-m,k-n,l-u}
+
+    Parameters
+    ----------
+    Vshape : tuple, optional
+        Size of the target V ``(N, C, L_out, M_out, O_out)``.
+    rank : int, optional
+    kernel_size : int or tuple, default 1
+    **kwargs
+        Passed to :class:`BaseComponent`.
+
+    Shape
+    -----
+    - V: :math:`(N, C, L_{out}, M_{out}, O_{out})`
+    - W: :math:`(C, R, k_1, k_2, k_3)`
+    - H: :math:`(N, R, L_{out} - k_1 + 1, M_{out} - k_2 + 1, O_{out} - k_3 + 1)`
+
+    Examples
+    --------
+    >>> import torch
+    >>> V = torch.rand(3, 16, 16, 20).unsqueeze(0)
+    >>> m = NMF3D(V.shape, 8, (5, 5, 4))
+    >>> m.W.size()
+    torch.Size([3, 8, 5, 5, 4])
+    >>> m.H.size()
+    torch.Size([1, 8, 12, 12, 17])
+    >>> m().size()
+    torch.Size([1, 3, 16, 16, 20])
+    """
+
+    _ones_pullback_is_sum = True
+
+    def __init__(self, Vshape: Iterable = None, rank: int = None, kernel_size: _size_3_t = 1, **kwargs):
+        if Vshape is not None:
+            kernel_size = _triple(kernel_size)
+            shape = tuple(Vshape)
+            if len(shape) != 5:
+                raise ParameterError(f"Vshape={shape} must have 5 entries (N, C, L, M, O) for NMF3D")
+            batch, channel, N, K, M = shape
+            _check_kernel(kernel_size, (N, K, M))
+            rank = check_rank(rank if rank else K)
+            kwargs["W"] = (channel, rank) + tuple(kernel_size)
+            kwargs["H"] = (batch, rank, N - kernel_size[0] + 1, K - kernel_size[1] + 1, M - kernel_size[2] + 1)
+        super().__init__(rank, **kwargs)
+
+    @staticmethod
+    def reconstruct(H: Tensor, W: Tensor) -> Tensor:
+        return F.conv3d(H, W.flip((2, 3, 4)), padding=(W.shape[2] - 1, W.shape[3] - 1, W.shape[4] - 1))
+
+    def _output_shape(self):
+        return (self.H.shape[0], self.W.shape[0]) + tuple(h + k - 1 for h, k in zip(self.H.shape[2:], self.W.shape[2:]))
+
+
+def _check_kernel(kernel_size, sizes):
+    for k, n in zip(kernel_size, sizes):
+        if not 1 <= k <= n:
+            raise ParameterError(f"kernel_size={tuple(kernel_size)} must lie within the size of V {tuple(sizes)}")
