@@ -14,6 +14,7 @@ from .exceptions import ParameterError
 
 __all__ = [
     "check_nonnegative_tensor",
+    "value_range",
     "check_rank",
     "check_beta_for_data",
     "check_fraction",
@@ -31,19 +32,32 @@ def _values(V: torch.Tensor) -> torch.Tensor:
 
 def check_nonnegative_tensor(V, name: str = "V") -> torch.Tensor:
     """Return ``V`` if it is a floating tensor of finite non-negative values."""
+    value_range(V, name)
+    return V
+
+
+def value_range(V, name: str = "V") -> tuple[float, float]:
+    """``(min, max)`` of a floating tensor after checking it is finite and non-negative.
+
+    One pass over the data (``torch.aminmax``: NaN and infinities propagate
+    into the extremes). Empty tensors give ``(0.0, 0.0)``.
+    """
     if not isinstance(V, torch.Tensor):
         raise ParameterError(f"{name} must be a torch.Tensor, got {type(V).__name__}")
     if not V.is_floating_point():
         raise ParameterError(f"{name} must be a floating-point tensor, got dtype={V.dtype}")
     vals = _values(V)
-    if vals.numel():
-        if not bool(torch.isfinite(vals).all()):
-            bad = vals[~torch.isfinite(vals)][0].item()
-            raise ParameterError(f"{name} must contain only finite values, found {name} entry {bad}")
-        mn = vals.min().item()
-        if mn < 0:
-            raise ParameterError(f"{name} must be non-negative, found {name}.min()={mn:g}")
-    return V
+    if not vals.numel():
+        return 0.0, 0.0
+    mn, mx = (float(x) for x in torch.aminmax(vals.detach()))
+    if mn != mn or mx != mx or mx == float("inf"):
+        bad = vals[~torch.isfinite(vals)][0].item()
+        raise ParameterError(f"{name} must contain only finite values, found {name} entry {bad}")
+    if mn < 0:
+        raise ParameterError(f"{name} must be non-negative, found {name}.min()={mn:g}")
+    if V.is_sparse and vals.numel() < V.numel():
+        mn = min(mn, 0.0)  # implicit zeros
+    return mn, mx
 
 
 def check_rank(rank) -> int:
@@ -70,16 +84,14 @@ def check_beta(beta) -> float:
     return float(beta)
 
 
-def check_beta_for_data(beta, V: torch.Tensor) -> float:
+def check_beta_for_data(beta, vmin: float) -> float:
     """beta <= 0 is undefined where V has zeros (the divergence is infinite)."""
     beta = check_beta(beta)
-    if beta <= 0:
-        has_zero = V.is_sparse or bool((V == 0).any())
-        if has_zero:
-            raise ParameterError(
-                f"beta={beta:g} <= 0 needs a strictly positive V, but V contains zeros: "
-                "add a small constant to V or use beta > 0"
-            )
+    if beta <= 0 and vmin <= 0:
+        raise ParameterError(
+            f"beta={beta:g} <= 0 needs a strictly positive V, but V contains zeros: "
+            "add a small constant to V or use beta > 0"
+        )
     return beta
 
 

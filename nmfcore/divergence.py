@@ -33,6 +33,7 @@ import torch
 __all__ = [
     "eps_for",
     "mu_exponent",
+    "auxiliary",
     "beta_divergence",
     "divergence_of_zero",
     "mu_terms",
@@ -160,12 +161,45 @@ def mu_terms(V: torch.Tensor, Y: torch.Tensor, beta: float, *, out: torch.Tensor
     if beta == 0:
         pos = Ys.reciprocal()
         return V * pos.square(), pos
-    return V * Ys.pow(beta - 2), Ys.pow(beta - 1)
+    P = Ys.pow(beta - 2)  # one power: Y**(beta-1) = Y**(beta-2) * Y
+    return V * P, P.mul_(Ys)
 
 
-def multiplicative_step(param: torch.Tensor, neg: torch.Tensor, pos: torch.Tensor, gamma: float,
-                        l1: float = 0.0, l2: float = 0.0) -> torch.Tensor:
-    r"""In place: ``param *= (neg / (pos + l1 + l2 * param)) ** gamma``.
+def auxiliary(rho: torch.Tensor, m: torch.Tensor, beta: float) -> torch.Tensor:
+    r"""Per-coordinate majorising function of [1]_, up to a positive factor and a constant.
+
+    For a coordinate at its current value :math:`\tilde x` with
+    ``m = neg / pos`` (the plain multiplicative ratio), the objective at
+    :math:`x = \rho \tilde x` (all other coordinates fixed) is majorised by a
+    function of :math:`\rho` proportional to
+
+    =================  =================================================
+    beta               auxiliary(rho)
+    =================  =================================================
+    beta < 1           rho + m rho**(beta-1) / (1-beta)
+    beta = 1           rho - m log(rho)
+    1 < beta <= 2      rho**beta / beta - m rho**(beta-1) / (beta-1)
+    beta > 2           rho**beta / beta - m rho
+    =================  =================================================
+
+    (convex terms bounded by Jensen's inequality, concave ones by their
+    tangent). It equals the objective at :math:`\rho = 1`, so any step with
+    ``auxiliary(rho) <= auxiliary(1)`` in every coordinate does not increase
+    the objective; its minimiser is :math:`m^{\gamma}` with
+    :math:`\gamma` = :func:`mu_exponent`'s MM value.
+    """
+    if beta < 1:
+        return rho + m * rho.pow(beta - 1) / (1 - beta)
+    if beta == 1:
+        return rho - m * torch.log(rho)
+    if beta <= 2:
+        return rho.pow(beta) / beta - m * rho.pow(beta - 1) / (beta - 1)
+    return rho.pow(beta) / beta - m * rho
+
+
+def multiplicative_step(param: torch.Tensor, neg: torch.Tensor, pos: torch.Tensor, beta: float,
+                        l1: float = 0.0, l2: float = 0.0, relax: float = 1.0) -> torch.Tensor:
+    r"""In place: ``param *= (neg / (pos + l1 + l2 * param)) ** gamma``, ``gamma = mu_exponent(beta)``.
 
     ``neg`` and ``pos`` are the parameter-space terms (the output-space terms
     of :func:`mu_terms` pulled back through the model). The L1 and L2
@@ -173,16 +207,27 @@ def multiplicative_step(param: torch.Tensor, neg: torch.Tensor, pos: torch.Tenso
     to the positive part. The denominator is floored at the dtype's tiny so
     that an all-zero row stays zero instead of becoming NaN. ``neg`` may be
     overwritten.
+
+    With ``relax > 1`` (and no penalty) each coordinate first tries the
+    over-relaxed ratio ``m ** (gamma * relax)`` and keeps it only where
+    :func:`auxiliary` certifies it does not increase the objective, falling
+    back to ``m ** gamma`` elsewhere: a longer step with the same guarantee.
     """
     denom = pos
     if l1 or l2:
         denom = pos + l1 if l2 == 0 else torch.add(pos, param, alpha=l2).add_(l1)
+    gamma = mu_exponent(beta)
     tiny = torch.finfo(param.dtype).tiny
     if isinstance(denom, torch.Tensor):
         ratio = neg.div_(denom.clamp_min(tiny)) if neg.shape == torch.broadcast_shapes(neg.shape, denom.shape) \
             else neg / denom.clamp_min(tiny)
     else:
         ratio = neg / max(float(denom), tiny)
-    if gamma != 1:
+    if relax != 1 and not (l1 or l2):
+        m = ratio.clamp_min(tiny)
+        fast = m.pow(gamma * relax)
+        safe = auxiliary(fast, m, beta) <= auxiliary(torch.ones_like(m), m, beta)
+        ratio = torch.where(safe, fast, m.pow_(gamma) if gamma != 1 else m)
+    elif gamma != 1:
         ratio = ratio.pow_(gamma)
     return param.mul_(ratio)

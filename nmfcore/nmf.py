@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,8 @@ from . import divergence as div
 from ._fit import run_iterations
 from ._hoyer import l1_for_sparseness, project_columns
 from ._validation import (check_beta_for_data, check_fraction, check_nonnegative_float,
-                          check_nonnegative_tensor, check_positive_int, check_rank, make_generator)
+                          check_nonnegative_tensor, check_positive_int, check_rank, make_generator,
+                          value_range)
 from .exceptions import ParameterError
 from .init import INIT_METHODS, nndsvd, random_like_data
 
@@ -58,6 +59,7 @@ _size_2_t = Union[int, Tuple[int, int]]
 _size_3_t = Union[int, Tuple[int, int, int]]
 
 SOLVERS = ("auto", "mu", "hals")
+MU_RELAX = 1.5  # over-relaxation of the multiplicative step (see divergence.multiplicative_step)
 
 
 def _init_param(value, name: str, trainable: bool, generator) -> Optional[Parameter]:
@@ -78,21 +80,20 @@ def _init_param(value, name: str, trainable: bool, generator) -> Optional[Parame
 
 
 class _Scaled:
-    """The fitting problem rescaled so that ``max(V) == 1``.
+    """The fitting problem rescaled so that ``max(V)`` lies in [1, 2).
 
     The beta-divergence is homogeneous, ``d(sV | sY) = s**beta d(V | Y)``, and
     every reconstruction is linear in ``H`` and in ``W``: fitting ``V / s``
     with the scale moved into one trainable factor follows the same path as
     fitting ``V`` while keeping every intermediate value near 1 (data from
-    1e-30 to 1e30 fits in float32). Penalties are rescaled to keep the
-    objective the same, and losses are reported in the original units.
+    1e-30 to 1e30 fits in float32). ``s`` is a power of two, so the rescaling
+    is exact, and data already within [2**-10, 2**10] is not copied at all.
+    Penalties are rescaled to keep the objective the same, and losses are
+    reported in the original units.
     """
 
-    def __init__(self, model: "BaseComponent", V: Tensor, beta: float, l1: float, l2: float):
+    def __init__(self, model: "BaseComponent", V: Tensor, beta: float, l1: float, l2: float, vmax: float):
         self.model = model
-        vals = V.coalesce().values() if V.is_sparse else V
-        peak = float(vals.max()) if vals.numel() else 0.0
-        self.s = peak if peak > 0 else 1.0
         self.beta = beta
         self.W = model.W.detach()
         self.H = model.H.detach()
@@ -100,8 +101,13 @@ class _Scaled:
         self.train_H = model.H.requires_grad
         # the factor that carries the scale
         self.carrier = self.H if self.train_H else (self.W if self.train_W else None)
-        s = self.s if self.carrier is not None else 1.0
-        if V.is_sparse:
+        e = math.floor(math.log2(vmax)) if vmax > 0 else 0
+        if self.carrier is None or abs(e) <= 10:
+            e = 0
+        s = self.s = 2.0 ** e
+        if s == 1.0:
+            self.V = V.coalesce() if V.is_sparse else V
+        elif V.is_sparse:
             V = V.coalesce()
             self.V = torch.sparse_coo_tensor(V.indices(), V.values() / s, V.shape).coalesce()
         else:
@@ -114,18 +120,19 @@ class _Scaled:
             key = "H" if self.carrier is self.H else "W"
             pen[key] = (l1 * sb * s, l2 * sb * s * s)
         self.penalty = pen
-        self.loss_scale = self.s ** beta if self.carrier is not None else 1.0
-        if self.carrier is not None:
-            self.carrier.div_(self.s)
+        self.loss_scale = s ** beta
+        self.ws: dict = {}  # workspace shared by the loss and the solver
+        if s != 1.0:
+            self.carrier.div_(s)
 
     def restore(self):
-        if self.carrier is not None:
+        if self.carrier is not None and self.s != 1.0:
             self.carrier.mul_(self.s)
-            self.carrier = None
+        self.carrier = None
 
     def objective(self) -> float:
         """Divergence plus penalties, in the units of the original data."""
-        value = float(self.model._loss(self.V, self.W, self.H, self.beta))
+        value = float(self.model._loss(self.V, self.W, self.H, self.beta, self.ws))
         for name, X in (("W", self.W), ("H", self.H)):
             l1, l2 = self.penalty[name]
             if l1:
@@ -220,14 +227,28 @@ class BaseComponent(torch.nn.Module):
         any subclass that defines :meth:`reconstruct`.
         """
         V = V.to_dense() if V.is_sparse else V
-        if which == "H":
-            Y, pull = torch.func.vjp(lambda h: self.reconstruct(h, W), H)
-        else:
-            Y, pull = torch.func.vjp(lambda w: self.reconstruct(H, w), W)
+        Y, pull = self._vjp(which, W, H)
         neg_out, pos_out = div.mu_terms(V, Y, beta)
         if pos_out is None:
             pos_out = torch.ones_like(Y)
-        return pull(neg_out)[0], pull(pos_out)[0]
+        return pull(neg_out), pull(pos_out)
+
+    def _vjp(self, which: str, W: Tensor, H: Tensor):
+        """Reconstruction and its vector-Jacobian product with respect to ``which``.
+
+        Returns ``(Y, pull)`` where ``pull(G)`` is :math:`J^T G`, the pull-back
+        of an output-space tensor ``G`` to the parameter ``which``. The
+        reconstruction is linear in each factor, so this is its adjoint.
+        """
+        with torch.enable_grad():
+            x = (H if which == "H" else W).detach().requires_grad_(True)
+            Y = self.reconstruct(x, W) if which == "H" else self.reconstruct(H, x)
+
+        def pull(G: Tensor) -> Tensor:
+            with torch.enable_grad():
+                return torch.autograd.grad(Y, x, G, retain_graph=True)[0]
+
+        return Y.detach(), pull
 
     def _ones_pullback(self, which: str, W: Tensor, H: Tensor) -> Tensor:
         """Closed form of the pull-back of an all-ones output: a sum over the other factor."""
@@ -239,24 +260,23 @@ class BaseComponent(torch.nn.Module):
     def _mu_terms(self, which: str, V: Tensor, W: Tensor, H: Tensor, beta: float, ws: dict):
         """(neg, pos) for the update of ``which``; subclasses add fast paths."""
         if beta == 1 and self._ones_pullback_is_sum and not V.is_sparse:
-            if which == "H":
-                Y, pull = torch.func.vjp(lambda h: self.reconstruct(h, W), H)
-            else:
-                Y, pull = torch.func.vjp(lambda w: self.reconstruct(H, w), W)
+            Y, pull = self._vjp(which, W, H)
             neg_out, _ = div.mu_terms(V, Y, beta, out=Y)
-            return pull(neg_out)[0], self._ones_pullback(which, W, H)
+            return pull(neg_out), self._ones_pullback(which, W, H)
         return self._general_terms(which, V, W, H, beta)
 
-    def _loss(self, V: Tensor, W: Tensor, H: Tensor, beta: float) -> Tensor:
+    def _loss(self, V: Tensor, W: Tensor, H: Tensor, beta: float, ws: Optional[dict] = None) -> Tensor:
+        """The divergence d(V | reconstruction); ``ws`` caches data-only terms."""
         V = V.to_dense() if V.is_sparse else V
         return div.beta_divergence(V, self.reconstruct(H, W), beta)
 
     # ---------------------------------------------------------------- fitting
     def _check_fit_input(self, V, beta):
+        """Validate V against the model; returns ``(V, beta, max(V))``."""
         if self.W is None or self.H is None:
             missing = "W" if self.W is None else "H"
             raise ParameterError(f"fit needs both W and H, but {missing} is None")
-        V = check_nonnegative_tensor(V, "V")
+        vmin, vmax = value_range(V, "V")
         with torch.no_grad():
             expected = tuple(self._output_shape())
         if tuple(V.shape) != expected:
@@ -264,8 +284,7 @@ class BaseComponent(torch.nn.Module):
         if V.dtype != self.W.dtype or V.device != self.W.device:
             raise ParameterError(f"V is {V.dtype} on {V.device} but the model is {self.W.dtype} on "
                                  f"{self.W.device}: move one with .to()")
-        beta = check_beta_for_data(beta, V)
-        return V, beta
+        return V, check_beta_for_data(beta, vmin), vmax
 
     def _output_shape(self):
         return self.reconstruct(self.H.detach(), self.W.detach()).shape
@@ -289,13 +308,11 @@ class BaseComponent(torch.nn.Module):
         raise ParameterError(f"init={variant!r} is available for NMF and NMFD only, not {type(self).__name__}")
 
     def _make_solver_step(self, prob: _Scaled, beta: float, solver: str, ws: dict) -> Callable[[], None]:
-        gamma = div.mu_exponent(beta)
-
         def mu_step():
             for which, X, train in (("W", prob.W, prob.train_W), ("H", prob.H, prob.train_H)):
                 if train:
                     neg, pos = self._mu_terms(which, prob.V, prob.W, prob.H, beta, ws)
-                    div.multiplicative_step(X, neg, pos, gamma, *prob.penalty[which])
+                    div.multiplicative_step(X, neg, pos, beta, *prob.penalty[which], relax=MU_RELAX)
 
         return mu_step
 
@@ -370,7 +387,7 @@ class BaseComponent(torch.nn.Module):
         >>> n_iter, bool((m.W >= 0).all()), bool((m.H >= 0).all())
         (50, True, True)
         """
-        V, beta = self._check_fit_input(V, beta)
+        V, beta, vmax = self._check_fit_input(V, beta)
         if V.is_sparse and not self._sparse_native(beta):
             V = V.to_dense()
         tol = check_nonnegative_float(tol, "tol")
@@ -387,9 +404,9 @@ class BaseComponent(torch.nn.Module):
         if init is not None:
             self._initialize(V, init, generator)
         with torch.no_grad():
-            prob = _Scaled(self, V, beta, alpha * l1_ratio, alpha * (1 - l1_ratio))
+            prob = _Scaled(self, V, beta, alpha * l1_ratio, alpha * (1 - l1_ratio), vmax)
             try:
-                step = self._make_solver_step(prob, beta, solver, {})
+                step = self._make_solver_step(prob, beta, solver, prob.ws)
                 return run_iterations(step, prob.objective, max_iter=max_iter, tol=tol, check_every=check_every,
                                       callback=callback, verbose=verbose, desc=type(self).__name__)
             finally:
@@ -449,14 +466,13 @@ class BaseComponent(torch.nn.Module):
         """
         if V.is_sparse:
             V = V.to_dense()
-        V, beta = self._check_fit_input(V, beta)
+        V, beta, vmax = self._check_fit_input(V, beta)
         max_iter = check_positive_int(max_iter, "max_iter")
         for name, s in (("sW", sW), ("sH", sH)):
             if s is not None:
                 check_fraction(s, name, low_inclusive=False, high_inclusive=False)
-        gamma = div.mu_exponent(beta)
         with torch.no_grad():
-            prob = _Scaled(self, V, beta, 0.0, 0.0)
+            prob = _Scaled(self, V, beta, 0.0, 0.0, vmax)
             try:
                 W, H, Vs = prob.W, prob.H, prob.V
                 targets = {"W": sW if prob.train_W else None, "H": sH if prob.train_H else None}
@@ -464,7 +480,7 @@ class BaseComponent(torch.nn.Module):
                     if targets[name] is not None:
                         project_columns(X, targets[name])
                 steps = {"W": 1.0, "H": 1.0}
-                ws: dict = {}
+                ws = prob.ws
 
                 def step():
                     for name, X, train in (("W", W, prob.train_W), ("H", H, prob.train_H)):
@@ -472,15 +488,15 @@ class BaseComponent(torch.nn.Module):
                             continue
                         neg, pos = self._mu_terms(name, Vs, W, H, beta, ws)
                         if targets[name] is None:
-                            div.multiplicative_step(X, neg, pos, gamma)
+                            div.multiplicative_step(X, neg, pos, beta)
                             continue
                         grad = pos - neg  # gradient of the divergence w.r.t. X
-                        loss = float(self._loss(Vs, W, H, beta))
+                        loss = float(self._loss(Vs, W, H, beta, ws))
                         old = X.clone()
                         for _ in range(10):
                             X.copy_(old).sub_(grad, alpha=steps[name])
                             project_columns(X, targets[name])
-                            if float(self._loss(Vs, W, H, beta)) <= loss:
+                            if float(self._loss(Vs, W, H, beta, ws)) <= loss:
                                 break
                             steps[name] *= 0.5
                         else:
@@ -605,10 +621,13 @@ class NMF(BaseComponent):
             pos = H.sum(0) if pos_out is None else pos_out.t() @ H
         return neg, pos
 
-    def _loss(self, V, W, H, beta):
+    def _loss(self, V, W, H, beta, ws=None):
         if beta == 2:
             # 0.5 ||V||^2 - <V W, H> + 0.5 <W^T W, H^T H>
-            sq = V.coalesce().values().square().sum() if V.is_sparse else V.square().sum()
+            ws = {} if ws is None else ws
+            sq = ws.get("sqnorm")
+            if sq is None:
+                sq = ws["sqnorm"] = V.coalesce().values().square().sum() if V.is_sparse else V.square().sum()
             cross = (_mm_data(V, W, "H", {}) * H).sum()
             gram = ((W.t() @ W) * (H.t() @ H)).sum()
             return (0.5 * sq - cross + 0.5 * gram).clamp_min(0)
@@ -618,7 +637,7 @@ class NMF(BaseComponent):
             y = (H[idx[0]] * W[idx[1]]).sum(1)
             part = div.beta_divergence(V.values(), y, beta) - div.divergence_of_zero(y, beta).sum()
             return (part + W.sum(0) @ H.sum(0)).clamp_min(0)
-        return super()._loss(V, W, H, beta)
+        return super()._loss(V, W, H, beta, ws)
 
     def _make_solver_step(self, prob, beta, solver, ws):
         if solver != "hals":
@@ -628,9 +647,9 @@ class NMF(BaseComponent):
 
         def hals_step():
             if prob.train_W:
-                _hals_update(W, _mm_data(V, H, "W", ws), H.t() @ H, *prob.penalty["W"], floor, H.shape[0])
+                _hals_update(W, _mm_data(V, H, "W", ws), H.t() @ H, *prob.penalty["W"], floor)
             if prob.train_H:
-                _hals_update(H, _mm_data(V, W, "H", ws), W.t() @ W, *prob.penalty["H"], floor, W.shape[0])
+                _hals_update(H, _mm_data(V, W, "H", ws), W.t() @ W, *prob.penalty["H"], floor)
 
         return hals_step
 
@@ -647,37 +666,45 @@ def _mm_data(V: Tensor, other: Tensor, which: str, ws: dict) -> Tensor:
     return V.t() @ other
 
 
-def _hals_update(X: Tensor, P: Tensor, G: Tensor, l1: float, l2: float, floor: float, n_other: int):
+@torch.jit.script
+def _hals_sweep(Xt: Tensor, Pt: Tensor, G: Tensor, inv: List[float], floor: float) -> None:
+    """One pass over the rows of ``Xt``: x_r <- max(floor, x_r + (p_r - G[r] X) / G[r, r])."""
+    XtT = Xt.t()
+    for r in range(Xt.shape[0]):
+        Xt[r].add_(torch.addmv(Pt[r], XtT, G[r], alpha=-1.0), alpha=inv[r]).clamp_min_(floor)
+
+
+HALS_MAX_SWEEPS = 3
+
+
+def _hals_update(X: Tensor, P: Tensor, G: Tensor, l1: float, l2: float, floor: float,
+                 max_sweeps: int = HALS_MAX_SWEEPS):
     r"""Accelerated HALS sweeps over the columns of ``X`` ([5]_).
 
     Minimises :math:`\tfrac12 \mathrm{tr}(X G X^T) - \mathrm{tr}(P^T X) + l_1 \|X\|_1
-    + \tfrac{l_2}{2}\|X\|^2` over ``X >= floor`` one column at a time (each
-    column update is exact, so the objective never increases); repeats the
-    sweep while it still changes ``X`` by more than a tenth of the first
-    sweep's change, at most ``1 + 0.5 rho`` times where ``rho`` is the cost
-    ratio of computing ``P`` to one sweep (Gillis and Glineur's rule).
+    + \tfrac{l_2}{2}\|X\|^2` over ``X >= floor`` one column at a time; each
+    column update is exact, so the objective never increases. As in Gillis
+    and Glineur's accelerated HALS the sweep is repeated (reusing ``P`` and
+    ``G``, whose computation costs several sweeps) while it still changes
+    ``X`` by more than a tenth of the first sweep's change, at most
+    ``max_sweeps`` times (3 is fastest to a given loss in ``bench/speed.py``).
     """
     R = X.shape[1]
     Xt = X.t().contiguous()  # components as contiguous rows
     Pt = P.t().contiguous()
     if l1:
         Pt.sub_(l1)
-    diag = G.diagonal() + l2
     if l2:
         G = G + l2 * torch.eye(R, dtype=G.dtype, device=G.device)
-    inv = torch.where(diag > 0, 1.0 / diag, torch.zeros_like(diag))
-    rho = 1 + n_other / (R + 1)
-    max_sweeps = max(1, min(1 + int(0.5 * rho), 10))
+    diag = G.diagonal()
+    inv = torch.where(diag > 0, 1.0 / diag, torch.zeros_like(diag)).tolist()
     first = None
     for _ in range(max_sweeps):
         before = Xt.clone() if max_sweeps > 1 else None
-        for r in range(R):
-            # x_r <- max(floor, x_r + (p_r - G[r] X) / G[r, r])
-            step = (Pt[r] - G[r] @ Xt).mul_(inv[r])
-            Xt[r].add_(step).clamp_min_(floor)
+        _hals_sweep(Xt, Pt, G, inv, floor)
         if before is None:
             break
-        change = float((Xt - before).square().sum())
+        change = float(before.sub_(Xt).square().sum())
         if first is None:
             first = change
         elif change <= 0.01 * first:  # ||dX|| <= 0.1 ||dX_1||
@@ -747,6 +774,31 @@ class NMFD(BaseComponent):
 
     def _output_shape(self):
         return (self.H.shape[0], self.W.shape[0], self.H.shape[2] + self.W.shape[2] - 1)
+
+    def _mu_terms(self, which, V, W, H, beta, ws):
+        if beta != 2:
+            return super()._mu_terms(which, V, W, H, beta, ws)
+        # beta = 2: neg pulls V back through the convolution; pos = A^T A x is a
+        # small convolution with the Gram kernels of the fixed factor, so the
+        # reconstruction itself is never formed.
+        T = W.shape[2]
+        if which == "H":
+            neg = torch.nn.grad.conv1d_input(H.shape, W.flip(2), V, padding=T - 1)
+            # K[r, q, d] = sum_{t - s = d} sum_c W[c, r, t] W[c, q, s], d = -(T-1) .. T-1
+            G = torch.einsum("crt,cqs->rqts", W, W)
+            K = _diagonal_sums(G)
+            return neg, F.conv1d(H, K, padding=T - 1)
+        neg = torch.nn.grad.conv1d_weight(H, W.shape, V, padding=T - 1).flip(2)
+        # A[q, r, d] = sum_{n, l} H[n, q, l + d] H[n, r, l]: autocorrelation of H
+        Hb = H.transpose(0, 1)
+        A = F.conv1d(Hb, Hb, padding=T - 1)  # (R, R, 2T - 1), lag d at index d + T - 1
+        # pos[c, r, t] = sum_{q, s} W[c, q, s] A[q, r, t - s]
+        idx = torch.arange(T, device=W.device)
+        lag = idx[None, :] - idx[:, None] + T - 1  # [s, t] -> t - s + T - 1
+        B = A[:, :, lag]  # (q, r, s, t)
+        Bm = B.permute(0, 2, 1, 3).reshape(W.shape[1] * T, W.shape[1] * T)  # (q s, r t)
+        pos = (W.reshape(W.shape[0], -1) @ Bm).reshape(W.shape)
+        return neg, pos
 
     def _nndsvd_init(self, V, variant, generator):
         # NNDSVD of the batch-concatenated spectrogram, the same template at every lag
@@ -871,6 +923,15 @@ class NMF3D(BaseComponent):
 
     def _output_shape(self):
         return (self.H.shape[0], self.W.shape[0]) + tuple(h + k - 1 for h, k in zip(self.H.shape[2:], self.W.shape[2:]))
+
+
+def _diagonal_sums(G: Tensor) -> Tensor:
+    """``K[r, q, d + T - 1] = sum_{t - s = d} G[r, q, t, s]`` for G of shape (R, R, T, T)."""
+    T = G.shape[-1]
+    K = G.new_zeros(G.shape[0], G.shape[1], 2 * T - 1)
+    for d in range(-(T - 1), T):
+        K[:, :, d + T - 1] = G.diagonal(offset=-d, dim1=2, dim2=3).sum(-1)
+    return K
 
 
 def _check_kernel(kernel_size, sizes):

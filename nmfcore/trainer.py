@@ -79,7 +79,6 @@ class BetaMu(Optimizer):
                 p.requires_grad_(False)
             for group in self.param_groups:
                 beta = group["beta"]
-                gamma = div.mu_exponent(beta)
                 for p in group["params"]:
                     if not trainable[p]:
                         continue
@@ -101,7 +100,7 @@ class BetaMu(Optimizer):
                     pos.clamp_min_(0)
                     if group["orthogonal"]:
                         pos.add_(p.sum(1, keepdim=True) - p, alpha=group["orthogonal"])
-                    div.multiplicative_step(p, neg, pos, gamma, group["l1_reg"], group["l2_reg"])
+                    div.multiplicative_step(p, neg, pos, beta, group["l1_reg"], group["l2_reg"])
                     p.requires_grad_(False)
         finally:
             for p in params:
