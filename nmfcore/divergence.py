@@ -72,6 +72,13 @@ def _elementwise(V: torch.Tensor, Y: torch.Tensor, beta: float, eps: float) -> t
     """Elementwise d_beta(V | Y), finite and >= 0 for zeros on either side."""
     if beta == 2:
         return 0.5 * (V - Y).square()
+    # Near 0 and 1 the general formula below loses eps / |beta (beta - 1)| to
+    # cancellation (inf or NaN once beta underflows): within sqrt(eps), where
+    # that exceeds the distance to the limit, use the limit (IS or KL).
+    if abs(beta - 1) < eps ** 0.5:
+        beta = 1.0
+    elif abs(beta) < eps ** 0.5:
+        beta = 0.0
     if beta == 1:
         # v log(v/y) - v + y, with 0 log 0 = 0 and y floored where it divides
         Ys = Y.clamp_min(eps)
@@ -198,7 +205,7 @@ def auxiliary(rho: torch.Tensor, m: torch.Tensor, beta: float) -> torch.Tensor:
 
 
 def multiplicative_step(param: torch.Tensor, neg: torch.Tensor, pos: torch.Tensor, beta: float,
-                        l1: float = 0.0, l2: float = 0.0, relax: float = 1.0) -> torch.Tensor:
+                        l1: float = 0.0, l2: float = 0.0, relax=1.0) -> torch.Tensor:
     r"""In place: ``param *= (neg / (pos + l1 + l2 * param)) ** gamma``, ``gamma = mu_exponent(beta)``.
 
     ``neg`` and ``pos`` are the parameter-space terms (the output-space terms
@@ -208,10 +215,11 @@ def multiplicative_step(param: torch.Tensor, neg: torch.Tensor, pos: torch.Tenso
     that an all-zero row stays zero instead of becoming NaN. ``neg`` may be
     overwritten.
 
-    With ``relax > 1`` (and no penalty) each coordinate first tries the
-    over-relaxed ratio ``m ** (gamma * relax)`` and keeps it only where
-    :func:`auxiliary` certifies it does not increase the objective, falling
-    back to ``m ** gamma`` elsewhere: a longer step with the same guarantee.
+    ``relax`` (a factor or a sequence of factors > 1; used only without
+    penalty) over-relaxes the step: each coordinate takes the ratio
+    ``m ** (gamma * c)`` for the largest factor ``c`` that :func:`auxiliary`
+    certifies does not increase the objective, and ``m ** gamma`` where none
+    does. The step is longer and the objective still never increases.
     """
     denom = pos
     if l1 or l2:
@@ -223,11 +231,14 @@ def multiplicative_step(param: torch.Tensor, neg: torch.Tensor, pos: torch.Tenso
             else neg / denom.clamp_min(tiny)
     else:
         ratio = neg / max(float(denom), tiny)
-    if relax != 1 and not (l1 or l2):
+    factors = sorted(c for c in ((relax,) if isinstance(relax, (int, float)) else relax) if c > 1)
+    if factors and not (l1 or l2):
         m = ratio.clamp_min(tiny)
-        fast = m.pow(gamma * relax)
-        safe = auxiliary(fast, m, beta) <= auxiliary(torch.ones_like(m), m, beta)
-        ratio = torch.where(safe, fast, m.pow_(gamma) if gamma != 1 else m)
+        level = auxiliary(torch.ones_like(m), m, beta)
+        ratio = m.pow(gamma) if gamma != 1 else m.clone()
+        for c in factors:  # larger certified factors override smaller ones
+            longer = m.pow(gamma * c)
+            ratio = torch.where(auxiliary(longer, m, beta) <= level, longer, ratio)
     elif gamma != 1:
         ratio = ratio.pow_(gamma)
     return param.mul_(ratio)
