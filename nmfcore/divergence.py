@@ -35,6 +35,7 @@ __all__ = [
     "mu_exponent",
     "auxiliary",
     "beta_divergence",
+    "divergence_sum",
     "divergence_of_zero",
     "mu_terms",
     "multiplicative_step",
@@ -123,6 +124,54 @@ def beta_divergence(V: torch.Tensor, Y: torch.Tensor, beta: float) -> torch.Tens
     eps = eps_for(V.dtype)
     # elementwise clamp at 0 removes rounding below zero
     return _elementwise(V, Y, float(beta), eps).clamp_min_(0).sum()
+
+
+def divergence_sum(V: torch.Tensor, Y: torch.Tensor, beta: float, cache: dict) -> torch.Tensor:
+    r"""Sum of :math:`d_\beta(V | Y)` for the fit loop: fewer passes, ``Y`` overwritten.
+
+    Splits the divergence into terms of ``V`` alone (computed once and kept in
+    ``cache``) and two or three in-place passes over ``Y``:
+
+    - beta = 1: :math:`\sum v\log v - v` (cached) :math:`- \sum v \log y + \sum y`
+    - beta = 0: :math:`-\sum \log v - n` (cached) :math:`+ \sum v / y + \sum \log y`
+    - otherwise: :math:`\sum v^\beta` (cached), :math:`\sum y^\beta` and
+      :math:`\sum v y^{\beta-1}`.
+
+    Same floors as :func:`beta_divergence`; the total (not each entry) is
+    clamped at zero. ``cache`` must belong to one ``V`` and ``beta``.
+    """
+    eps = eps_for(Y.dtype)
+    if abs(beta - 1) < eps ** 0.5:
+        beta = 1.0
+    elif abs(beta) < eps ** 0.5:
+        beta = 0.0
+    if beta == 2:
+        return beta_divergence(V, Y, 2)
+    v = V.reshape(-1)
+    y = Y.reshape(-1)
+    const = cache.get(("const", beta))
+    if const is None:
+        if beta == 1:
+            const = (torch.xlogy(v, v) - v).sum()
+        elif beta == 0:
+            const = -torch.log(v.clamp_min(eps)).sum() - v.numel()
+        else:
+            vs = v.clamp_min(eps) if beta <= 0 else v
+            const = vs.pow(beta).sum() / (beta * (beta - 1))
+        cache[("const", beta)] = const
+    if beta == 1:
+        total = y.sum()
+        return (const + total - torch.dot(v, y.clamp_min_(eps).log_())).clamp_min(0)
+    y.clamp_min_(eps)
+    if beta == 0:
+        vs = cache.get("v_floor")
+        if vs is None:
+            vs = cache["v_floor"] = v.clamp_min(eps)
+        return (const + torch.dot(vs, y.reciprocal()) + y.log_().sum()).clamp_min(0)
+    p = y.pow(beta - 1)
+    vs = v.clamp_min(eps) if beta <= 0 else v
+    # (v^b + (b-1) y^b - b v y^(b-1)) / (b (b-1))
+    return (const + torch.dot(p, y) / beta - torch.dot(vs, p) / (beta - 1)).clamp_min(0)
 
 
 def divergence_of_zero(Y: torch.Tensor, beta: float) -> torch.Tensor:

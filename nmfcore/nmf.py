@@ -272,7 +272,13 @@ class BaseComponent(torch.nn.Module):
     def _loss(self, V: Tensor, W: Tensor, H: Tensor, beta: float, ws: Optional[dict] = None) -> Tensor:
         """The divergence d(V | reconstruction); ``ws`` caches data-only terms."""
         V = V.to_dense() if V.is_sparse else V
-        return div.beta_divergence(V, self.reconstruct(H, W), beta)
+        if ws is None:
+            return div.beta_divergence(V, self.reconstruct(H, W), beta)
+        return div.divergence_sum(V, self._reconstruct_into(W, H, ws), beta, ws)
+
+    def _reconstruct_into(self, W: Tensor, H: Tensor, ws: dict) -> Tensor:
+        """The reconstruction, in a workspace buffer where the model can write into one."""
+        return self.reconstruct(H, W)
 
     # ---------------------------------------------------------------- fitting
     def _check_fit_input(self, V, beta):
@@ -611,10 +617,7 @@ class NMF(BaseComponent):
             ratio, _ = div.mu_terms(V.values(), y, beta)
             S = torch.sparse_coo_tensor(idx, ratio, V.shape, check_invariants=False)
             return _mm_data(S, other, which, ws={}), other.sum(0)
-        Y = ws.get("Y")
-        if Y is None or Y.shape != V.shape:
-            Y = ws["Y"] = torch.empty_like(V)
-        torch.mm(H, W.t(), out=Y)
+        Y = self._reconstruct_into(W, H, ws)
         # here neg = (V * Y**(beta-2)) @ W, pos = Y**(beta-1) @ W  (transposed for W)
         neg_out, pos_out = div.mu_terms(V, Y, beta, out=Y)
         if which == "H":
@@ -624,6 +627,12 @@ class NMF(BaseComponent):
             neg = neg_out.t() @ H
             pos = H.sum(0) if pos_out is None else pos_out.t() @ H
         return neg, pos
+
+    def _reconstruct_into(self, W, H, ws):
+        Y = ws.get("Y")
+        if Y is None or Y.shape != (H.shape[0], W.shape[0]) or Y.dtype != W.dtype:
+            Y = ws["Y"] = torch.empty(H.shape[0], W.shape[0], dtype=W.dtype, device=W.device)
+        return torch.mm(H, W.t(), out=Y)
 
     def _loss(self, V, W, H, beta, ws=None):
         if beta == 2:
