@@ -740,7 +740,16 @@ def _hals_update(X: Tensor, P: Tensor, G: Tensor, l1: float, l2: float, floor: f
     X.copy_(Xt.t())
 
 
-class NMFD(BaseComponent):
+class _Convolutive(BaseComponent):
+    """Shared by NMFD, NMF2D, NMF3D: full-padded convolution of H with the flipped W."""
+
+    _ones_pullback_is_sum = True
+
+    def _output_shape(self):
+        return (self.H.shape[0], self.W.shape[0]) + tuple(h + k - 1 for h, k in zip(self.H.shape[2:], self.W.shape[2:]))
+
+
+class NMFD(_Convolutive):
     r"""Non-negative Matrix Factor Deconvolution (NMFD, [3]_).
 
     Find a non-negative matrix H and 3-dimensional tensor W whose convolution
@@ -780,8 +789,6 @@ class NMFD(BaseComponent):
     torch.Size([1, 33, 50])
     """
 
-    _ones_pullback_is_sum = True
-
     def __init__(self, Vshape: Iterable = None, rank: int = None, T: _size_1_t = 1, **kwargs):
         if Vshape is not None:
             (T,) = _single(T)
@@ -800,8 +807,6 @@ class NMFD(BaseComponent):
     def reconstruct(H: Tensor, W: Tensor) -> Tensor:
         return F.conv1d(H, W.flip(2), padding=W.shape[2] - 1)
 
-    def _output_shape(self):
-        return (self.H.shape[0], self.W.shape[0], self.H.shape[2] + self.W.shape[2] - 1)
 
     def _mu_terms(self, which, V, W, H, beta, ws):
         if beta != 2:
@@ -838,7 +843,7 @@ class NMFD(BaseComponent):
         return W, H
 
 
-class NMF2D(BaseComponent):
+class NMF2D(_Convolutive):
     r"""Nonnegative Matrix Factor 2-D Deconvolution (NMF2D, [4]_).
 
     .. math::
@@ -873,8 +878,6 @@ class NMF2D(BaseComponent):
     torch.Size([1, 1, 33, 50])
     """
 
-    _ones_pullback_is_sum = True
-
     def __init__(self, Vshape: Iterable = None, rank: int = None, kernel_size: _size_2_t = 1, **kwargs):
         if Vshape is not None:
             kernel_size = _pair(kernel_size)
@@ -892,11 +895,9 @@ class NMF2D(BaseComponent):
     def reconstruct(H: Tensor, W: Tensor) -> Tensor:
         return F.conv2d(H, W.flip((2, 3)), padding=(W.shape[2] - 1, W.shape[3] - 1))
 
-    def _output_shape(self):
-        return (self.H.shape[0], self.W.shape[0]) + tuple(h + k - 1 for h, k in zip(self.H.shape[2:], self.W.shape[2:]))
 
 
-class NMF3D(BaseComponent):
+class NMF3D(_Convolutive):
     r"""Nonnegative Matrix Factor 3-D Deconvolution (NMF3D).
 
     .. math::
@@ -930,8 +931,6 @@ class NMF3D(BaseComponent):
     torch.Size([1, 3, 16, 16, 20])
     """
 
-    _ones_pullback_is_sum = True
-
     def __init__(self, Vshape: Iterable = None, rank: int = None, kernel_size: _size_3_t = 1, **kwargs):
         if Vshape is not None:
             kernel_size = _triple(kernel_size)
@@ -949,8 +948,6 @@ class NMF3D(BaseComponent):
     def reconstruct(H: Tensor, W: Tensor) -> Tensor:
         return F.conv3d(H, W.flip((2, 3, 4)), padding=(W.shape[2] - 1, W.shape[3] - 1, W.shape[4] - 1))
 
-    def _output_shape(self):
-        return (self.H.shape[0], self.W.shape[0]) + tuple(h + k - 1 for h, k in zip(self.H.shape[2:], self.W.shape[2:]))
 
 
 def _diagonal_sums(G: Tensor) -> Tensor:
