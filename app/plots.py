@@ -1,0 +1,297 @@
+"""Pure figure builders for the app.
+
+Every function here takes numpy arrays and plain numbers and returns a
+``plotly.graph_objects.Figure`` (:func:`component_image`: an RGB array, a
+light picture for the grid of component cards; the helpers: arrays).
+Nothing in this module imports nmfcore or streamlit, touches session state
+or draws anything: the page decides where a figure goes.
+
+Spectrogram-like arrays are reduced for display before they go to the
+browser (at most a few hundred rows and columns, magnitudes in dB), so a
+figure stays small however long the recording is.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import sequential
+
+# as rgb() strings: given Magma's first stop as "#000004", the browser's plotly.js drew it pink
+_MAGMA = [f"rgb({int(c[1:3], 16)},{int(c[3:5], 16)},{int(c[5:7], 16)})" for c in sequential.Magma]
+
+__all__ = [
+    "to_db", "pool_time", "log_frequency_pool", "display_grid",
+    "loss_figure", "spectrogram_figure", "templates_figure", "activations_figure",
+    "component_image", "colormap", "COLORSCALE",
+]
+
+# explicit colour stops: a theme (Streamlit's) cannot swap a named scale for its own
+COLORSCALE = [[i / (len(_MAGMA) - 1), c] for i, c in enumerate(_MAGMA)]
+MAX_FRAMES = 480          # time columns in a main heatmap
+MAX_BINS = 256            # frequency rows in a main heatmap
+THUMB_FRAMES = 160        # time columns in a component thumbnail
+THUMB_BINS = 96           # frequency rows in a component thumbnail
+LOG_FMIN = 30.0           # lowest frequency (Hz) of the log-frequency axis
+_FONT = dict(size=12)
+_TICKS_HZ = (50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
+
+
+# --------------------------------------------------------------- array helpers
+def to_db(S: np.ndarray, *, top_db: float = 80.0, power: float = 1.0) -> np.ndarray:
+    """Magnitude (``power=1``) or power (``power=2``) in dB relative to the peak, floored at ``-top_db``."""
+    S = np.asarray(S, dtype=np.float64)
+    peak = float(S.max()) if S.size else 0.0
+    if peak <= 0 or not np.isfinite(peak):
+        return np.full(S.shape, -top_db, dtype=np.float32)
+    factor = 20.0 / power
+    db = factor * np.log10(np.maximum(S, peak * 1e-12) / peak)
+    return np.maximum(db, -top_db).astype(np.float32)
+
+
+def pool_time(S: np.ndarray, max_frames: int) -> tuple[np.ndarray, int]:
+    """Average groups of adjacent columns so that at most ``max_frames`` remain.
+
+    Returns the pooled array and the pooling factor (1 when nothing changed).
+    """
+    n = S.shape[-1]
+    factor = max(1, int(np.ceil(n / max_frames)))
+    if factor == 1:
+        return S, 1
+    m = n // factor * factor
+    head = S[..., :m].reshape(S.shape[:-1] + (m // factor, factor)).mean(-1)
+    if m < n:
+        head = np.concatenate([head, S[..., m:].mean(-1, keepdims=True)], axis=-1)
+    return head, factor
+
+
+def log_frequency_pool(S: np.ndarray, freqs: np.ndarray, n_bins: int,
+                       fmin: float = LOG_FMIN) -> tuple[np.ndarray, np.ndarray]:
+    """Resample the rows of ``S`` (one per frequency in ``freqs``) onto ``n_bins`` log-spaced bands.
+
+    Each band is the mean of the rows inside it, or the nearest row where a
+    band is narrower than the frequency resolution. Returns
+    ``(pooled, centres_hz)``.
+    """
+    fmax = float(freqs[-1])
+    fmin = min(fmin, fmax / 2)
+    edges = np.geomspace(fmin, fmax, n_bins + 1)
+    centres = np.sqrt(edges[:-1] * edges[1:])
+    idx = np.searchsorted(freqs, edges)
+    rows = []
+    for b in range(n_bins):
+        lo, hi = idx[b], idx[b + 1]
+        if hi > lo:
+            rows.append(S[lo:hi].mean(0))
+        else:
+            rows.append(S[min(int(np.argmin(np.abs(freqs - centres[b]))), len(freqs) - 1)])
+    return np.stack(rows), centres
+
+
+def display_grid(S: np.ndarray, sr: int, *, log_freq: bool, max_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a (freq x ...) array reduced to at most ``max_bins``, with their frequencies in Hz.
+
+    Linear axis: adjacent bins are averaged. Log axis: log-spaced bands
+    (see :func:`log_frequency_pool`).
+    """
+    n_freq = S.shape[0]
+    freqs = np.linspace(0.0, sr / 2, n_freq)
+    if log_freq:
+        return log_frequency_pool(S, freqs, min(max_bins, n_freq))
+    pooled, factor = pool_time(np.moveaxis(S, 0, -1), max_bins)
+    pooled = np.moveaxis(pooled, -1, 0)
+    centres = np.array([freqs[i * factor:(i + 1) * factor].mean() for i in range(pooled.shape[0])])
+    return pooled, centres
+
+
+def _freq_axis(log_freq: bool, sr: int) -> dict:
+    """y-axis settings: Hz on a linear axis, or log10(Hz) with ticks labelled in Hz."""
+    if not log_freq:
+        return dict(title="frequency (Hz)")
+    ticks = [t for t in _TICKS_HZ if LOG_FMIN <= t <= sr / 2]
+    return dict(title="frequency (Hz, log)", tickvals=np.log10(ticks).tolist(),
+                ticktext=[f"{t // 1000}k" if t >= 1000 else str(t) for t in ticks])
+
+
+def _layout(fig: go.Figure, *, title: str | None, height: int, margin_l: int = 60) -> go.Figure:
+    fig.update_layout(
+        title=dict(text=title, x=0, xanchor="left", font=dict(size=14)) if title else None,
+        height=height, margin=dict(l=margin_l, r=10, t=36 if title else 10, b=40),
+        font=_FONT,
+    )
+    return fig
+
+
+# ----------------------------------------------------------------- figures
+def loss_figure(iterations: Sequence[int], losses: Sequence[float], *, max_iter: int | None = None,
+                height: int = 260) -> go.Figure:
+    """Objective against iteration on a log y-axis (the live curve of a fit)."""
+    it = np.asarray(iterations, dtype=np.int64)
+    ls = np.asarray(losses, dtype=np.float64)
+    keep = np.isfinite(ls) & (ls > 0)
+    fig = go.Figure(go.Scatter(x=it[keep], y=ls[keep], mode="lines+markers", marker=dict(size=4),
+                               line=dict(width=2), name="loss",
+                               hovertemplate="iteration %{x}<br>loss %{y:.4g}<extra></extra>"))
+    fig.update_yaxes(type="log", title="objective (log scale)", tickformat="~s")
+    xr = [0, max_iter] if max_iter else None
+    fig.update_xaxes(title="iteration", range=xr)
+    if not keep.any():
+        fig.add_annotation(text="the loss appears here during a fit", showarrow=False, xref="paper", yref="paper",
+                           x=0.5, y=0.5, font=dict(color="gray"))
+        fig.update_yaxes(showticklabels=False)
+    return _layout(fig, title="Loss", height=height)
+
+
+def spectrogram_figure(S: np.ndarray, sr: int, hop_length: int, *, title: str, log_freq: bool = False,
+                       top_db: float = 80.0, power: float = 1.0, height: int = 320,
+                       max_frames: int = MAX_FRAMES, max_bins: int = MAX_BINS,
+                       colorbar: bool = True) -> go.Figure:
+    """Heatmap of a (freq x frames) magnitude spectrogram in dB (time in s, frequency in Hz)."""
+    S = np.asarray(S, dtype=np.float64)
+    if S.ndim != 2:
+        raise ValueError(f"spectrogram must be 2-D (freq x frames), got shape {S.shape}")
+    pooled, factor = pool_time(S, max_frames)
+    rows, freqs = display_grid(pooled, sr, log_freq=log_freq, max_bins=max_bins)
+    Z = to_db(rows, top_db=top_db, power=power)
+    times = (np.arange(Z.shape[1]) * factor + (factor - 1) / 2) * hop_length / sr
+    y = np.log10(freqs) if log_freq else freqs
+    fig = go.Figure(go.Heatmap(
+        z=Z, x=times.astype(np.float32), y=y.astype(np.float32), colorscale=COLORSCALE,
+        zmin=-top_db, zmax=0, showscale=colorbar,
+        colorbar=dict(title=dict(text="dB"), thickness=12, len=0.9) if colorbar else None,
+        hovertemplate="%{x:.2f} s<br>%{customdata:.0f} Hz<br>%{z:.1f} dB<extra></extra>",
+        customdata=np.repeat(freqs[:, None], Z.shape[1], axis=1).astype(np.float32),
+    ))
+    fig.update_xaxes(title="time (s)")
+    fig.update_yaxes(**_freq_axis(log_freq, sr))
+    return _layout(fig, title=title, height=height)
+
+
+def _flatten_templates(W: np.ndarray) -> tuple[np.ndarray, list[float], int]:
+    """(freq x R [x kernel...]) -> (freq x R*K) with each component's kernel side by side.
+
+    Returns the flat array, the x position of each component's centre and K.
+    """
+    W = np.asarray(W, dtype=np.float64)
+    if W.ndim == 2:
+        return W, [float(r) for r in range(W.shape[1])], 1
+    n_freq, rank = W.shape[:2]
+    K = int(np.prod(W.shape[2:]))
+    flat = W.reshape(n_freq, rank, K).reshape(n_freq, rank * K)
+    return flat, [r * K + (K - 1) / 2 for r in range(rank)], K
+
+
+def templates_figure(W: np.ndarray, sr: int, *, order: Sequence[int] | None = None, log_freq: bool = False,
+                     top_db: float = 60.0, height: int = 320, max_bins: int = MAX_BINS,
+                     n_freq: int | None = None) -> go.Figure:
+    """The templates W as a heatmap: one column per component (one block of columns per
+    component for convolutive models, the kernel's shifts side by side), frequency up.
+
+    ``n_freq`` is the number of rows of the spectrogram; templates with fewer
+    rows (NMF2D patches, shifted in frequency) are drawn against relative
+    frequency bins instead of Hz.
+    """
+    W = np.asarray(W, dtype=np.float64)
+    if W.ndim < 2:
+        raise ValueError(f"W must have at least 2 dimensions (freq x rank), got shape {W.shape}")
+    relative = n_freq is not None and W.shape[0] != n_freq
+    order = list(range(W.shape[1])) if order is None else list(order)
+    W = W[:, order]
+    flat, centres, K = _flatten_templates(W)
+    if relative:
+        rows, freqs = flat, np.arange(flat.shape[0], dtype=np.float64)
+        log_freq = False
+    else:
+        rows, freqs = display_grid(flat, sr, log_freq=log_freq, max_bins=max_bins)
+    # every component normalised to its own peak, so quiet templates stay visible
+    comp = rows.reshape(rows.shape[0], len(order), K)
+    peak = comp.max(axis=(0, 2), keepdims=True)
+    comp = comp / np.where(peak > 0, peak, 1.0)
+    Z = to_db(comp.reshape(rows.shape), top_db=top_db)
+    y = np.log10(freqs) if log_freq else freqs
+    fig = go.Figure(go.Heatmap(z=Z, y=y.astype(np.float32), colorscale=COLORSCALE, zmin=-top_db, zmax=0,
+                               colorbar=dict(title=dict(text="dB"), thickness=12, len=0.9),
+                               hovertemplate="column %{x}<br>%{z:.1f} dB<extra></extra>"))
+    if K > 1:
+        for r in range(1, len(order)):
+            fig.add_vline(x=r * K - 0.5, line=dict(color="white", width=1))
+    fig.update_xaxes(title="component" + (" (kernel shifts side by side)" if K > 1 else ""),
+                     tickvals=centres, ticktext=[str(c) for c in order])
+    if relative:
+        fig.update_yaxes(title="frequency bin (relative, shifted by H)")
+    else:
+        fig.update_yaxes(**_freq_axis(log_freq, sr))
+    return _layout(fig, title="Templates W", height=height)
+
+
+def _activation_rows(H: np.ndarray) -> np.ndarray:
+    """(R x frames [x ...]) or (R x shifts x frames) -> (R x frames): extra axes are summed.
+
+    The frame axis is the last one; any axis between the rank and the frames
+    (frequency shifts of NMF2D) is summed.
+    """
+    H = np.asarray(H, dtype=np.float64)
+    if H.ndim == 1:
+        return H[None, :]
+    if H.ndim == 2:
+        return H
+    return H.reshape(H.shape[0], -1, H.shape[-1]).sum(1)
+
+
+def activations_figure(H: np.ndarray, sr: int, hop_length: int, *, order: Sequence[int] | None = None,
+                       height: int = 320, max_frames: int = MAX_FRAMES) -> go.Figure:
+    """The activations H as a heatmap: one row per component (each scaled to its peak), time across."""
+    rows = _activation_rows(H)
+    order = list(range(rows.shape[0])) if order is None else list(order)
+    rows = rows[order]
+    pooled, factor = pool_time(rows, max_frames)
+    peak = pooled.max(1, keepdims=True)
+    Z = (pooled / np.where(peak > 0, peak, 1.0)).astype(np.float32)
+    times = (np.arange(Z.shape[1]) * factor + (factor - 1) / 2) * hop_length / sr
+    fig = go.Figure(go.Heatmap(z=Z, x=times.astype(np.float32), y=list(range(len(order))), colorscale=COLORSCALE,
+                               zmin=0, zmax=1, colorbar=dict(title=dict(text="rel."), thickness=12, len=0.9),
+                               hovertemplate="%{x:.2f} s<br>%{z:.2f} of the peak<extra></extra>"))
+    fig.update_xaxes(title="time (s)")
+    fig.update_yaxes(title="component", tickvals=list(range(len(order))), ticktext=[str(c) for c in order],
+                     autorange="reversed")
+    return _layout(fig, title="Activations H", height=height)
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] to RGB uint8 with the figures' Magma colour scale."""
+    stops = np.array([[int(c[1:3], 16), int(c[3:5], 16), int(c[5:7], 16)] for c in sequential.Magma], dtype=np.float64)
+    x = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0) * (len(stops) - 1)
+    lo = np.floor(x).astype(int)
+    hi = np.minimum(lo + 1, len(stops) - 1)
+    frac = (x - lo)[..., None]
+    return np.round(stops[lo] * (1 - frac) + stops[hi] * frac).astype(np.uint8)
+
+
+def component_image(S: np.ndarray, sr: int, *, log_freq: bool = False, top_db: float = 70.0,
+                    ref: float | None = None, width: int = THUMB_FRAMES, height: int = THUMB_BINS,
+                    scale: int = 2) -> np.ndarray:
+    """A component's spectrogram as a small RGB image (low frequencies at the bottom).
+
+    A light picture for a grid of many components: one small image each
+    instead of a plotly chart per component. ``ref``
+    is the peak the dB scale is relative to (the mixture's, so components are
+    comparable). Returns uint8 ``(height * scale, width * scale, 3)``.
+    """
+    S = np.asarray(S, dtype=np.float64)
+    pooled, _ = pool_time(S, width)
+    rows, _ = display_grid(pooled, sr, log_freq=log_freq, max_bins=height)
+    peak = float(ref) if ref else float(rows.max()) if rows.size else 0.0
+    if peak > 0:
+        db = 20 * np.log10(np.maximum(rows, peak * 1e-12) / peak)
+    else:
+        db = np.full(rows.shape, -top_db)
+    # a fixed size: every card has the same picture, short or long recording, any STFT size
+    rows_idx = np.round(np.linspace(0, db.shape[0] - 1, height)).astype(int)
+    cols_idx = np.round(np.linspace(0, db.shape[1] - 1, width)).astype(int)
+    db = db[rows_idx][:, cols_idx]
+    img = colormap((np.clip(db, -top_db, 0) + top_db) / top_db)[::-1]
+    if scale > 1:
+        img = img.repeat(scale, axis=0).repeat(scale, axis=1)
+    return np.ascontiguousarray(img)

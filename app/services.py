@@ -1,0 +1,633 @@
+"""The app's service layer: the only module of ``app/`` that imports nmfcore.
+
+Everything the page needs from the engine goes through here: the model
+registry for the picker, reading uploads, the fit (in a worker thread that
+reports progress through the fit callback and can be stopped), grouping
+components into sources, evaluation against reference stems and the export.
+
+Caching
+-------
+Pure functions are wrapped in ``st.cache_data`` and keyed on *all* their
+inputs: uploaded bytes are passed as ``bytes``; fitted results travel as a
+:class:`ResultBundle` whose cache hash is its ``token``, a SHA-256 of the
+audio bytes, the frozen settings and how far the fit ran (so two bundles
+with the same token hold the same factors). Cached functions never draw UI
+and raise :class:`InputError` with a user-facing message instead.
+
+The fit itself is not cached by Streamlit (it streams progress): the page
+keeps finished results in the session, keyed by :func:`result_key`, and
+only fits when Run is pressed. Nothing is written to disk: audio is decoded
+from memory and encoded to in-memory wav for players, downloads and the zip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import threading
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import streamlit as st
+import torch
+
+import nmfcore
+from nmfcore import audio as na
+
+__all__ = [
+    "MAX_UPLOAD_MB", "MAX_DURATION_S", "UPLOAD_TYPES", "EXAMPLE_PATH", "EXAMPLE_TITLE", "BETA_CASES",
+    "INIT_LABELS", "InputError", "SettingsError", "ModelChoice", "LoadedAudio", "ResultBundle", "FitJob",
+    "models", "model_choice", "devices", "device_label", "default_settings", "beta_case", "build_settings",
+    "settings_summary", "nmfcore_version", "fit_threads", "warm_up", "example_bytes", "load_input",
+    "input_spectrogram", "result_key", "prepare_fit", "start_fit", "component_audio", "component_order",
+    "component_centroids", "auto_assignment", "groups_from_assignment", "source_audio", "export_zip",
+    "evaluate_references",
+]
+
+# ------------------------------------------------------------------ limits
+MAX_UPLOAD_MB = 20                 # per file, enforced by the uploader and again here
+MAX_DURATION_S = 60.0              # longer recordings are refused with a message
+UPLOAD_TYPES = ("wav", "flac", "ogg", "mp3")
+MAX_REFERENCES = 8
+EXAMPLE_PATH = Path(__file__).resolve().parents[1] / "assets" / "example.wav"
+EXAMPLE_TITLE = 'Bundled example: "Escape from chaosland" by Sectoid (10 s excerpt, MIT licence)'
+_MIME = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "mp3": "audio/mpeg"}
+
+# the named beta cases of the picker; "custom" takes a free value
+BETA_CASES: dict[str, tuple[str, float | None]] = {
+    "kl": ("Kullback-Leibler (β = 1)", 1.0),
+    "euclidean": ("Euclidean (β = 2)", 2.0),
+    "is": ("Itakura-Saito (β = 0)", 0.0),
+    "custom": ("Other value", None),
+}
+INIT_LABELS = {
+    "nndsvda": "NNDSVDa (SVD-based, zeros filled with the mean)",
+    "nndsvd": "NNDSVD (SVD-based, sparse)",
+    "nndsvdar": "NNDSVDar (SVD-based, zeros filled with small random values)",
+    "random": "random (seeded)",
+}
+
+
+class InputError(ValueError):
+    """A problem with the user's file or settings, with a message fit for the page."""
+
+
+class SettingsError(InputError):
+    """Settings the engine refuses (the message names the setting)."""
+
+
+# ---------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class ModelChoice:
+    """What the picker needs to know about one model of ``nmfcore.audio.MODELS``."""
+
+    name: str
+    label: str
+    description: str
+    convolutive: bool
+    kernel_help: str
+    kernel_dims: int          # 0: no kernel, 1: time frames, 2: (frequency, time) shifts
+    uses_beta: bool
+    inits: tuple[str, ...]    # initialisations the model supports (empty: none apply)
+
+
+def _kernel_dims(spec: Any) -> int:
+    """0 (no kernel), 1 (frames) or 2 ((frequency, time) shifts), from the spec's layout."""
+    layout = getattr(spec, "layout", None)
+    dims = getattr(layout, "kernel_ndim", None)
+    if dims is not None:
+        return int(dims)
+    return 1 if getattr(spec, "convolutive", False) else 0
+
+
+def _uses_beta(spec: Any) -> bool:
+    """Whether the beta picker applies (the EM models, PLCA and kin, have no beta and no init)."""
+    explicit = getattr(spec, "uses_beta", None)
+    if explicit is not None:
+        return bool(explicit)
+    return bool(getattr(spec, "init_methods", True))
+
+
+def models() -> list[ModelChoice]:
+    """Every model nmfcore offers for spectrograms, in registry order (built from ``MODELS``)."""
+    out = []
+    for name, spec in na.MODELS.items():
+        inits = getattr(spec, "init_methods", None)
+        inits = tuple(INIT_LABELS) if inits is None else tuple(inits)
+        out.append(ModelChoice(
+            name=name, label=getattr(spec, "label", name) or name,
+            description=getattr(spec, "description", "") or "",
+            convolutive=bool(getattr(spec, "convolutive", False)),
+            kernel_help=getattr(spec, "kernel_help", "") or "",
+            kernel_dims=_kernel_dims(spec), uses_beta=_uses_beta(spec), inits=inits))
+    return out
+
+
+def model_choice(name: str) -> ModelChoice:
+    for m in models():
+        if m.name == name:
+            return m
+    raise SettingsError(f"model={name!r} is not one of {list(na.MODELS)}")
+
+
+def devices() -> list[str]:
+    """Devices a fit can run on: always "cpu", and "cuda" when a CUDA device is present."""
+    out = ["cpu"]
+    if torch.cuda.is_available():
+        out.append("cuda")
+    return out
+
+
+def device_label(device: str) -> str:
+    if device == "cuda" and torch.cuda.is_available():
+        return f"CUDA ({torch.cuda.get_device_name(0)})"
+    return device.upper()
+
+
+def default_settings() -> Any:
+    """The engine's default settings, on CUDA when available."""
+    s = na.SeparationSettings()
+    if "cuda" in devices():
+        s = dataclasses.replace(s, device="cuda")
+    return s
+
+
+def beta_case(beta: float) -> str:
+    """Picker case of a beta value ("custom" when it is not one of the named ones)."""
+    for case, (_, value) in BETA_CASES.items():
+        if value is not None and float(beta) == value:
+            return case
+    return "custom"
+
+
+def build_settings(*, model: str, rank: int, beta: float, n_iter: int, tol: float, kernel_size: Any,
+                   init: str | None, seed: int, sparsity_H: float | None, n_fft: int, hop_length: int,
+                   device: str) -> Any:
+    """A frozen ``SeparationSettings`` from the picker's values (SettingsError if refused)."""
+    if hop_length > n_fft:
+        raise SettingsError(f"hop size {hop_length} must not exceed the STFT size {n_fft}")
+    try:
+        return dataclasses.replace(
+            na.SeparationSettings(), model=model, rank=int(rank), beta=float(beta), n_iter=int(n_iter),
+            tol=float(tol), kernel_size=kernel_size, init=init, seed=int(seed), sparsity_H=sparsity_H,
+            n_fft=int(n_fft), hop_length=int(hop_length), device=device)
+    except (ValueError, TypeError) as exc:  # ParameterError is a ValueError
+        raise SettingsError(str(exc)) from exc
+
+
+def settings_summary(settings: Any) -> str:
+    """One line describing settings, for captions."""
+    k = settings.kernel_size
+    kern = "" if not model_choice(settings.model).convolutive else f", kernel {k}"
+    sp = "" if settings.sparsity_H is None else f", sparseness {settings.sparsity_H:g}"
+    return (f"{settings.model}, rank {settings.rank}, β = {settings.beta:g}, {settings.n_iter} iterations, "
+            f"tol {settings.tol:g}{kern}{sp}, init {settings.init}, seed {settings.seed}, "
+            f"STFT {settings.n_fft}/{settings.hop_length}, {settings.device}")
+
+
+def nmfcore_version() -> str:
+    return nmfcore.__version__
+
+
+def fit_threads() -> int:
+    """Torch intra-op threads for fits: half the cores, at most 4 (env ``NMFCORE_APP_THREADS`` overrides).
+
+    The server shares the machine with the page thread, other sessions and
+    often the browser; on a 2-core laptop two OpenMP threads spin-wait on
+    each other and a 1-second fit can take ten (measured), one thread does not.
+    """
+    env = os.environ.get("NMFCORE_APP_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up() -> threading.Thread:
+    """Once per server process: set the fit threads, then warm up in the background.
+
+    A tiny separation and grouping in a background thread, so the first real
+    Run does not pay for lazy imports (librosa's mel filters used by the
+    grouping) and first-call kernel set-up.
+    """
+    torch.set_num_threads(fit_threads())
+
+    def work():
+        try:
+            t = torch.arange(8000, dtype=torch.float32) / 8000
+            y = (torch.sin(2 * torch.pi * 440 * t) + (t > 0.5) * torch.sin(2 * torch.pi * 1500 * t))[None]
+            sep = na.separate(y, 8000, dataclasses.replace(na.SeparationSettings(), rank=2, n_iter=10,
+                                                            n_fft=512, hop_length=128))
+            na.auto_group(sep, 2)
+            na.component_centroids(sep)
+            _wav(sep.components[0], 8000)
+        except Exception:  # warming up is only an optimisation
+            pass
+
+    thread = threading.Thread(target=work, name="nmfcore-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+# ------------------------------------------------------------------- input
+@dataclass(frozen=True)
+class LoadedAudio:
+    """A decoded recording. ``y`` is float32 (channels, samples); ``data`` the original bytes."""
+
+    name: str
+    digest: str
+    data: bytes
+    mime: str
+    y: np.ndarray
+    sr: int
+
+    @property
+    def channels(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def duration(self) -> float:
+        return self.y.shape[1] / self.sr
+
+    def describe(self) -> str:
+        ch = "mono" if self.channels == 1 else f"{self.channels} channels"
+        return f"{self.duration:.1f} s · {self.sr} Hz · {ch}"
+
+
+def example_bytes() -> bytes:
+    return EXAMPLE_PATH.read_bytes()
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def load_input(data: bytes, name: str) -> LoadedAudio:
+    """Decode an uploaded (or the bundled) file, enforcing the page's limits.
+
+    Raises InputError with a message naming the problem: empty file, too
+    large, unsupported type, undecodable, too long.
+    """
+    suffix = Path(name).suffix.lower().lstrip(".")
+    if suffix not in UPLOAD_TYPES:
+        raise InputError(f"{name}: unsupported file type; use one of {', '.join(UPLOAD_TYPES)}.")
+    if not data:
+        raise InputError(f"{name} is empty (0 bytes).")
+    size_mb = len(data) / 2**20
+    if size_mb > MAX_UPLOAD_MB:
+        raise InputError(f"{name} is {size_mb:.1f} MB; the upload limit is {MAX_UPLOAD_MB} MB.")
+    try:
+        y, sr = na.load_audio(data, max_duration=MAX_DURATION_S)
+    except na.AudioError as exc:
+        raise InputError(f"Could not use {name}: {exc}") from None
+    except Exception as exc:  # a decoder failing in an unexpected way is still a bad file, not a crash
+        raise InputError(f"Could not decode {name} as audio ({type(exc).__name__}: {exc}).") from None
+    y = torch.as_tensor(y).detach().to("cpu", torch.float32)
+    if y.ndim != 2 or y.shape[1] == 0:
+        raise InputError(f"{name} holds no audio samples.")
+    if y.shape[1] / sr > MAX_DURATION_S + 1e-6:  # in case the loader does not enforce it
+        raise InputError(f"{name} is {y.shape[1] / sr:.1f} s long; the limit is {MAX_DURATION_S:g} s.")
+    if not torch.isfinite(y).all():
+        raise InputError(f"{name} contains NaN or infinite samples.")
+    return LoadedAudio(name=name, digest=hashlib.sha256(data).hexdigest(), data=data,
+                       mime=_MIME.get(suffix, "audio/wav"), y=y.numpy(), sr=int(sr))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def input_spectrogram(data: bytes, name: str, n_fft: int, hop_length: int) -> np.ndarray:
+    """Magnitude spectrogram (freq x frames) of the mono mix, for display before a fit."""
+    audio = load_input(data, name)
+    y = torch.from_numpy(audio.y).mean(0)
+    n_fft = min(int(n_fft), max(16, y.shape[0]))
+    X = torch.stft(y, n_fft, int(hop_length), window=torch.hann_window(n_fft), return_complex=True)
+    return X.abs().numpy()
+
+
+# ---------------------------------------------------------------------- fit
+def result_key(audio: LoadedAudio, settings: Any) -> str:
+    """Cache key of a fit: SHA-256 over the audio bytes' digest and every setting."""
+    payload = json.dumps({"audio": audio.digest, "settings": settings.to_dict()}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class ResultBundle:
+    """A finished (or stopped) fit with what the page needs to show it.
+
+    The worker thread fills in everything derived from the separation that
+    the page shows right away (component wavs, the first grouping), so the
+    page only draws once the fit ends.
+    """
+
+    key: str                  # result_key(audio, settings)
+    audio_name: str
+    audio_digest: str
+    settings: Any
+    separation: Any           # nmfcore.audio.Separation
+    stopped: bool             # Stop was pressed before the fit converged
+    elapsed: float            # seconds from start to finish of the fit (incl. masking, ISTFT)
+    component_wavs: tuple[bytes, ...] = ()
+    order: tuple[int, ...] = ()            # components by spectral centroid, low to high
+    centroids: tuple[float, ...] = ()      # spectral centroid of every component, Hz
+    initial_sources: int = 0               # the automatic grouping computed with the result ...
+    initial_assignment: tuple[int, ...] = ()  # ... source of every component
+
+    @property
+    def token(self) -> str:
+        """What identifies the factors: settings + audio (key) and how many iterations ran."""
+        return f"{self.key}:{self.separation.n_iter}:{int(self.stopped)}"
+
+    @property
+    def rank(self) -> int:
+        return int(self.separation.components.shape[0])
+
+    @property
+    def sr(self) -> int:
+        return int(self.separation.sr)
+
+    @property
+    def losses(self) -> list[tuple[int, float]]:
+        return [(int(i), float(v)) for i, v in self.separation.losses]
+
+
+def _assignment_from_groups(groups: Sequence[Sequence[int]], rank: int) -> list[int]:
+    out = [-1] * rank
+    for s, group in enumerate(groups):
+        for r in group:
+            out[int(r)] = s
+    return out
+
+
+def _bundle(job: "FitJob", sep: Any, n_sources: int, stopped: bool) -> ResultBundle:
+    """Everything the page shows first, computed off the page's thread."""
+    rank = int(sep.components.shape[0])
+    wavs = tuple(_wav(sep.components[r], int(sep.sr)) for r in range(rank))
+    sep.component_spectrograms  # noqa: B018 (computed and cached by the separation)
+    sep.reconstruction  # noqa: B018
+    cent = np.asarray(na.component_centroids(sep), dtype=np.float64).ravel()
+    # the order of na.component_order (by centroid, silent last) without computing the centroids twice
+    order = tuple(int(i) for i in np.argsort(np.where(np.isnan(cent), np.inf, cent), kind="stable"))
+    centroids = tuple(float(c) for c in cent)
+    n = max(1, min(int(n_sources), rank))
+    assignment = tuple(_assignment_from_groups(na.auto_group(sep, n, seed=0), rank))
+    return ResultBundle(key=job.key, audio_name=job.audio_name, audio_digest=job.audio_digest,
+                        settings=job.settings, separation=sep, stopped=stopped,
+                        elapsed=time.perf_counter() - job.started, component_wavs=wavs, order=order,
+                        centroids=centroids,
+                        initial_sources=n, initial_assignment=assignment)
+
+
+_BUNDLE_HASH = {ResultBundle: lambda b: b.token}
+
+
+class FitJob:
+    """One fit running in a worker thread.
+
+    The worker calls ``nmfcore.audio.separate`` with a callback that records
+    ``(iteration, loss)`` and returns True once :meth:`stop` was called, so
+    the fit ends at its next check and the partial factors are kept. The
+    page polls :attr:`losses` and :attr:`done`; it never blocks the worker,
+    and the worker never touches Streamlit.
+    """
+
+    def __init__(self, audio: LoadedAudio, settings: Any, key: str, n_sources: int = 2):
+        self.key = key
+        self.n_sources = n_sources
+        self.phase = "waiting"
+        self.settings = settings
+        self.audio_name = audio.name
+        self.audio_digest = audio.digest
+        self.losses: list[tuple[int, float]] = []
+        self.times: list[float] = []      # seconds since start at each callback
+        self.result: ResultBundle | None = None
+        self.error: str | None = None
+        self.started: float | None = None
+        self.finished: float | None = None
+        self._stop = threading.Event()
+        self._y = torch.from_numpy(audio.y.copy())
+        self._sr = audio.sr
+        self._thread = threading.Thread(target=self._run, name=f"nmfcore-fit-{key[:8]}", daemon=True)
+
+    def start(self) -> "FitJob":
+        """Start the worker (once; later calls do nothing)."""
+        if self.started is None:
+            self.started = time.perf_counter()
+            self._thread.start()
+        return self
+
+    @property
+    def is_started(self) -> bool:
+        return self.started is not None
+
+    def _callback(self, iteration: int, loss: float) -> bool:
+        self.times.append(time.perf_counter() - self.started)
+        self.losses.append((int(iteration), float(loss)))
+        return self._stop.is_set()
+
+    def _run(self) -> None:
+        try:
+            self.phase = "fitting"
+            sep = na.separate(self._y, self._sr, self.settings, callback=self._callback)
+            stopped = self._stop.is_set()  # a Stop during the finishing steps no longer changes the factors
+            if not sep.losses:  # keep the curve even if the engine does not record it
+                sep.losses = list(self.losses)
+            self.phase = "finishing"
+            self.result = _bundle(self, sep, self.n_sources, stopped)
+        except Exception as exc:  # reported on the page; the app keeps working
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._y = None
+            self.phase = "done"
+            self.finished = time.perf_counter()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def done(self) -> bool:
+        return self.finished is not None
+
+    @property
+    def elapsed(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.finished or time.perf_counter()) - self.started
+
+    @property
+    def last(self) -> tuple[int, float] | None:
+        return self.losses[-1] if self.losses else None
+
+    def progress(self) -> float:
+        last = self.last
+        if self.done:
+            return 1.0
+        if last is None:
+            return 0.0
+        return min(1.0, last[0] / max(1, self.settings.n_iter))
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return self.done
+
+
+def prepare_fit(audio: LoadedAudio, settings: Any, n_sources: int = 2) -> FitJob:
+    """A fit of ``settings`` to ``audio``, not yet started: call ``.start()`` and poll it.
+
+    ``n_sources`` is the number of sources of the first automatic grouping.
+    """
+    return FitJob(audio, settings, result_key(audio, settings), n_sources)
+
+
+def start_fit(audio: LoadedAudio, settings: Any, n_sources: int = 2) -> FitJob:
+    """Start fitting ``settings`` to ``audio`` in the background; poll the returned job."""
+    return prepare_fit(audio, settings, n_sources).start()
+
+
+# ------------------------------------------------------------ derived data
+def _wav(y: torch.Tensor, sr: int) -> bytes:
+    return na.audio_bytes(y.detach().to("cpu", torch.float32), sr, format="wav")
+
+
+def component_audio(bundle: ResultBundle) -> tuple[bytes, ...]:
+    """One in-memory wav per component (encoded by the worker with the result)."""
+    return bundle.component_wavs
+
+
+def component_order(bundle: ResultBundle) -> list[int]:
+    """Components sorted by spectral centroid, low to high."""
+    return list(bundle.order)
+
+
+def component_centroids(bundle: ResultBundle) -> list[float]:
+    """Spectral centroid (Hz) of every component."""
+    return list(bundle.centroids)
+
+
+@st.cache_data(max_entries=16, show_spinner=False, hash_funcs=_BUNDLE_HASH)
+def auto_assignment(bundle: ResultBundle, n_sources: int, seed: int = 0) -> list[int]:
+    """Source index of every component from the engine's automatic grouping into ``n_sources``."""
+    n_sources = max(1, min(int(n_sources), bundle.rank))
+    if n_sources == bundle.initial_sources and seed == 0 and bundle.initial_assignment:
+        return list(bundle.initial_assignment)
+    return _assignment_from_groups(na.auto_group(bundle.separation, n_sources, seed=seed), bundle.rank)
+
+
+def groups_from_assignment(assignment: Sequence[int], n_sources: int) -> list[list[int]]:
+    """Component indices of each source (components assigned -1 go to the residual)."""
+    return [[r for r, s in enumerate(assignment) if s == k] for k in range(n_sources)]
+
+
+@st.cache_data(max_entries=16, show_spinner=False, hash_funcs=_BUNDLE_HASH)
+def source_audio(bundle: ResultBundle, assignment: tuple[int, ...], n_sources: int) -> tuple[list[bytes], bytes]:
+    """(one wav per source, residual wav) for this assignment of components to sources."""
+    groups = groups_from_assignment(assignment, n_sources)
+    sep = bundle.separation
+    sources = sep.sources(groups)
+    return [_wav(sources[k], bundle.sr) for k in range(n_sources)], _wav(sep.residual(groups), bundle.sr)
+
+
+def _stem_name(name: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_" else "_" for c in name.strip())
+    return keep or "source"
+
+
+@st.cache_data(max_entries=4, show_spinner=False, hash_funcs=_BUNDLE_HASH)
+def export_zip(bundle: ResultBundle, assignment: tuple[int, ...], n_sources: int,
+               names: tuple[str, ...]) -> bytes:
+    """A zip with every stem (wav), the residual, ``factors.npz`` and ``settings.json``."""
+    stems, residual = source_audio(bundle, assignment, n_sources)
+    sep = bundle.separation
+    groups = groups_from_assignment(assignment, n_sources)
+    factors = io.BytesIO()
+    np.savez_compressed(factors, W=np.asarray(sep.W), H=np.asarray(sep.H),
+                        assignment=np.asarray(assignment, dtype=np.int64))
+    meta = {
+        "input": bundle.audio_name, "input_sha256": bundle.audio_digest, "sample_rate": bundle.sr,
+        "settings": bundle.settings.to_dict(), "n_iter": int(sep.n_iter), "stopped": bundle.stopped,
+        "sources": {names[k]: groups[k] for k in range(n_sources)},
+        "residual_components": [r for r, s in enumerate(assignment) if s < 0],
+        "losses": bundle.losses, "nmfcore_version": nmfcore.__version__,
+    }
+    buf = io.BytesIO()
+    used: set[str] = set()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for k, data in enumerate(stems):
+            stem = _stem_name(names[k])
+            while stem in used or stem == "residual":
+                stem += "_"
+            used.add(stem)
+            zf.writestr(f"stems/{stem}.wav", data)
+        zf.writestr("stems/residual.wav", residual)
+        zf.writestr("factors.npz", factors.getvalue())
+        zf.writestr("settings.json", json.dumps(meta, indent=2, default=str))
+    return buf.getvalue()
+
+
+@st.cache_data(max_entries=8, show_spinner=False, hash_funcs=_BUNDLE_HASH)
+def evaluate_references(bundle: ResultBundle, assignment: tuple[int, ...], n_sources: int,
+                        names: tuple[str, ...], references: tuple[tuple[str, bytes], ...]) -> list[dict]:
+    """SI-SDR (and SDR where the engine can) of the sources against uploaded reference stems.
+
+    Each reference is matched to the source the engine's evaluation pairs it
+    with. Returns one row per reference: reference, matched source, SI-SDR
+    and SDR in dB (None where unavailable).
+    """
+    if not references:
+        return []
+    if len(references) > MAX_REFERENCES:
+        raise InputError(f"at most {MAX_REFERENCES} reference stems, got {len(references)}")
+    sep = bundle.separation
+    mix = sep.mixture
+    refs = []
+    for name, data in references:
+        if not data:
+            raise InputError(f"reference {name} is empty (0 bytes).")
+        if len(data) / 2**20 > MAX_UPLOAD_MB:
+            raise InputError(f"reference {name} is larger than {MAX_UPLOAD_MB} MB.")
+        try:
+            y, _ = na.load_audio(data, sr=bundle.sr, max_duration=MAX_DURATION_S + 1)
+        except na.AudioError as exc:
+            raise InputError(f"Could not use reference {name}: {exc}") from None
+        except Exception as exc:
+            raise InputError(f"Could not decode reference {name} ({type(exc).__name__}).") from None
+        y = torch.as_tensor(y, dtype=torch.float32)
+        if y.shape[0] != mix.shape[0]:  # match the mixture's channels
+            y = y.mean(0, keepdim=True).expand(mix.shape[0], -1)
+        n = mix.shape[-1]
+        y = y[:, :n] if y.shape[1] >= n else torch.nn.functional.pad(y, (0, n - y.shape[1]))
+        refs.append(y.contiguous())
+    groups = groups_from_assignment(assignment, n_sources)
+    estimates = sep.sources(groups).to("cpu", torch.float32)
+    report = na.evaluate(estimates, torch.stack(refs), names=[n for n, _ in references])
+    perm = list(report.get("permutation", range(len(references))))
+    rows = []
+    for j, (name, _) in enumerate(references):
+        est = perm[j] if j < len(perm) else None
+        row = {"reference": name,
+               "matched source": names[est] if est is not None and 0 <= est < len(names) else "—",
+               "SI-SDR (dB)": _pick(report.get("si_sdr"), j, name)}
+        if report.get("sdr") is not None:
+            row["SDR (dB)"] = _pick(report.get("sdr"), j, name)
+        rows.append(row)
+    return rows
+
+
+def _pick(values: Any, j: int, name: str) -> float | None:
+    """Entry j of a per-reference metric given as a list/array or a dict keyed by name."""
+    if values is None:
+        return None
+    if isinstance(values, dict):
+        v = values.get(name)
+    else:
+        v = list(np.asarray(values, dtype=np.float64).ravel())[j]
+    if v is None or not np.isfinite(float(v)):
+        return None
+    return round(float(v), 2)

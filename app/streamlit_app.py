@@ -1,0 +1,478 @@
+"""nmfcore: NMF source separation in the browser.
+
+Start from the repository root with::
+
+    streamlit run app/streamlit_app.py
+
+This page only lays out widgets and results: computation lives in
+:mod:`app.services` (the only nmfcore user), figures in :mod:`app.plots`,
+session state behind the accessors of :mod:`app.state`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:  # `streamlit run app/streamlit_app.py` only puts app/ on the path
+    sys.path.insert(0, str(_ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app import plots, services, state, teaching  # noqa: E402
+from app.state import Keys  # noqa: E402
+
+POLL_S = 0.1           # how often the page looks at a running fit (and updates the progress bar)
+REDRAW_S = 0.6         # how often the live loss chart is redrawn (a plotly redraw is the browser's heaviest work)
+CARDS_KEY = "component_cards"
+CARD_MIN_PX = 200      # narrowest component card; the grid fits as many as the page width allows
+PLOT_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
+
+
+# ------------------------------------------------------------------ defaults
+def initial_values() -> dict:
+    """Initial value of every settings and display widget (settings from the engine's defaults)."""
+    s = services.default_settings()
+    k = s.kernel_size
+    kt, kf = (k[-1], k[0]) if isinstance(k, (tuple, list)) else (k, k)
+    return {
+        Keys.MODEL: s.model, Keys.RANK: int(s.rank), Keys.BETA_CASE: services.beta_case(s.beta),
+        Keys.BETA_VALUE: float(s.beta) if services.beta_case(s.beta) == "custom" else 0.5,
+        Keys.N_ITER: int(s.n_iter), Keys.TOL: float(s.tol),
+        Keys.KERNEL_T: int(kt) if int(kt) > 1 else 4, Keys.KERNEL_F: int(kf) if int(kf) > 1 else 16,
+        Keys.SPARSE_ON: s.sparsity_H is not None,
+        Keys.SPARSITY: float(s.sparsity_H) if s.sparsity_H is not None else 0.5,
+        Keys.INIT: s.init, Keys.SEED: int(s.seed), Keys.N_FFT: int(s.n_fft), Keys.HOP: int(s.hop_length),
+        Keys.DEVICE: s.device,
+        Keys.LOG_FREQ: True, Keys.TOP_DB: 80, Keys.SORT_COMPONENTS: True, Keys.N_SOURCES: 2,
+    }
+
+
+# ------------------------------------------------------------------ sidebar
+def settings_sidebar():
+    """The model and fit settings; returns frozen settings, or None with an error shown."""
+    sb = st.sidebar
+    sb.header("Model and fit")
+    choices = services.models()
+    by_name = {m.name: m for m in choices}
+    if state.get(Keys.MODEL) not in by_name:
+        state.set_value(Keys.MODEL, choices[0].name)
+    sb.selectbox("Model", list(by_name), key=Keys.MODEL, format_func=lambda n: by_name[n].label,
+                 help="Every spectrogram model nmfcore offers.")
+    spec = by_name[state.get(Keys.MODEL)]
+    if spec.description:
+        sb.caption(spec.description)
+    sb.slider("Rank (number of components)", 1, 32, key=Keys.RANK)
+
+    beta = 1.0
+    if spec.uses_beta:
+        sb.selectbox("Divergence β", list(services.BETA_CASES), key=Keys.BETA_CASE,
+                     format_func=lambda c: services.BETA_CASES[c][0])
+        case = state.get(Keys.BETA_CASE)
+        if case == "custom":
+            sb.number_input("β value", min_value=-2.0, max_value=4.0, step=0.1, format="%.2f", key=Keys.BETA_VALUE)
+            beta = float(state.get(Keys.BETA_VALUE))
+        else:
+            beta = float(services.BETA_CASES[case][1])
+
+    c1, c2 = sb.columns(2)
+    c1.number_input("Iterations", min_value=10, max_value=5000, step=10, key=Keys.N_ITER)
+    c2.select_slider("Tolerance", options=[0.0, 1e-5, 1e-4, 1e-3, 1e-2], key=Keys.TOL,
+                     format_func=lambda t: "off" if t == 0 else f"{t:.0e}",
+                     help="Stop when the relative improvement of the error drops below this; off runs all iterations.")
+
+    kernel = 1
+    if spec.kernel_dims:
+        if spec.kernel_dims >= 2:
+            k1, k2 = sb.columns(2)
+            k1.number_input("Frequency shifts", min_value=1, max_value=48, key=Keys.KERNEL_F)
+            k2.number_input("Time shifts", min_value=1, max_value=32, key=Keys.KERNEL_T)
+            kernel = (int(state.get(Keys.KERNEL_F)), int(state.get(Keys.KERNEL_T)))
+        else:
+            sb.number_input("Kernel size (frames)", min_value=1, max_value=32, key=Keys.KERNEL_T)
+            kernel = int(state.get(Keys.KERNEL_T))
+        if spec.kernel_help:
+            sb.caption(spec.kernel_help)
+
+    with sb.expander("More settings"):
+        st.toggle("Sparse activations", key=Keys.SPARSE_ON,
+                  help="Constrain the Hoyer sparseness of every row of H.")
+        if state.get(Keys.SPARSE_ON):
+            st.slider("Sparseness of H", 0.05, 0.95, step=0.05, key=Keys.SPARSITY)
+        if spec.inits:
+            if state.get(Keys.INIT) not in spec.inits:
+                state.set_value(Keys.INIT, spec.inits[0])
+            st.selectbox("Initialisation", list(spec.inits), key=Keys.INIT,
+                         format_func=lambda i: services.INIT_LABELS.get(i, i))
+        st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key=Keys.SEED)
+        f1, f2 = st.columns(2)
+        f1.selectbox("STFT size", [512, 1024, 2048, 4096], key=Keys.N_FFT)
+        f2.selectbox("Hop", [128, 256, 512, 1024], key=Keys.HOP)
+        devices = services.devices()
+        if state.get(Keys.DEVICE) not in devices:
+            state.set_value(Keys.DEVICE, devices[0])
+        st.selectbox("Device", devices, key=Keys.DEVICE, format_func=services.device_label)
+
+    sparsity = float(state.get(Keys.SPARSITY)) if state.get(Keys.SPARSE_ON) else None
+    try:
+        settings = services.build_settings(
+            model=spec.name, rank=state.get(Keys.RANK), beta=beta, n_iter=state.get(Keys.N_ITER),
+            tol=state.get(Keys.TOL), kernel_size=kernel, init=state.get(Keys.INIT) if spec.inits else None,
+            seed=state.get(Keys.SEED),
+            sparsity_H=sparsity, n_fft=state.get(Keys.N_FFT), hop_length=state.get(Keys.HOP),
+            device=state.get(Keys.DEVICE))
+    except services.SettingsError as exc:
+        sb.error(f"Settings not valid: {exc}")
+        return None
+    sb.caption(f"nmfcore {services.nmfcore_version()}")
+    return settings
+
+
+# -------------------------------------------------------------------- input
+def input_section():
+    """Uploader (or the bundled example) and a player; returns LoadedAudio or None."""
+    st.markdown("#### Input")
+    upload = st.file_uploader(
+        "Upload a recording", type=list(services.UPLOAD_TYPES), key=Keys.UPLOAD,
+        max_upload_size=services.MAX_UPLOAD_MB,
+        help=f"wav, flac, ogg or mp3; at most {services.MAX_UPLOAD_MB} MB and "
+             f"{services.MAX_DURATION_S:g} s.")
+    st.caption(f"Limits: {services.MAX_UPLOAD_MB} MB per file, {services.MAX_DURATION_S:g} s of audio. "
+               "Without an upload the bundled example is used.")
+    try:
+        if upload is None:
+            audio = services.load_input(services.example_bytes(), "example.wav")
+            title = services.EXAMPLE_TITLE
+        else:
+            audio = services.load_input(upload.getvalue(), upload.name)
+            title = f"Uploaded: {upload.name}"
+    except services.InputError as exc:
+        st.error(str(exc))
+        st.info("Upload another file, or remove this one to go back to the bundled example.")
+        return None
+    st.markdown(f"**{title}**  \n{audio.describe()}")
+    st.audio(audio.data, format=audio.mime)
+    return audio
+
+
+# ---------------------------------------------------------------------- fit
+def _request_stop() -> None:
+    job = state.job()
+    if job is not None:
+        job.stop()
+
+
+def _finish(job) -> None:
+    """Move a finished job's result into the session cache (once)."""
+    state.set_job(None)
+    if job.error is not None:
+        state.set_message("error", f"The fit failed: {job.error}")
+        return
+    bundle = job.result
+    state.remember_result(bundle.key, bundle)
+    state.set_shown_key(bundle.key)
+    if bundle.stopped:
+        state.set_message("warning", f"Stopped after {bundle.separation.n_iter} iterations; "
+                                     "showing the factors reached so far.")
+
+
+def fit_section(audio, settings):
+    """Run/Stop buttons, progress and loss curve.
+
+    Returns ``(bundle, progress, chart)``: the result on display (or None)
+    and the placeholders :func:`follow_job` draws into while a fit runs.
+    """
+    st.markdown("#### Fit")
+    job = state.job()
+    note = None
+    if state.take_run_request() and audio is not None and settings is not None and job is None:
+        key = services.result_key(audio, settings)
+        cached = state.find_result(key)
+        if cached is not None and not cached.stopped:
+            state.set_shown_key(key)  # same audio and settings: no refit
+            note = "Same recording and settings as an earlier run: result reused."
+        else:
+            # the worker fits while this run draws the page (one torch thread: they share the cores)
+            job = services.start_fit(audio, settings, n_sources=int(state.get(Keys.N_SOURCES)))
+            state.set_job(job)
+            state.count_fit()
+    running = job is not None
+    run_col, stop_col, info_col = st.columns([1, 1, 3], vertical_alignment="center")
+    run_col.button("Run", type="primary", key=Keys.RUN, on_click=state.request_run, width="stretch",
+                   disabled=running or audio is None or settings is None, icon=":material/play_arrow:")
+    stop_col.button("Stop", key=Keys.STOP, disabled=not running, on_click=_request_stop, width="stretch",
+                    icon=":material/stop:")
+    progress = st.empty()
+    chart = st.empty()
+
+    bundle = state.find_result(state.shown_key())
+    if bundle is not None and (audio is None or bundle.audio_digest != audio.digest):
+        # the result on display belongs to another recording: this one's, if it was fitted before
+        bundle = state.find_result(services.result_key(audio, settings)) if audio and settings else None
+    msg = state.pop_message()
+    if msg is not None:
+        getattr(st, msg[0])(msg[1])
+    if running:
+        info_col.caption(f"Fitting {services.settings_summary(job.settings)}")
+    elif bundle is not None:
+        sep = bundle.separation
+        status = "stopped" if bundle.stopped else "done"
+        progress.progress(1.0, text=f"{status}: {sep.n_iter} iterations in {bundle.elapsed:.2f} s")
+        its, vals = zip(*bundle.losses) if bundle.losses else ((), ())
+        # no key: the live chart and this one share an id scheme, so the browser updates it in place
+        chart.plotly_chart(plots.loss_figure(its, vals, max_iter=bundle.settings.n_iter), config=PLOT_CONFIG)
+        if note:
+            info_col.caption(note)
+        elif settings is not None and bundle.key != services.result_key(audio, settings):
+            info_col.caption("Settings changed since this result: press Run to fit them.")
+        else:
+            info_col.caption(services.settings_summary(bundle.settings))
+    else:
+        info_col.caption("Press Run to factorise the spectrogram.")
+        # an empty loss chart from the start: the page also loads plotly before the first fit
+        chart.plotly_chart(plots.loss_figure([], [], max_iter=settings.n_iter if settings else None),
+                           config=PLOT_CONFIG)
+    return bundle, progress, chart
+
+
+def follow_job(progress, chart) -> None:
+    """Draw a running fit's progress and loss curve until it ends, then show its result.
+
+    The fit runs in a worker thread, so this loop (at the end of the page)
+    only draws: a click anywhere (Stop, a display option) interrupts it
+    with a rerun that redraws the page and resumes following the same fit.
+    """
+    job = state.job()
+    if job is None:
+        return
+    drawn, shown = -1.0, 0
+    while not job.done:
+        now = time.perf_counter()
+        last = job.last
+        text = "starting…" if last is None else f"iteration {last[0]} / {job.settings.n_iter} · loss {last[1]:.4g}"
+        if job.phase == "finishing":
+            text = "masks, inverse STFT and grouping… " + text
+        if job.stop_requested:
+            text = "stopping… " + text
+        progress.progress(job.progress(), text=f"{text} · {job.elapsed:.1f} s")
+        if now - drawn >= REDRAW_S and len(job.losses) > shown:
+            its, vals = zip(*list(job.losses))
+            shown = len(its)
+            chart.plotly_chart(plots.loss_figure(its, vals, max_iter=job.settings.n_iter), config=PLOT_CONFIG)
+            drawn = now
+        time.sleep(POLL_S)
+    _finish(job)
+    st.rerun()  # redraw the controls and the results of the finished fit
+
+
+# ------------------------------------------------------------------ results
+def display_options():
+    c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="center")
+    c1.toggle("Log frequency", key=Keys.LOG_FREQ)
+    c2.toggle("Sort by pitch", key=Keys.SORT_COMPONENTS, help="Order components by spectral centroid.")
+    c3.slider("Dynamic range (dB)", 40, 120, step=10, key=Keys.TOP_DB)
+
+
+def spectrogram_tab(audio, settings, bundle):
+    log_freq, top_db = bool(state.get(Keys.LOG_FREQ)), float(state.get(Keys.TOP_DB))
+    left, right = st.columns(2)
+    if bundle is not None:
+        sep, s = bundle.separation, bundle.settings
+        V, sr, hop = sep.spectrogram, bundle.sr, s.hop_length
+    else:
+        s = settings or services.default_settings()
+        V = services.input_spectrogram(audio.data, audio.name, s.n_fft, s.hop_length)
+        sr, hop = audio.sr, s.hop_length
+    power = getattr(s, "power", 1.0)
+    with left:
+        st.plotly_chart(plots.spectrogram_figure(V, sr, hop, title="Input spectrogram", log_freq=log_freq,
+                                                 top_db=top_db, power=power), key="fig_input", config=PLOT_CONFIG)
+    with right:
+        if bundle is None:
+            st.info("The reconstruction appears here after Run.")
+        else:
+            st.plotly_chart(plots.spectrogram_figure(sep.reconstruction, sr, hop, title="Reconstruction WH",
+                                                     log_freq=log_freq, top_db=top_db, power=power),
+                            key="fig_recon", config=PLOT_CONFIG)
+
+
+def factors_tab(bundle):
+    sep = bundle.separation
+    order = services.component_order(bundle) if state.get(Keys.SORT_COMPONENTS) else None
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(plots.templates_figure(sep.W, bundle.sr, order=order, log_freq=bool(state.get(Keys.LOG_FREQ)),
+                                                 n_freq=sep.spectrogram.shape[0]),
+                        key="fig_W", config=PLOT_CONFIG)
+    with right:
+        st.plotly_chart(plots.activations_figure(sep.H, bundle.sr, bundle.settings.hop_length, order=order),
+                        key="fig_H", config=PLOT_CONFIG)
+    st.caption("Each template (in dB) and each activation row (linear) is scaled to its own peak.")
+
+
+def _ensure_assignments(bundle) -> None:
+    """Components start grouped automatically; a new result regroups them."""
+    if state.assignment_owner() != bundle.token:
+        n = max(1, min(int(state.get(Keys.N_SOURCES)), bundle.rank))
+        state.set_value(Keys.N_SOURCES, n)
+        state.set_assignments(services.auto_assignment(bundle, n))
+        state.set_assignment_owner(bundle.token)
+
+
+def _on_auto_group(bundle) -> None:
+    state.set_assignments(services.auto_assignment(bundle, int(state.get(Keys.N_SOURCES))))
+
+
+def _on_n_sources(bundle) -> None:
+    n = int(state.get(Keys.N_SOURCES))
+    state.set_assignments([min(a, n - 1) for a in state.assignments(bundle.rank)])
+
+
+def source_names(n: int) -> list[str]:
+    return [f"Source {k + 1}" for k in range(n)]
+
+
+def components_tab(bundle):
+    sep = bundle.separation
+    rank = bundle.rank
+    g1, g2, g3 = st.columns([1, 1.4, 2.6], vertical_alignment="bottom")
+    g1.number_input("Sources", min_value=1, max_value=max(1, rank), step=1, key=Keys.N_SOURCES,
+                    on_change=_on_n_sources, args=(bundle,))
+    n_sources = int(state.get(Keys.N_SOURCES))
+    g2.button(f"Group automatically into {n_sources}", key=Keys.AUTO_GROUP, on_click=_on_auto_group,
+              args=(bundle,), icon=":material/auto_awesome:", width="stretch")
+    g3.caption("Assign each component to a source below; components set to *residual* are left out. "
+               f"Spectrograms: time across, {'log ' if state.get(Keys.LOG_FREQ) else ''}frequency up "
+               f"to {bundle.sr / 2000:g} kHz.")
+    names = source_names(n_sources)
+    options = [-1] + list(range(n_sources))
+    labels = {-1: "residual", **dict(enumerate(names))}
+
+    wavs = services.component_audio(bundle)
+    order = services.component_order(bundle) if state.get(Keys.SORT_COMPONENTS) else list(range(rank))
+    log_freq = bool(state.get(Keys.LOG_FREQ))
+    ref = float(sep.reconstruction.max()) if sep.reconstruction.size else None
+    centroids = services.component_centroids(bundle)
+    # a grid of equal cards, as many to a row as fit (3 on a 1280 px laptop, 4 at 1366-1440)
+    st.html(f"<style>.st-key-{CARDS_KEY} {{display: grid !important; gap: 0.75rem; "
+            f"grid-template-columns: repeat(auto-fill, minmax({CARD_MIN_PX}px, 1fr));}}</style>")
+    with st.container(key=CARDS_KEY):
+        for r in order:
+            with st.container(border=True, key=f"card_{r}"):
+                c = centroids[r]
+                centre = ("silent" if not math.isfinite(c) else f"{c / 1000:.1f} kHz" if c >= 1000 else f"{c:.0f} Hz")
+                st.markdown(f"**Component {r}** · {centre}")
+                st.image(plots.component_image(sep.component_spectrograms[r], bundle.sr, log_freq=log_freq,
+                                               top_db=float(state.get(Keys.TOP_DB)), ref=ref), width="stretch")
+                st.audio(wavs[r], format="audio/wav")
+                st.selectbox("Source", options, key=state.assignment_key(r), format_func=labels.get,
+                             label_visibility="collapsed")
+
+    assignment = tuple(state.assignments(rank))
+    st.markdown("##### Sources")
+    stems, residual = services.source_audio(bundle, assignment, n_sources)
+    groups = services.groups_from_assignment(assignment, n_sources)
+    for k, name in enumerate(names):
+        _stem_row(name, stems[k], f"components {', '.join(map(str, groups[k]))}" if groups[k] else "no components",
+                  f"dl_source_{k}")
+    left = [r for r, s in enumerate(assignment) if s < 0]
+    _stem_row("Residual", residual, "mixture minus all sources" + (f" (components {', '.join(map(str, left))})"
+                                                                    if left else ""), "dl_residual")
+    zip_data = services.export_zip(bundle, assignment, n_sources, tuple(names))
+    st.download_button("Download all (stems, factors.npz, settings.json)", zip_data,
+                       file_name=f"{Path(bundle.audio_name).stem}_nmfcore.zip", mime="application/zip",
+                       key="dl_zip", icon=":material/folder_zip:", on_click="ignore", type="primary")
+
+
+def _stem_row(name: str, wav: bytes, detail: str, key: str) -> None:
+    c1, c2, c3 = st.columns([1.2, 3, 1], vertical_alignment="center")
+    c1.markdown(f"**{name}**  \n{detail}")
+    with c2:
+        st.audio(wav, format="audio/wav")
+    c3.download_button("Download", wav, file_name=f"{name.lower().replace(' ', '_')}.wav", mime="audio/wav",
+                       key=key, icon=":material/download:", on_click="ignore", width="stretch")
+
+
+def evaluation_tab(bundle):
+    st.caption("Upload the true stems of this mixture (same length and rate are best) to score the "
+               "sources: SI-SDR, and SDR when a BSS-eval package is installed. Each reference is "
+               "matched to its best source.")
+    files = st.file_uploader("Reference stems", type=list(services.UPLOAD_TYPES), accept_multiple_files=True,
+                             key=Keys.REFERENCES, max_upload_size=services.MAX_UPLOAD_MB)
+    if bundle is None:
+        st.info("Run a separation first.")
+        return
+    if not files:
+        return
+    n_sources = int(state.get(Keys.N_SOURCES))
+    try:
+        rows = services.evaluate_references(bundle, tuple(state.assignments(bundle.rank)), n_sources,
+                                            tuple(source_names(n_sources)),
+                                            tuple((f.name, f.getvalue()) for f in files))
+    except services.InputError as exc:
+        st.error(str(exc))
+        return
+    st.dataframe(rows, hide_index=True)
+
+
+def how_it_works_tab(settings):
+    model = settings.model if settings is not None else services.default_settings().model
+    beta = settings.beta if settings is not None else services.default_settings().beta
+    for paragraph in teaching.how_it_works_md(model, beta):
+        st.markdown(paragraph)
+
+
+# --------------------------------------------------------------------- page
+def main() -> None:
+    st.set_page_config(page_title="nmfcore · NMF source separation", page_icon=":material/graphic_eq:",
+                       layout="wide")
+    services.warm_up()
+    state.init(initial_values())
+    state.keep_widget_values()
+    settings = settings_sidebar()
+    st.title("nmfcore · source separation with NMF")
+    st.caption("Factorise a recording's spectrogram into templates and activations, listen to every "
+               "component, group them into sources and download the stems.")
+    top_left, top_right = st.columns([2, 3], gap="large")
+    with top_left:
+        audio = input_section()
+    with top_right:
+        bundle, progress, chart = fit_section(audio, settings)
+    if audio is None:
+        follow_job(progress, chart)
+        return
+    if bundle is not None:
+        _ensure_assignments(bundle)
+    st.divider()
+    display_options()
+    labels = ["Components & sources", "Spectrograms", "Factors W and H", "Evaluation", "How it works"]
+    # lazy tabs: only the open one runs (switching tabs reruns the page; no refit)
+    tabs = st.tabs(labels, key=Keys.TAB, on_change="rerun")
+    with tabs[0]:
+        if tabs[0].open is not False:
+            if bundle is None:
+                st.info("Press **Run** to separate the recording into components.")
+            else:
+                components_tab(bundle)
+    with tabs[1]:
+        if tabs[1].open is not False:
+            spectrogram_tab(audio, settings, bundle)
+    with tabs[2]:
+        if tabs[2].open is not False:
+            if bundle is None:
+                st.info("Templates and activations appear here after Run.")
+            else:
+                factors_tab(bundle)
+    with tabs[3]:
+        if tabs[3].open is not False:
+            evaluation_tab(bundle)
+    with tabs[4]:
+        if tabs[4].open is not False:
+            how_it_works_tab(settings)
+    follow_job(progress, chart)
+
+
+main()

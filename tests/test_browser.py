@@ -1,0 +1,206 @@
+"""The app in a real browser: ``streamlit run`` on a free localhost port, driven by Debian's Chromium.
+
+Playwright for Python drives ``/usr/bin/chromium`` (``apt-get install
+chromium``); Playwright's own browser downloads are not used. The tests skip,
+with the reason, where Chromium or Playwright is missing. Screenshots go to
+pytest's ``tmp_path`` and are copied to ``/tmp/nmfcore_screens/``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"]
+SCREENS = Path("/tmp/nmfcore_screens")
+VIEWPORT = {"width": 1366, "height": 900}   # a laptop
+DEFAULT_RANK = 8
+AUDIO = '[data-testid="stAudio"]'
+EXCEPTION = '[data-testid="stException"]'
+
+
+def _missing() -> str | None:
+    if not CHROMIUM.exists():
+        return f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright for Python is not installed (pip install playwright; no `playwright install` needed)"
+    try:
+        import streamlit  # noqa: F401
+    except ImportError:
+        return "streamlit is not installed (pip install streamlit plotly)"
+    return None
+
+
+if _missing():
+    pytest.skip(_missing(), allow_module_level=True)
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tone_wav(path: Path, seconds: float = 3.0, sr: int = 16000) -> Path:
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * sr)) / sr
+    y = 0.4 * np.sin(2 * np.pi * 330 * t) * (t < seconds / 2) + 0.3 * np.sin(2 * np.pi * 1250 * t) * (t >= seconds / 3)
+    y += 0.1 * rng.standard_normal(t.size) * ((t % 0.5) < 0.05)
+    buf = io.BytesIO()
+    sf.write(buf, y.astype(np.float32), sr, format="WAV")
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("streamlit") / "server.log"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app/streamlit_app.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"streamlit did not start:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+        yield b
+        b.close()
+
+
+def save_screenshot(page, tmp_path: Path, name: str) -> Path:
+    """Full-height screenshot (Streamlit scrolls inside the page, so grow the viewport first)."""
+    height = page.evaluate(  # the bottom of the lowest element drawn in the main area
+        "() => Math.max(0, ...Array.from(document.querySelectorAll("
+        "'[data-testid=\"stMain\"] [data-testid=\"stElementContainer\"]'))"
+        ".filter(e => e.offsetParent !== null && e.getBoundingClientRect().height > 0)"
+        ".map(e => e.getBoundingClientRect().bottom)) + 60")
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": min(max(int(height), VIEWPORT["height"]), 4000)})
+    page.wait_for_timeout(500)
+    path = tmp_path / name
+    page.screenshot(path=str(path))
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, SCREENS / name)
+    page.set_viewport_size(VIEWPORT)
+    return path
+
+
+def open_app(browser, url):
+    page = browser.new_page(viewport=VIEWPORT)
+    page.goto(url)
+    page.wait_for_selector(AUDIO, timeout=60_000)  # the bundled example's player
+    return page
+
+
+def test_upload_run_players_and_screenshot(server, browser, tmp_path):
+    page = open_app(browser, server)
+    assert page.get_by_text("Bundled example").count() >= 1
+    # a file over the stated limit is refused with a message, and the page goes on
+    big = tmp_path / "big.wav"
+    big.write_bytes(b"RIFF" + bytes(21 * 2**20))
+    page.locator(".st-key-upload input[type=file]").set_input_files(str(big))
+    page.get_by_text("File must be 20.0MB or smaller").wait_for(timeout=30_000)
+    assert page.locator(EXCEPTION).count() == 0
+    wav = tone_wav(tmp_path / "tones.wav")
+    page.locator(".st-key-upload input[type=file]").set_input_files(str(wav))
+    page.get_by_text("Uploaded: tones.wav").wait_for(timeout=30_000)
+
+    page.locator(".st-key-run button").click()
+    expected = 1 + DEFAULT_RANK + 2 + 1  # input, components, two sources, residual
+    page.wait_for_function(f"document.querySelectorAll('{AUDIO}').length >= {expected}", timeout=90_000)
+    page.get_by_text("done:").first.wait_for(timeout=30_000)
+    assert page.locator(EXCEPTION).count() == 0
+    assert page.locator(AUDIO).count() == expected
+    # a spectrogram image per component (drawn once the image has loaded)
+    page.wait_for_function(f"document.querySelectorAll('[data-testid=\"stImage\"]').length >= {DEFAULT_RANK}",
+                           timeout=30_000)
+    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1  # the loss curve
+    shot = save_screenshot(page, tmp_path, "app_after_run.png")
+    assert shot.stat().st_size > 10_000
+
+    page.get_by_role("tab", name="Spectrograms").click()
+    page.get_by_text("Reconstruction WH").wait_for(timeout=30_000)
+    assert page.locator(EXCEPTION).count() == 0
+    save_screenshot(page, tmp_path, "app_spectrograms.png")
+    page.close()
+
+
+def test_long_fit_stays_responsive_and_stops(server, browser, tmp_path):
+    page = open_app(browser, server)
+    iters = page.get_by_label("Iterations")
+    iters.fill("5000")
+    iters.press("Enter")
+    page.wait_for_timeout(500)
+    tol = page.get_by_role("slider", name="Tolerance")
+    tol.focus()
+    tol.press("Home")  # "off": run all iterations unless stopped
+    page.get_by_text("off").first.wait_for(timeout=10_000)
+
+    page.locator(".st-key-run button").click()
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('[data-testid=\"stProgress\"]'))"
+        ".some(e => /iteration \\d+ \\/ 5000/.test(e.innerText))", timeout=60_000)
+    # the page answers while the fit runs: a display option and a tab switch rerun the page
+    page.get_by_text("Log frequency").click()
+    page.get_by_role("tab", name="How it works").click()
+    page.get_by_text("Update rule").wait_for(timeout=30_000)
+    progress = page.locator('[data-testid="stProgress"]').first
+    first = progress.inner_text()
+    page.wait_for_timeout(1500)
+    assert progress.inner_text() != first  # the live progress keeps moving
+    assert page.locator(EXCEPTION).count() == 0
+
+    page.locator(".st-key-stop button").click()  # ours, not the header's script-run Stop
+    page.get_by_text("Stopped after").wait_for(timeout=60_000)
+    page.get_by_role("tab", name="Components & sources").click()
+    page.wait_for_function(f"document.querySelectorAll('{AUDIO}').length >= {1 + DEFAULT_RANK}", timeout=60_000)
+    page.get_by_text("Download all").wait_for(timeout=30_000)
+    page.wait_for_timeout(1000)  # let the previous tab's content go
+    assert page.locator(EXCEPTION).count() == 0
+    save_screenshot(page, tmp_path, "app_stopped.png")
+    page.close()
