@@ -53,7 +53,7 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def timed(fn, device, repeat=3) -> float:
+def timed(fn, device, repeat=5) -> float:
     """Best wall time of ``repeat`` calls of ``fn`` (seconds)."""
     best = float("inf")
     for _ in range(repeat):
