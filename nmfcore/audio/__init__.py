@@ -1,0 +1,42 @@
+"""Audio source separation with nmfcore models, in torch from STFT to ISTFT.
+
+A recording goes in, one waveform per component and per source comes out,
+and they sum back to the recording::
+
+    from nmfcore.audio import load_audio, separate, SeparationSettings, auto_group
+    y, sr = load_audio("song.wav", sr=22050)
+    sep = separate(y, sr, SeparationSettings(model="NMFD", rank=12, kernel_size=6))
+    stems = sep.sources(auto_group(sep, 3))          # (3, channels, samples)
+
+Modules
+-------
+io          load_audio, write_audio, audio_bytes, resample, safe output paths
+spectral    stft, istft, spectrogram, alpha-Wiener soft masks
+models      MODELS registry (NMF, NMFD, NMF2D; PLCA/SI-PLCA when present)
+separation  SeparationSettings, separate, Separation; supervised separation
+grouping    component_order, auto_group (clustering of component features)
+evaluation  si_sdr, bss_eval, evaluate, oracle masks, best (oracle) grouping
+"""
+
+from .evaluation import (best_grouping, bss_eval, bss_eval_backend, evaluate, match_sources, oracle_sources,
+                         si_sdr, si_sdr_matrix)
+from .grouping import (auto_group, component_centroids, component_features, component_order, kmeans,
+                       spectral_clustering)
+from .io import (AudioError, OutputExistsError, audio_bytes, load_audio, output_path, resample, safe_filename,
+                 write_audio)
+from .models import MODELS, ModelSpec, register_model
+from .separation import (Separation, SeparationSettings, check_groups, learn_dictionary, separate,
+                         separate_supervised)
+from .spectral import istft, soft_masks, spectrogram, stft
+
+__all__ = [
+    # contract (notes/audio_api.md)
+    "AudioError", "load_audio", "write_audio", "audio_bytes", "MODELS", "ModelSpec", "SeparationSettings",
+    "separate", "Separation", "auto_group", "component_order", "si_sdr", "evaluate",
+    # more
+    "OutputExistsError", "resample", "safe_filename", "output_path", "register_model", "check_groups",
+    "learn_dictionary", "separate_supervised", "component_centroids", "component_features", "kmeans",
+    "spectral_clustering",
+    "stft", "istft", "spectrogram", "soft_masks",
+    "si_sdr_matrix", "match_sources", "bss_eval", "bss_eval_backend", "oracle_sources", "best_grouping",
+]

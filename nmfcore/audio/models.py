@@ -1,0 +1,278 @@
+"""The registry of models that factorise a spectrogram, and how each one lays it out.
+
+A spectrogram ``S`` is ``(freq F, frames T)``. Each nmfcore model wants it
+in its own layout and keeps its factors with the rank on axis 1:
+
+=========  ==================  =====================  ===========================
+model      V                   W                      H
+=========  ==================  =====================  ===========================
+NMF        ``S.T`` (T, F)      (F, R)                 (T, R)
+NMFD       ``S[None]``         (F, R, k)              (1, R, T - k + 1)
+NMF2D      ``S[None, None]``   (1, R, kf, kt)         (1, R, F - kf + 1, T - kt + 1)
+=========  ==================  =====================  ===========================
+
+Because every reconstruction is linear in each factor, component ``r``'s
+own spectrogram is the model's reconstruction from ``W[:, r:r+1]`` and
+``H[:, r:r+1]``; for convolutive models that is the component's whole
+time (and frequency) shifted pattern.
+
+Examples
+--------
+>>> [name for name in ("NMF", "NMFD", "NMF2D") if name in MODELS]
+['NMF', 'NMFD', 'NMF2D']
+>>> MODELS["NMFD"].convolutive
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import nmf as _nmf
+from ..exceptions import ParameterError
+from ..init import INIT_METHODS
+
+__all__ = ["ModelSpec", "MODELS", "register_model", "Layout", "MATRIX", "CONV1D", "CONV2D"]
+
+
+class Layout:
+    """How a spectrogram and a model's factors map onto each other (one per operator)."""
+
+    name = "base"
+    kernel_ndim = 0
+
+    def to_model(self, S: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def from_model(self, Y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def reconstruct(self, W: Tensor, H: Tensor) -> Tensor:
+        """Spectrogram (F, T) of the whole model."""
+        raise NotImplementedError
+
+    def component(self, W: Tensor, H: Tensor, r: int) -> Tensor:
+        """Spectrogram (F, T) of component ``r`` alone."""
+        return self.reconstruct(W[:, r:r + 1], H[:, r:r + 1])
+
+    def component_frames(self, W: Tensor, H: Tensor, r: int, a: int, b: int) -> Tensor:
+        """Frames ``a:b`` of :meth:`component` (F, b - a), computed from the activations they need only.
+
+        For convolutive models frame ``t`` depends on activations ``t - k + 1 .. t``
+        (``k`` the kernel's time length, the last axis of ``W`` and ``H``).
+        """
+        k, L = W.shape[-1], H.shape[-1]
+        j0, j1 = max(0, a - k + 1), min(L, b)
+        part = self.reconstruct(W[:, r:r + 1], H[:, r:r + 1, ..., j0:j1])
+        return part[:, a - j0:b - j0]
+
+    def export(self, W: Tensor, H: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """The factors as numpy arrays, ``W`` (freq, R, ...) and ``H`` (R, ...)."""
+        raise NotImplementedError
+
+    def kernel(self, kernel_size) -> tuple:
+        """``kernel_size`` as a tuple of :attr:`kernel_ndim` ints."""
+        if self.kernel_ndim == 0:
+            return ()
+        k = tuple(kernel_size) if isinstance(kernel_size, (tuple, list)) else (kernel_size,) * self.kernel_ndim
+        if len(k) != self.kernel_ndim:
+            raise ParameterError(f"kernel_size={kernel_size!r} must have {self.kernel_ndim} entries for a "
+                                 f"{self.name} model")
+        return k
+
+
+class _Matrix(Layout):
+    name = "matrix"
+
+    def to_model(self, S):
+        return S.t()
+
+    def from_model(self, Y):
+        return Y.t()
+
+    def reconstruct(self, W, H):
+        return W @ H.t()
+
+    def component(self, W, H, r):
+        return torch.outer(W[:, r], H[:, r])
+
+    def component_frames(self, W, H, r, a, b):
+        return torch.outer(W[:, r], H[a:b, r])
+
+    def export(self, W, H):
+        return W.detach().cpu().numpy(), H.detach().t().cpu().numpy()
+
+
+class _Conv1d(Layout):
+    name = "conv1d"
+    kernel_ndim = 1
+
+    def to_model(self, S):
+        return S.unsqueeze(0)
+
+    def from_model(self, Y):
+        return Y[0]
+
+    def reconstruct(self, W, H):
+        return _nmf.NMFD.reconstruct(H, W)[0]
+
+    def export(self, W, H):
+        return W.detach().cpu().numpy(), H.detach()[0].cpu().numpy()
+
+
+class _Conv2d(Layout):
+    name = "conv2d"
+    kernel_ndim = 2
+
+    def to_model(self, S):
+        return S[None, None]
+
+    def from_model(self, Y):
+        return Y[0, 0]
+
+    def reconstruct(self, W, H):
+        return _nmf.NMF2D.reconstruct(H, W)[0, 0]
+
+    def export(self, W, H):
+        # (1, R, kf, kt) -> (kf, R, kt): frequency first, as for the other models
+        return W.detach()[0].permute(1, 0, 2).cpu().numpy(), H.detach()[0].cpu().numpy()
+
+
+MATRIX, CONV1D, CONV2D = _Matrix(), _Conv1d(), _Conv2d()
+
+
+def _fit_beta(model, V, *, beta, tol, max_iter, init, seed, sparsity_H, callback) -> int:
+    """Fit an nmfcore beta-divergence model (``fit``, or ``sparse_fit`` with a target sparseness of H)."""
+    if sparsity_H is None:
+        return model.fit(V, beta=beta, tol=tol, max_iter=max_iter, init=init, generator=seed, callback=callback)
+    if init is not None:
+        model.fit(V, beta=beta, max_iter=0, init=init, generator=seed)  # initialise only
+    return model.sparse_fit(V, beta=beta, max_iter=max_iter, sH=sparsity_H, callback=callback)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model usable on spectrograms: what the app shows and how the pipeline builds it.
+
+    Attributes
+    ----------
+    name : str
+        Registry key, e.g. ``'NMFD'``.
+    label : str
+        Short human-readable name.
+    description : str
+        One or two sentences for users.
+    convolutive : bool
+        Whether components are patterns in time (and frequency) with a kernel.
+    kernel_help : str
+        What ``kernel_size`` means for this model (empty if unused).
+    layout : Layout
+        How spectrograms and factors map onto the model.
+    init_methods : tuple of str
+        The ``init`` values the model supports (others fall back to ``'random'``).
+    build : callable
+        ``build(V.shape, rank, kernel, generator) -> model``.
+    fit : callable
+        ``fit(model, V, *, beta, tol, max_iter, init, seed, sparsity_H, callback) -> n_iter``.
+    factors : callable
+        ``factors(model) -> (W, H)`` tensors in the layout of :attr:`layout`
+        (any scale such as PLCA's ``Z`` folded into ``H``).
+    beta_divergence : bool
+        Whether the model minimises the beta-divergence with ``fit(beta=...)``
+        and ``trainable_W`` (needed by supervised separation).
+    """
+
+    name: str
+    label: str
+    description: str
+    convolutive: bool
+    kernel_help: str
+    layout: Layout = field(default=MATRIX, repr=False, compare=False)
+    init_methods: tuple = INIT_METHODS
+    build: Callable = field(default=None, repr=False, compare=False)
+    fit: Callable = field(default=_fit_beta, repr=False, compare=False)
+    factors: Callable = field(default=lambda m: (m.W.detach(), m.H.detach()), repr=False, compare=False)
+    beta_divergence: bool = True
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add ``spec`` to :data:`MODELS` (replacing one of the same name) and return it."""
+    if not isinstance(spec, ModelSpec) or spec.build is None:
+        raise ParameterError("register_model needs a ModelSpec with a build function")
+    MODELS[spec.name] = spec
+    return spec
+
+
+register_model(ModelSpec(
+    name="NMF", label="NMF",
+    description="Non-negative matrix factorisation: each component is one spectral template (a column of W) "
+                "switched on and off by its activation row.",
+    convolutive=False, kernel_help="",
+    layout=MATRIX,
+    build=lambda shape, rank, kernel, gen: _nmf.NMF(shape, rank, generator=gen),
+))
+register_model(ModelSpec(
+    name="NMFD", label="NMF deconvolution (NMFD)",
+    description="Non-negative matrix factor deconvolution: each component is a spectro-temporal pattern of "
+                "kernel_size frames (a drum hit, a note with its attack), placed at the onsets in its activation.",
+    convolutive=True, kernel_help="length T of each pattern in STFT frames (4-8 at hop 512 and 22 kHz, "
+                                  "0.1-0.2 s)",
+    layout=CONV1D,
+    build=lambda shape, rank, kernel, gen: _nmf.NMFD(shape, rank, kernel[0], generator=gen),
+))
+register_model(ModelSpec(
+    name="NMF2D", label="NMF 2-D deconvolution (NMF2D)",
+    description="Non-negative matrix factor 2-D deconvolution: each component is a patch of kernel_size "
+                "(frequency bins, frames) shifted in both time and frequency.",
+    convolutive=True, kernel_help="(frequency bins, frames) of each patch, e.g. (16, 4); an int k means (k, k)",
+    layout=CONV2D,
+    init_methods=("random",),
+    build=lambda shape, rank, kernel, gen: _nmf.NMF2D(shape, rank, kernel, generator=gen),
+))
+
+
+def _register_plca():
+    """Register PLCA and SI-PLCA once :mod:`nmfcore.plca` exists (reference API: ``Z`` and ``norm``)."""
+    try:
+        from .. import plca as _plca
+    except ImportError:
+        return
+    import inspect
+
+    def fit_plca(model, V, *, beta, tol, max_iter, init, seed, sparsity_H, callback):
+        kwargs = {"callback": callback} if "callback" in inspect.signature(model.fit).parameters else {}
+        out = model.fit(V, tol=tol, max_iter=max_iter, **kwargs)
+        n_iter, norm = out if isinstance(out, tuple) else (out, float(V.sum()))
+        model._audio_norm = float(norm)
+        return int(n_iter)
+
+    def factors(model):
+        # V ~ norm * H diag(Z) W^T (or its convolution): fold Z and norm into H
+        Z = model.Z.detach().reshape((1, -1) + (1,) * (model.H.ndim - 2))
+        return model.W.detach(), model.H.detach() * Z * getattr(model, "_audio_norm", 1.0)
+
+    common = dict(init_methods=(), fit=fit_plca, factors=factors, beta_divergence=False)
+    for name, cls_name, layout, conv, label, build in (
+            ("PLCA", "PLCA", MATRIX, False, "PLCA",
+             lambda shape, rank, kernel, gen, c="PLCA": getattr(_plca, c)(shape, rank)),
+            ("SIPLCA", "SIPLCA", CONV1D, True, "Shift-invariant PLCA (SI-PLCA)",
+             lambda shape, rank, kernel, gen, c="SIPLCA": getattr(_plca, c)(shape, rank, kernel[0])),
+            ("SIPLCA2", "SIPLCA2", CONV2D, True, "2-D shift-invariant PLCA (SI-PLCA2)",
+             lambda shape, rank, kernel, gen, c="SIPLCA2": getattr(_plca, c)(shape, rank, kernel))):
+        if hasattr(_plca, cls_name):
+            register_model(ModelSpec(
+                name=name, label=label,
+                description="Probabilistic latent component analysis, fitted by EM (beta and init do not apply).",
+                convolutive=conv, kernel_help=MODELS["NMFD" if layout is CONV1D else "NMF2D"].kernel_help
+                if conv else "", layout=layout, build=build, **common))
+
+
+_register_plca()

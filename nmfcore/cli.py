@@ -1,0 +1,438 @@
+"""The ``nmfcore`` command line: separate recordings, score separations, show the setup.
+
+Examples
+--------
+Separate a song into three sources with NMFD and keep every component::
+
+    nmfcore separate song.wav -o stems --model NMFD --rank 12 --kernel 6 --sources 3 --components
+
+Score estimated stems against references (files or folders)::
+
+    nmfcore evaluate -e stems/song -r refs/song
+
+Mistakes in the input (a missing file, a bad option value, audio that
+cannot be used) print one line ``error: ...`` and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from time import perf_counter
+from typing import Optional, Sequence
+
+from .exceptions import NMFCoreError
+
+__all__ = ["main", "build_parser", "parse_groups"]
+
+EXIT_USAGE = 2
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``error: ...``) and exit status 2."""
+
+    def error(self, message):
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def parse_groups(text: str) -> list[list[int]]:
+    """Parse ``'0,1;2-4;5'`` into ``[[0, 1], [2, 3, 4], [5]]`` (groups by ';', indices or ranges by ',').
+
+    Examples
+    --------
+    >>> parse_groups("0,1;2-4;5")
+    [[0, 1], [2, 3, 4], [5]]
+    """
+    groups = []
+    for part in str(text).split(";"):
+        members = []
+        for item in filter(None, (p.strip() for p in part.split(","))):
+            try:
+                if "-" in item:
+                    lo, hi = (int(v) for v in item.split("-", 1))
+                    if hi < lo:
+                        raise ValueError
+                    members.extend(range(lo, hi + 1))
+                else:
+                    members.append(int(item))
+            except ValueError:
+                raise _UsageError(f"--groups {text!r}: {item!r} is not a component index or range like 2-5") from None
+        groups.append(members)
+    return groups
+
+
+def _kernel(text: str):
+    try:
+        parts = [int(v) for v in str(text).lower().replace(",", "x").split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a kernel size such as 6 or 16x4") from None
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = _Parser(prog="nmfcore", description="Audio source separation with non-negative matrix factorisation.")
+    parser.add_argument("--version", action="version", version=f"nmfcore {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{separate,evaluate,info}", parser_class=_Parser)
+
+    sep = sub.add_parser("separate", help="separate recordings into sources (and components)",
+                         description="Factorise each recording's spectrogram and write one file per source, "
+                                     "optionally one per component, and a JSON summary.")
+    sep.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files (wav, flac, ogg, mp3, ...)")
+    sep.add_argument("-o", "--output", required=True, metavar="DIR",
+                     help="output folder; each input gets a sub-folder named after it")
+    g = sep.add_argument_group("model")
+    g.add_argument("--model", default="NMF", help="NMF, NMFD or NMF2D (default NMF)")
+    g.add_argument("--rank", type=int, default=8, help="number of components (default 8)")
+    g.add_argument("--beta", type=float, default=1.0, help="beta-divergence: 2 Euclidean, 1 KL, 0 IS (default 1)")
+    g.add_argument("--iter", dest="n_iter", type=int, default=200, help="maximum iterations (default 200)")
+    g.add_argument("--tol", type=float, default=1e-4, help="stopping tolerance, 0 runs all iterations")
+    g.add_argument("--kernel", type=_kernel, default=1,
+                   help="NMFD pattern length in frames (e.g. 6) or NMF2D patch FxT (e.g. 16x4)")
+    g.add_argument("--init", default="nndsvda", help="nndsvda, nndsvd, nndsvdar or random (default nndsvda)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--sparsity", type=float, default=None, metavar="S",
+                   help="target Hoyer sparseness of the activations, in (0, 1)")
+    g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    g = sep.add_argument_group("spectrogram and masks")
+    g.add_argument("--sr", type=int, default=None, help="resample to this rate first (default: keep)")
+    g.add_argument("--n-fft", type=int, default=2048, help="FFT size (default 2048)")
+    g.add_argument("--hop", type=int, default=512, help="hop length (default 512)")
+    g.add_argument("--window", default="hann", help="hann, hamming, blackman, bartlett or rect")
+    g.add_argument("--power", type=float, default=1.0, help="1 magnitude, 2 power spectrogram (default 1)")
+    g.add_argument("--mask-power", type=float, default=2.0, help="soft-mask exponent (default 2, Wiener-like)")
+    g = sep.add_argument_group("sources and output")
+    how = g.add_mutually_exclusive_group()
+    how.add_argument("--sources", type=int, default=None, metavar="N",
+                     help="group the components automatically into N sources (default 2)")
+    how.add_argument("--groups", default=None, metavar="SPEC",
+                     help="explicit groups of component indices, e.g. '0,1;2-5' (components in no group are "
+                          "written as 'residual')")
+    g.add_argument("--names", default=None, help="comma-separated source names for the files")
+    g.add_argument("--components", action="store_true", help="also write every component's waveform")
+    g.add_argument("--format", choices=("wav", "flac"), default="wav", help="output format (default wav)")
+    g.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    g.add_argument("--max-duration", type=float, default=None, metavar="SECONDS", help="refuse longer inputs")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    ev = sub.add_parser("evaluate", help="score estimated sources against reference stems",
+                        description="SI-SDR (and BSS Eval SDR/SIR/SAR when fast_bss_eval or mir_eval is "
+                                    "installed) of every reference's best-matching estimate.")
+    ev.add_argument("-e", "--estimates", nargs="+", required=True, metavar="PATH",
+                    help="estimate files, or folders of them")
+    ev.add_argument("-r", "--references", nargs="+", required=True, metavar="PATH",
+                    help="reference files, or folders of them")
+    ev.add_argument("--json", default=None, metavar="FILE", help="also write the scores as JSON")
+    ev.add_argument("--overwrite", action="store_true", help="replace an existing JSON file")
+    ev.add_argument("--no-bss", action="store_true", help="SI-SDR only (faster)")
+
+    sub.add_parser("info", help="versions, devices and formats", description="Show versions, devices, "
+                                                                                "audio formats and models.")
+    return parser
+
+
+# ---------------------------------------------------------------- helpers
+def _finite(x):
+    """JSON-safe: non-finite floats become None, recursively."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def _write_json(path: Path, data: dict, overwrite: bool):
+    from .audio.io import OutputExistsError
+
+    try:
+        with open(path, "w" if overwrite else "x", encoding="utf-8") as fh:
+            json.dump(_finite(data), fh, indent=2)
+            fh.write("\n")
+    except FileExistsError:
+        raise OutputExistsError(f"'{path}' exists already: pass --overwrite to replace it") from None
+
+
+def _settings_from_args(args):
+    from .audio import SeparationSettings
+
+    return SeparationSettings(model=args.model, rank=args.rank, beta=args.beta, n_iter=args.n_iter, tol=args.tol,
+                              kernel_size=args.kernel, init=None if args.init == "none" else args.init,
+                              seed=args.seed, sparsity_H=args.sparsity, n_fft=args.n_fft, hop_length=args.hop,
+                              window=args.window, power=args.power, mask_power=args.mask_power, sr=args.sr,
+                              device=args.device)
+
+
+def _source_names(args, n: int) -> list[str]:
+    from .audio import AudioError, safe_filename
+
+    if args.names is None:
+        return [f"source{j + 1}" for j in range(n)]
+    names = [safe_filename(v.strip(), default="") for v in args.names.split(",")]
+    if len(names) != n or not all(names):
+        raise AudioError(f"--names {args.names!r} must give {n} non-empty names, one per source")
+    if len(set(names)) != n or "residual" in names:
+        raise AudioError(f"--names {args.names!r} must be distinct and not 'residual'")
+    return names
+
+
+def _plan_outputs(root: Path, folder: str, names, n_components: Optional[int], args):
+    """All output paths of one input, checked to stay inside ``root`` and not to exist (unless --overwrite)."""
+    from .audio import OutputExistsError, output_path
+
+    ext = "." + args.format
+    files = {"sources": [output_path(root, folder, n + ext) for n in names], "components": [],
+             "summary": output_path(root, folder, "summary.json")}
+    if args.groups is not None:
+        files["residual"] = output_path(root, folder, "residual" + ext)
+    if n_components:
+        files["components"] = [output_path(root, folder, "components", f"component{r:02d}{ext}")
+                               for r in range(n_components)]
+    if not args.overwrite:
+        for p in _all_paths(files):
+            if p.exists():
+                raise OutputExistsError(f"'{p}' exists already: pass --overwrite to replace it")
+    return files
+
+
+def _all_paths(files: dict):
+    for value in files.values():
+        yield from (value if isinstance(value, list) else [value])
+
+
+def _separate_one(path: Path, root: Path, folder: str, args, settings, groups, names, out) -> dict:
+    from tqdm.auto import tqdm
+
+    from . import __version__
+    from .audio import auto_group, component_centroids, component_order, load_audio, separate, write_audio
+
+    files = _plan_outputs(root, folder, names, settings.rank if args.components else None, args)
+
+    t0 = perf_counter()
+    y, sr = load_audio(path, max_duration=args.max_duration)
+    t_load = perf_counter() - t0
+    bars = []  # made at the first report, so errors before the fit print no bar
+
+    def progress(iteration, loss):
+        if not bars:
+            bars.append(tqdm(total=settings.n_iter, desc=path.name[:30], unit="it", leave=False,
+                             disable=args.quiet, file=out))
+        bars[0].update(iteration - bars[0].n)
+        bars[0].set_postfix(loss=f"{loss:.4g}", refresh=False)
+
+    try:
+        sep = separate(y, sr, settings, callback=progress, keep_components=args.components)
+    finally:
+        for bar in bars:
+            bar.close()
+    grouping = "manual" if groups is not None else "auto"
+    if groups is None:
+        groups = auto_group(sep, len(names), seed=settings.seed)
+    t = perf_counter()
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    sources = sep.sources(groups)
+    for p, wave in zip(files["sources"], sources):
+        write_audio(p, wave, sep.sr, overwrite=args.overwrite)
+    if "residual" in files:
+        write_audio(files["residual"], sep.mixture - sources.sum(0), sep.sr, overwrite=args.overwrite)
+    del sources
+    if files["components"]:
+        files["components"][0].parent.mkdir(exist_ok=True)
+        for r, p in enumerate(files["components"]):
+            write_audio(p, sep.component(r), sep.sr, overwrite=args.overwrite)
+    timings = {"load": t_load, **sep.timings, "write": perf_counter() - t}
+    summary = {
+        "nmfcore_version": __version__, "input": str(path), "output_folder": str(root / folder),
+        "settings": settings.to_dict(), "sample_rate": sep.sr, "channels": sep.n_channels,
+        "duration_s": sep.mixture.shape[-1] / sep.sr, "n_iter": sep.n_iter,
+        "final_loss": sep.losses[-1][1] if sep.losses else None, "losses": [list(p) for p in sep.losses],
+        "timings_s": timings, "grouping": grouping, "source_names": names, "groups": groups,
+        "component_order": component_order(sep),
+        "component_centroids_hz": [float(c) for c in component_centroids(sep)],
+        "files": {k: [str(p) for p in v] if isinstance(v, list) else str(v) for k, v in files.items()},
+    }
+    _write_json(files["summary"], summary, args.overwrite)
+    return summary
+
+
+def _cmd_separate(args, out, err) -> int:
+    from .audio import AudioError, check_groups, safe_filename
+    from .audio.separation import check_device
+
+    settings = _settings_from_args(args)
+    check_device(settings.device)
+    groups = parse_groups(args.groups) if args.groups is not None else None
+    n_sources = len(groups) if groups is not None else (2 if args.sources is None else args.sources)
+    if groups is not None:
+        check_groups(groups, settings.rank)
+    elif not 1 <= n_sources <= settings.rank:
+        raise _UsageError(f"--sources {n_sources} must lie in [1, --rank {settings.rank}]")
+    names = _source_names(args, n_sources)
+    root = Path(args.output)
+    if root.exists() and not root.is_dir():
+        raise AudioError(f"--output '{root}' exists and is not a folder")
+    root.mkdir(parents=True, exist_ok=True)
+    used, failed = set(), 0
+    for name in args.inputs:
+        path = Path(name)
+        folder = safe_filename(path.stem)
+        base, k = folder, 2
+        while folder in used:
+            folder, k = f"{base}-{k}", k + 1
+        used.add(folder)
+        try:
+            summary = _separate_one(path, root, folder, args, settings, groups, names, err)
+        except (NMFCoreError, OSError) as exc:
+            print(f"error: {path}: {_message(exc)}", file=err)
+            failed += 1
+            continue
+        t = summary["timings_s"]
+        print(f"{path}: {summary['n_iter']} iterations in {t.get('fit', 0):.2f} s, "
+              f"{len(summary['files']['sources'])} sources -> {summary['output_folder']}", file=out)
+    return EXIT_USAGE if failed else 0
+
+
+def _audio_files(paths: Sequence[str], what: str) -> list[Path]:
+    from .audio import AudioError
+
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file())
+            if not found:
+                raise AudioError(f"{what} folder '{p}' contains no audio files")
+            files.extend(found)
+        else:
+            files.append(p)
+    return files
+
+
+def _load_stack(files: list[Path], sr: Optional[int]):
+    import torch
+
+    from .audio import load_audio
+
+    waves = []
+    for f in files:
+        y, rate = load_audio(f, sr=sr)
+        sr = rate if sr is None else sr
+        waves.append(y)
+    n_ch = {w.shape[0] for w in waves}
+    if len(n_ch) > 1:
+        waves = [w.mean(0, keepdim=True) for w in waves]
+    n = min(w.shape[-1] for w in waves)
+    return torch.stack([w[:, :n] for w in waves]), sr, max(w.shape[-1] for w in waves) - n
+
+
+def _cmd_evaluate(args, out, err) -> int:
+    from .audio import evaluate
+
+    ref_files = _audio_files(args.references, "references")
+    est_files = _audio_files(args.estimates, "estimates")
+    refs, sr, cut_r = _load_stack(ref_files, None)
+    ests, _, cut_e = _load_stack(est_files, sr)
+    if refs.shape[1] != ests.shape[1]:
+        refs, ests = refs.mean(1, keepdim=True), ests.mean(1, keepdim=True)
+        print("note: estimates and references have different channel counts; both mixed to mono", file=err)
+    n = min(refs.shape[-1], ests.shape[-1])
+    if max(cut_r, cut_e, refs.shape[-1] - n, ests.shape[-1] - n) > 0.01 * sr:
+        print(f"note: signals differ in length; all cut to the shortest ({n / sr:.2f} s)", file=err)
+    refs, ests = refs[..., :n], ests[..., :n]
+    res = evaluate(ests, refs, names=[f.stem for f in ref_files], bss=not args.no_bss)
+    metrics = [k for k in ("si_sdr", "sdr", "sir", "sar") if k in res]
+    width = max(len(n) for n in res["names"] + ["reference"])
+    est_width = max([len(f.name) for f in est_files] + [8])
+    header = f"{'reference':<{width}}  {'estimate':<{est_width}}" + "".join(f"{m.upper().replace('_', '-'):>9}"
+                                                                           for m in metrics)
+    print(header, file=out)
+    for j, name in enumerate(res["names"]):
+        i = res["permutation"][j]
+        est = est_files[i].name if i >= 0 else "-"
+        print(f"{name:<{width}}  {est:<{est_width}}" + "".join(f"{res[m][j]:9.2f}" for m in metrics), file=out)
+    print(f"{'mean':<{width}}  {'':<{est_width}}" + "".join(f"{res['mean'][m]:9.2f}" for m in metrics), file=out)
+    if res["backend"] is None and not args.no_bss:
+        print("note: install fast_bss_eval (pip install nmfcore[eval]) for SDR/SIR/SAR", file=err)
+    if args.json:
+        res["estimates"] = [str(f) for f in est_files]
+        res["references"] = [str(f) for f in ref_files]
+        _write_json(Path(args.json), res, args.overwrite)
+    return 0
+
+
+def _cmd_info(args, out, err) -> int:
+    import platform
+
+    import numpy
+    import soundfile
+    import torch
+
+    from . import __version__
+    from .audio import MODELS, bss_eval_backend
+
+    lines = [f"nmfcore {__version__}", f"python {platform.python_version()} ({platform.platform()})",
+             f"torch {torch.__version__}, numpy {numpy.__version__}",
+             f"soundfile {soundfile.__version__} (libsndfile {soundfile.__libsndfile_version__})"]
+    try:
+        import librosa
+
+        lines.append(f"librosa {librosa.__version__}")
+    except ImportError:
+        lines.append("librosa not installed")
+    lines.append(f"BSS Eval backend: {bss_eval_backend() or 'none (pip install nmfcore[eval])'}")
+    lines.append(f"cpu: {torch.get_num_threads()} torch threads")
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            lines.append(f"cuda:{i}: {p.name}, {p.total_memory / 2 ** 30:.1f} GiB")
+    else:
+        lines.append("cuda: not available")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        lines.append("mps: available")
+    lines.append("read formats: " + ", ".join(sorted(soundfile.available_formats())))
+    lines.append("write formats: wav, flac")
+    lines.append("models: " + ", ".join(MODELS))
+    print("\n".join(lines), file=out)
+    return 0
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.strerror}: '{exc.filename}'"
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def main(argv: Optional[Sequence[str]] = None, *, stdout=None, stderr=None) -> int:
+    """Run the command line; returns the exit status (0 success, 2 user error, 130 interrupted)."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            raise _UsageError("choose a command: separate, evaluate or info (see 'nmfcore --help')")
+        command = {"separate": _cmd_separate, "evaluate": _cmd_evaluate, "info": _cmd_info}[args.command]
+        return command(args, out, err)
+    except _UsageError as exc:
+        print(f"error: {exc}", file=err)
+    except (NMFCoreError, OSError) as exc:
+        print(f"error: {_message(exc)}", file=err)
+    except SystemExit as exc:  # --help and --version exit 0 through argparse
+        return int(exc.code or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=err)
+        return 130
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""nmfcore.audio.separation: the pipeline from a recording to components and sources.
+
+Oracles: the invariant that component waveforms sum to the mixture (masks
+sum to one, the ISTFT is linear and inverts the STFT); a synthetic
+two-source mixture with known templates (harmonic tones) separated above a
+stated SI-SDR; equivalences (sources of groups == sums of components,
+lazy == eager, pickled == original); determinism for a seed.
+"""
+
+import pickle
+
+import pytest
+import torch
+from _audio_signals import SR, clicks, harmonic_tone, two_sources
+
+from nmfcore.audio import (MODELS, Separation, SeparationSettings, best_grouping, evaluate,
+                           learn_dictionary, separate, separate_supervised, si_sdr)
+from nmfcore.exceptions import ParameterError
+
+SMALL = dict(n_fft=256, hop_length=64, n_iter=60)
+
+
+def rel_err(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.mark.parametrize("model,kernel", [("NMF", 1), ("NMFD", 4), ("NMF2D", (4, 2))])
+@pytest.mark.parametrize("beta", [2.0, 1.0, 0.5, 0.0])
+def test_components_sum_to_mixture(model, kernel, beta):
+    mix, _ = two_sources(seconds=1.0)
+    sep = separate(mix, SR, SeparationSettings(model=model, kernel_size=kernel, rank=3, beta=beta, **SMALL))
+    assert sep.components.shape == (3, 1, mix.shape[-1])
+    assert rel_err(sep.components.sum(0), sep.mixture) < 1e-4
+    assert bool(torch.isfinite(sep.components).all())
+
+
+@pytest.mark.parametrize("power,mask_power,window", [(2.0, 1.0, "hann"), (1.0, 0.5, "hamming"),
+                                                     (1.0, 6.0, "blackman"), (0.5, 4.0, "rect")])
+def test_sum_invariant_for_any_spectrogram_and_mask(power, mask_power, window):
+    mix, _ = two_sources(seconds=1.0)
+    s = SeparationSettings(rank=4, power=power, mask_power=mask_power, window=window,
+                           hop_length=256 if window == "rect" else 64, n_fft=256, n_iter=30)
+    sep = separate(mix, SR, s)
+    assert rel_err(sep.components.sum(0), sep.mixture) < 1e-4
+
+
+def test_multichannel_keeps_channels_and_sums_per_channel(gen):
+    mix, _ = two_sources(seconds=1.0)
+    y = torch.cat([mix, 0.3 * mix.roll(50, -1), torch.randn(1, mix.shape[1], generator=gen) * 0.01])
+    sep = separate(y, SR, SeparationSettings(rank=3, **SMALL))
+    assert sep.components.shape == (3, 3, y.shape[1]) and sep.n_channels == 3
+    for c in range(3):
+        assert rel_err(sep.components[:, c].sum(0), y[c]) < 1e-4
+    # the factorised spectrogram is the mono mix's
+    assert sep.spectrogram.shape == (129, 1 + y.shape[1] // 64)
+
+
+def test_known_templates_separated_unsupervised():
+    # two harmonic tones with disjoint partials: rank-2 KL-NMF finds the two templates;
+    # the best grouping (oracle assignment) then gives each tone back above 25 dB SI-SDR
+    mix, refs = two_sources()
+    sep = separate(mix, SR, SeparationSettings(rank=2, n_fft=512, hop_length=128, n_iter=200))
+    groups = best_grouping(sep, refs)
+    scores = evaluate(sep.sources(groups), refs, bss=False)["si_sdr"]
+    assert min(scores) > 25, scores
+
+
+def test_known_templates_separated_with_nmfd():
+    mix, refs = two_sources()
+    sep = separate(mix, SR, SeparationSettings(model="NMFD", kernel_size=4, rank=2, n_fft=512, hop_length=128))
+    scores = evaluate(sep.sources(best_grouping(sep, refs)), refs, bss=False)["si_sdr"]
+    assert min(scores) > 20, scores
+
+
+def test_supervised_separation_with_learnt_dictionaries():
+    # dictionaries learnt from separate examples of each source (other notes' timing)
+    mix, refs = two_sources()
+    s = SeparationSettings(rank=2, n_fft=512, hop_length=128, n_iter=100)
+    d_low = learn_dictionary(harmonic_tone(220.0, 1.0, SR, 4), SR, s)
+    d_high = learn_dictionary(harmonic_tone(1320.0, 1.0, SR, 2), SR, s)
+    assert d_low.shape == (257, 2) and torch.allclose(d_low.sum(0), torch.ones(2))
+    sep, groups = separate_supervised(mix, SR, [d_low, d_high], s)
+    assert groups == [[0, 1], [2, 3]] and sep.rank == 4
+    assert torch.equal(torch.from_numpy(sep.W), torch.cat([d_low, d_high], 1))  # the dictionaries stayed fixed
+    scores = evaluate(sep.sources(groups), refs, bss=False)["si_sdr"]
+    assert min(scores) > 25, scores
+
+
+def test_semi_supervised_free_components_take_the_unknown_source():
+    # only the low tone has a dictionary; clicks are unknown and go to the free components
+    mix, refs = two_sources(seconds=1.0)
+    low = refs[0]
+    noise = clicks(seconds=1.0)[None] * 0.5
+    y = low + noise
+    s = SeparationSettings(rank=2, n_fft=256, hop_length=64, n_iter=150)
+    d_low = learn_dictionary(harmonic_tone(220.0, 0.5, SR, 4), SR, s)
+    sup, _ = separate_supervised(y, SR, [d_low], s)
+    semi, groups = separate_supervised(y, SR, [d_low], s, n_free=2)
+    assert semi.rank == 4 and groups == [[0, 1]]
+    assert rel_err(semi.sources(groups)[0] + semi.residual(groups), semi.mixture) < 1e-4
+    assert torch.equal(torch.from_numpy(semi.W[:, :2]), d_low)
+    score_sup = si_sdr(sup.sources(groups)[0], low)
+    score_semi = si_sdr(semi.sources(groups)[0], low)
+    assert score_semi > 10 and score_semi > score_sup + 3, (score_sup, score_semi)
+
+
+def test_supervised_with_nmfd_dictionaries():
+    mix, refs = two_sources(seconds=1.0)
+    s = SeparationSettings(model="NMFD", kernel_size=3, rank=1, n_fft=256, hop_length=64, n_iter=50)
+    dicts = [learn_dictionary(refs[j], SR, s) for j in range(2)]
+    assert dicts[0].shape == (129, 1, 3)
+    sep, groups = separate_supervised(mix, SR, dicts, s)
+    assert min(evaluate(sep.sources(groups), refs, bss=False)["si_sdr"]) > 15
+
+
+def test_supervised_rejects_mismatched_dictionaries():
+    mix, _ = two_sources(seconds=0.5)
+    s = SeparationSettings(rank=2, n_fft=256, hop_length=64)
+    with pytest.raises(ParameterError, match=r"dictionaries\[0\] has shape \(100, 2\)"):
+        separate_supervised(mix, SR, [torch.rand(100, 2)], s)
+    with pytest.raises(ParameterError, match="non-empty list"):
+        separate_supervised(mix, SR, [], s)
+    with pytest.raises(ParameterError, match="n_free=-1"):
+        separate_supervised(mix, SR, [torch.rand(129, 2)], s, n_free=-1)
+
+
+def test_sources_equal_sums_of_components_and_residual():
+    mix, _ = two_sources(seconds=1.0)
+    sep = separate(mix, SR, SeparationSettings(rank=4, **SMALL))
+    groups = [[0, 2], [1], []]
+    S = sep.sources(groups)
+    assert S.shape == (3, 1, mix.shape[1])
+    assert torch.allclose(S[0], sep.components[0] + sep.components[2], atol=1e-6)
+    assert torch.equal(S[2], torch.zeros_like(S[2]))
+    assert torch.allclose(sep.residual(groups), sep.components[3], atol=1e-5)
+    lazy = separate(mix, SR, SeparationSettings(rank=4, **SMALL), keep_components=False)
+    assert lazy._components is None
+    assert torch.allclose(lazy.sources(groups), S, atol=1e-5)  # rendered by group masks
+    assert torch.allclose(lazy.component(3), sep.components[3], atol=1e-6)
+    assert lazy._components is None
+    assert torch.allclose(lazy.components, sep.components, atol=1e-6)
+
+
+@pytest.mark.parametrize("groups,match", [([[0], [0]], "more than one group"), ([[5]], "not an index"),
+                                          ([[0.5]], "not an index"), ("01", "list of lists"),
+                                          ([0, 1], "each group must be a list")])
+def test_bad_groups(groups, match):
+    mix, _ = two_sources(seconds=0.5)
+    sep = separate(mix, SR, SeparationSettings(rank=2, **SMALL))
+    with pytest.raises(ParameterError, match=match):
+        sep.sources(groups)
+
+
+def test_separation_attributes_and_shapes():
+    mix, _ = two_sources(seconds=1.0)
+    n_frames = 1 + mix.shape[1] // 64
+    for model, kernel, W_shape, H_shape in (("NMF", 1, (129, 3), (3, n_frames)),
+                                             ("NMFD", 5, (129, 3, 5), (3, n_frames - 4)),
+                                             ("NMF2D", (7, 2), (7, 3, 2), (3, 129 - 6, n_frames - 1))):
+        sep = separate(mix, SR, SeparationSettings(model=model, kernel_size=kernel, rank=3, **SMALL))
+        assert sep.W.shape == W_shape and sep.H.shape == H_shape
+        assert sep.spectrogram.shape == (129, n_frames)
+        assert sep.component_spectrograms.shape == (3, 129, n_frames)
+        # each component's spectrogram is its own reconstruction; together they are the model's
+        assert abs(sep.component_spectrograms.sum(0) - sep.reconstruction).max() < 1e-4 * sep.reconstruction.max()
+        masks = sep.masks()
+        assert abs(masks.sum(0) - 1).max() < 1e-5
+        assert sep.freqs.shape == (129,) and sep.times.shape == (n_frames,)
+        assert set(sep.timings) >= {"stft", "fit", "masks_istft", "total"}
+        assert sep.losses[0][0] == 0 and sep.n_iter <= 60
+
+
+def test_fit_reduces_loss_and_reports_through_callback():
+    mix, _ = two_sources(seconds=1.0)
+    seen = []
+    sep = separate(mix, SR, SeparationSettings(rank=3, tol=0, **SMALL), callback=lambda i, l: seen.append((i, l)))
+    assert seen == sep.losses and [i for i, _ in seen] == [0, 10, 20, 30, 40, 50, 60]
+    assert seen[-1][1] < seen[0][1]
+
+
+def test_callback_returning_true_stops():
+    mix, _ = two_sources(seconds=1.0)
+    sep = separate(mix, SR, SeparationSettings(rank=3, tol=0, **SMALL), callback=lambda i, l: i >= 20)
+    assert sep.n_iter == 20
+    assert rel_err(sep.components.sum(0), sep.mixture) < 1e-4
+
+
+def test_sparse_activations():
+    from nmfcore.metrics import sparseness
+
+    mix, _ = two_sources(seconds=1.0)
+    sep = separate(mix, SR, SeparationSettings(rank=3, sparsity_H=0.7, n_fft=256, hop_length=64, n_iter=20))
+    assert sep.n_iter == 20
+    for r in range(3):
+        assert abs(float(sparseness(torch.from_numpy(sep.H[r]))) - 0.7) < 1e-3
+    assert rel_err(sep.components.sum(0), sep.mixture) < 1e-4
+
+
+def test_same_seed_same_result_other_seed_differs():
+    mix, _ = two_sources(seconds=1.0)
+    s = SeparationSettings(rank=3, init="random", seed=3, **SMALL)
+    a, b = separate(mix, SR, s), separate(mix, SR, s)
+    c = separate(mix, SR, s.replace(seed=4))
+    assert torch.equal(a.components, b.components) and (a.W == b.W).all()
+    assert not (a.W == c.W).all()
+
+
+def test_resampling_setting():
+    mix, _ = two_sources(seconds=0.5)
+    sep = separate(mix, SR, SeparationSettings(rank=2, sr=16000, **SMALL))
+    assert sep.sr == 16000 and sep.mixture.shape == (1, 8000) and "resample" in sep.timings
+    assert rel_err(sep.components.sum(0), sep.mixture) < 1e-4
+
+
+def test_numpy_and_1d_input():
+    mix, _ = two_sources(seconds=0.5)
+    sep = separate(mix[0].numpy(), SR, SeparationSettings(rank=2, **SMALL))
+    assert sep.mixture.shape == (1, 4000)
+
+
+def test_pickle_round_trip_keeps_everything():
+    mix, _ = two_sources(seconds=0.5)
+    sep = separate(mix, SR, SeparationSettings(model="NMFD", kernel_size=3, rank=2, **SMALL))
+    back = pickle.loads(pickle.dumps(sep))
+    assert isinstance(back, Separation)
+    assert torch.equal(back.components, sep.components) and (back.W == sep.W).all()
+    assert torch.allclose(back.sources([[0], [1]]), sep.sources([[0], [1]]))
+    assert back.settings == sep.settings
+
+
+def test_settings_round_trip_and_validation():
+    s = SeparationSettings(model="NMF2D", kernel_size=[8, 2], rank=5)
+    assert s.kernel_size == (8, 2) and s.kernel() == (8, 2)
+    d = s.to_dict()
+    assert d["kernel_size"] == [8, 2] and SeparationSettings.from_dict(d) == s
+    assert SeparationSettings(model="NMF2D", kernel_size=3).kernel() == (3, 3)
+    assert SeparationSettings(kernel_size=7).kernel() == ()  # ignored by NMF
+    with pytest.raises(ParameterError, match="unknown separation settings"):
+        SeparationSettings.from_dict({"rnak": 3})
+    with pytest.raises(ParameterError, match="kernel_size=.* must have 1 entries"):
+        SeparationSettings(model="NMFD", kernel_size=(2, 3)).kernel()
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("model", "PCA", "model='PCA'"), ("rank", 0, "rank=0"), ("rank", 2.5, "rank=2.5"), ("beta", float("nan"), "beta"),
+    ("n_iter", 0, "n_iter=0"), ("tol", -1, "tol=-1"), ("kernel_size", 0, "kernel_size=0"),
+    ("kernel_size", (2, 0), "kernel_size"), ("init", "svd", "init='svd'"), ("seed", -1, "seed=-1"),
+    ("sparsity_H", 1.0, "sparsity_H=1.0"), ("n_fft", 100, None), ("hop_length", 4096, "hop_length=4096"),
+    ("window", "tukey", "window='tukey'"), ("power", 0, "power=0"), ("mask_power", -2, "mask_power=-2"),
+    ("sr", 100, "sr=100"), ("device", "gpu!", "device='gpu!'")])
+def test_bad_settings(field, value, match):
+    with pytest.raises(ParameterError, match=match):
+        SeparationSettings(**{field: value})
+
+
+def test_unavailable_device_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    mix, _ = two_sources(seconds=0.5)
+    with pytest.raises(ParameterError, match="device='cuda' is not available"):
+        separate(mix, SR, SeparationSettings(rank=2, device="cuda", **SMALL))
+
+
+def test_kernel_longer_than_recording():
+    mix, _ = two_sources(seconds=0.5)
+    with pytest.raises(ParameterError, match="kernel_size=200 frames is longer"):
+        separate(mix, SR, SeparationSettings(model="NMFD", kernel_size=200, rank=2, **SMALL))
+    with pytest.raises(ParameterError, match="does not fit"):
+        separate(mix, SR, SeparationSettings(model="NMF2D", kernel_size=(200, 2), rank=2, **SMALL))
+
+
+def test_registry_entries_are_complete():
+    for name in ("NMF", "NMFD", "NMF2D"):
+        spec = MODELS[name]
+        assert spec.name == name and spec.label and spec.description and spec.build is not None
+        assert spec.convolutive == (name != "NMF") and bool(spec.kernel_help) == spec.convolutive
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu():
+    mix, _ = two_sources(seconds=1.0)
+    s = SeparationSettings(rank=3, tol=0, **SMALL)
+    cpu = separate(mix, SR, s)
+    gpu = separate(mix, SR, s.replace(device="cuda"))
+    assert gpu.components.device.type == "cpu"
+    assert rel_err(gpu.components.sum(0), gpu.mixture) < 1e-4
+    assert float((gpu.components - cpu.components).abs().max()) < 1e-2 * float(mix.abs().max())
+
+
+def test_blockwise_rendering_equals_whole_signal_istft(monkeypatch):
+    # oracle: torch.istft of the mixture STFT times each full-size mask
+    import nmfcore.audio.spectral as spectral
+    from nmfcore.audio import istft, stft
+
+    mix, _ = two_sources(seconds=1.0)
+    y = torch.cat([mix, 0.5 * mix.roll(100, -1)])
+    for model, kernel in (("NMF", 1), ("NMFD", 5), ("NMF2D", (3, 4))):
+        s = SeparationSettings(model=model, kernel_size=kernel, rank=3, **SMALL)
+        sep = separate(y, SR, s, keep_components=False)
+        X = stft(y, n_fft=256, hop_length=64)
+        masks = torch.from_numpy(sep.masks())
+        expected = torch.stack([istft(X * masks[r], n_fft=256, hop_length=64, length=y.shape[1]) for r in range(3)])
+        monkeypatch.setattr(spectral, "BLOCK_FRAMES", 7)  # many blocks, last one partial
+        blocked = sep.render([[0], [1], [2]])
+        monkeypatch.setattr(spectral, "BLOCK_FRAMES", 4096)
+        assert float((blocked - expected).abs().max()) < 1e-5
+        assert float((sep.render([[0], [1], [2]]) - expected).abs().max()) < 1e-5
+
+
+def test_blockwise_spectrogram_equals_full_stft(monkeypatch):
+    import nmfcore.audio.spectral as spectral
+    from nmfcore.audio import spectrogram, stft
+
+    y = torch.randn(5001, generator=torch.Generator().manual_seed(2))
+    monkeypatch.setattr(spectral, "BLOCK_FRAMES", 5)
+    S = spectrogram(y, n_fft=256, hop_length=64, power=2)
+    assert torch.allclose(S, stft(y, n_fft=256, hop_length=64).abs() ** 2, rtol=1e-4, atol=1e-5)
+
+
+def test_nndsvd_of_frame_means_for_long_recordings(monkeypatch):
+    # below the threshold: exactly the model's own NNDSVD; above: frame means, still a good start
+    import nmfcore.audio.separation as separation
+
+    mix, _ = two_sources(seconds=2.0)
+    s = SeparationSettings(rank=3, tol=0, n_fft=256, hop_length=64, n_iter=1)
+    plain = separate(mix, SR, s)
+    monkeypatch.setattr(separation, "NNDSVD_MAX_ENTRIES", 129 * 50)  # k = ceil(251 / 50) = 6 frames per mean
+    means = separate(mix, SR, s)
+    assert plain.losses[0] != means.losses[0]
+    assert means.losses[0][1] < 1.5 * plain.losses[0][1]
+    longer = separate(mix, SR, s.replace(n_iter=100))
+    assert longer.losses[-1][1] < 0.5 * means.losses[0][1]
+    assert rel_err(longer.components.sum(0), longer.mixture) < 1e-4
