@@ -110,7 +110,8 @@ class _Scaled:
             e = 0
         s = self.s = 2.0 ** e
         if s == 1.0:
-            self.V = V.coalesce() if V.is_sparse else V
+            # one copy of a transposed view saves strided passes every iteration
+            self.V = V.coalesce() if V.is_sparse else V.contiguous()
         elif V.is_sparse:
             V = V.coalesce()
             self.V = torch.sparse_coo_tensor(V.indices(), V.values() / s, V.shape, check_invariants=False).coalesce()
