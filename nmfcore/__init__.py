@@ -7,6 +7,9 @@ metrics     beta-divergences and sparseness
 trainer     BetaMu and SparsityProj optimisers for chained models
 divergence  the beta-divergence cases and the update exponent
 init        random and NNDSVD initialisation
+audio       source separation: load, STFT, factorise, masks, ISTFT, grouping,
+            evaluation (imported on demand: ``import nmfcore.audio``)
+cli         the ``nmfcore`` command line
 """
 
 from . import divergence, init, metrics, nmf, trainer
