@@ -230,6 +230,18 @@ def conv_floor(V, R, T, beta, device):
 
 
 # ------------------------------------------------------------------ main
+def measure(r: Runner, target: float, args, label: str) -> dict:
+    """ms per iteration, loss after ``args.n_fixed`` iterations, iterations and time to ``target``."""
+    n1, n2 = 10, 10 + args.n_per_iter
+    ms_iter = (r.time_iters(n2) - r.time_iters(n1)) / (n2 - n1) * 1e3
+    loss_fixed = r.loss(r.run(args.n_fixed))
+    n_hit = r.iters_to(target, args.n_max)
+    t_hit = r.time_iters(n_hit) if n_hit else None
+    print(f"  {label} {r.name:12s} {ms_iter:7.2f} ms/it  loss@{args.n_fixed}={loss_fixed:.6g}  "
+          f"to target: {n_hit} it, {t_hit if t_hit is None else round(t_hit * 1e3, 1)} ms", flush=True)
+    return dict(ms_iter=ms_iter, loss=loss_fixed, iters_to_target=n_hit, time_to_target=t_hit)
+
+
 def bench_nmf(args, device):
     F_, T_, R = (257, 500, 10) if args.quick else (1025, 2000, 20)
     V = spectrogram_like(F_, T_, 0, device)
@@ -252,14 +264,7 @@ def bench_nmf(args, device):
         floor = gemm_floor(V, R, beta, device)
         res = {}
         for r in runners:
-            n1, n2 = 10, 10 + args.n_per_iter
-            ms_iter = (r.time_iters(n2) - r.time_iters(n1)) / (n2 - n1) * 1e3
-            loss_fixed = r.loss(r.run(args.n_fixed))
-            n_hit = r.iters_to(target, args.n_max)
-            t_hit = r.time_iters(n_hit) if n_hit else None
-            res[r.name] = dict(ms_iter=ms_iter, loss=loss_fixed, iters_to_target=n_hit, time_to_target=t_hit)
-            print(f"  beta={beta:g} {r.name:12s} {ms_iter:7.2f} ms/it  loss@{args.n_fixed}={loss_fixed:.6g}  "
-                  f"to target: {n_hit} it, {t_hit if t_hit is None else round(t_hit * 1e3, 1)} ms", flush=True)
+            res[r.name] = measure(r, target, args, f"beta={beta:g}")
         refs = [v["time_to_target"] for k, v in res.items() if not k.startswith("nmfcore") and v["time_to_target"]]
         best_ref = min(refs) if refs else None
         ours = res["nmfcore"]
@@ -326,14 +331,7 @@ def bench_nmfd(args, device):
         floor = conv_floor(V, R, K, beta, device)
         res = {}
         for r in (ours, ref):
-            n1, n2 = 10, 10 + args.n_per_iter
-            ms_iter = (r.time_iters(n2) - r.time_iters(n1)) / (n2 - n1) * 1e3
-            loss_fixed = r.loss(r.run(args.n_fixed))
-            n_hit = r.iters_to(target, args.n_max)
-            t_hit = r.time_iters(n_hit) if n_hit else None
-            res[r.name] = dict(ms_iter=ms_iter, loss=loss_fixed, iters_to_target=n_hit, time_to_target=t_hit)
-            print(f"  NMFD beta={beta:g} {r.name:10s} {ms_iter:7.2f} ms/it  loss@{args.n_fixed}={loss_fixed:.6g}  "
-                  f"to target: {n_hit} it, {t_hit if t_hit is None else round(t_hit * 1e3, 1)} ms", flush=True)
+            res[r.name] = measure(r, target, args, f"NMFD beta={beta:g}")
         row = dict(beta=beta, target=target, floor_ms=floor, results=res,
                    speedup_per_iter=res["torchnmf"]["ms_iter"] / res["nmfcore"]["ms_iter"],
                    ratio_to_convs=res["nmfcore"]["ms_iter"] / floor)

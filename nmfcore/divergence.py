@@ -69,17 +69,25 @@ def mu_exponent(beta: float) -> float:
     return 1.0
 
 
+def _limit_beta(beta: float, eps: float) -> float:
+    """beta itself, or the IS/KL limit (0 or 1) when within sqrt(eps) of it.
+
+    Near 0 and 1 the general formula loses eps / |beta (beta - 1)| to
+    cancellation (inf or NaN once beta underflows): within sqrt(eps), where
+    that exceeds the distance to the limit, the limit is the better value.
+    """
+    if abs(beta - 1) < eps ** 0.5:
+        return 1.0
+    if abs(beta) < eps ** 0.5:
+        return 0.0
+    return beta
+
+
 def _elementwise(V: torch.Tensor, Y: torch.Tensor, beta: float, eps: float) -> torch.Tensor:
     """Elementwise d_beta(V | Y), finite and >= 0 for zeros on either side."""
     if beta == 2:
         return 0.5 * (V - Y).square()
-    # Near 0 and 1 the general formula below loses eps / |beta (beta - 1)| to
-    # cancellation (inf or NaN once beta underflows): within sqrt(eps), where
-    # that exceeds the distance to the limit, use the limit (IS or KL).
-    if abs(beta - 1) < eps ** 0.5:
-        beta = 1.0
-    elif abs(beta) < eps ** 0.5:
-        beta = 0.0
+    beta = _limit_beta(beta, eps)
     if beta == 1:
         # v log(v/y) - v + y, with 0 log 0 = 0 and y floored where it divides
         Ys = Y.clamp_min(eps)
@@ -141,10 +149,7 @@ def divergence_sum(V: torch.Tensor, Y: torch.Tensor, beta: float, cache: dict) -
     clamped at zero. ``cache`` must belong to one ``V`` and ``beta``.
     """
     eps = eps_for(Y.dtype)
-    if abs(beta - 1) < eps ** 0.5:
-        beta = 1.0
-    elif abs(beta) < eps ** 0.5:
-        beta = 0.0
+    beta = _limit_beta(beta, eps)
     if beta == 2:
         return beta_divergence(V, Y, 2)
     v = V.reshape(-1)
