@@ -134,7 +134,8 @@ def beta_divergence(V: torch.Tensor, Y: torch.Tensor, beta: float) -> torch.Tens
     return _elementwise(V, Y, float(beta), eps).clamp_min_(0).sum()
 
 
-def divergence_sum(V: torch.Tensor, Y: torch.Tensor, beta: float, cache: dict) -> torch.Tensor:
+def divergence_sum(V: torch.Tensor, Y: torch.Tensor, beta: float, cache: dict,
+                   scratch: torch.Tensor | None = None) -> torch.Tensor:
     r"""Sum of :math:`d_\beta(V | Y)` for the fit loop: fewer passes, ``Y`` overwritten.
 
     Splits the divergence into terms of ``V`` alone (computed once and kept in
@@ -146,7 +147,9 @@ def divergence_sum(V: torch.Tensor, Y: torch.Tensor, beta: float, cache: dict) -
       :math:`\sum v y^{\beta-1}`.
 
     Same floors as :func:`beta_divergence`; the total (not each entry) is
-    clamped at zero. ``cache`` must belong to one ``V`` and ``beta``.
+    clamped at zero. ``cache`` must belong to one ``V`` and ``beta``;
+    ``scratch``, a buffer of ``Y``'s shape, saves an allocation for beta
+    other than 0, 1 and 2.
     """
     eps = eps_for(Y.dtype)
     beta = _limit_beta(beta, eps)
@@ -172,8 +175,9 @@ def divergence_sum(V: torch.Tensor, Y: torch.Tensor, beta: float, cache: dict) -
         vs = cache.get("v_floor")
         if vs is None:
             vs = cache["v_floor"] = v.clamp_min(eps)
-        return (const + torch.dot(vs, y.reciprocal()) + y.log_().sum()).clamp_min(0)
-    p = y.pow(beta - 1)
+        inv_dot = torch.dot(vs, y.reciprocal_())
+        return (const + inv_dot - y.log_().sum()).clamp_min(0)  # log(1/y) = -log(y)
+    p = y.pow(beta - 1) if scratch is None else torch.pow(y, beta - 1, out=scratch.reshape(-1))
     vs = v.clamp_min(eps) if beta <= 0 else v
     # (v^b + (b-1) y^b - b v y^(b-1)) / (b (b-1))
     return (const + torch.dot(p, y) / beta - torch.dot(vs, p) / (beta - 1)).clamp_min(0)
@@ -192,7 +196,8 @@ def divergence_of_zero(Y: torch.Tensor, beta: float) -> torch.Tensor:
     return Y.pow(beta) / beta
 
 
-def mu_terms(V: torch.Tensor, Y: torch.Tensor, beta: float, *, out: torch.Tensor | None = None):
+def mu_terms(V: torch.Tensor, Y: torch.Tensor, beta: float, *, out: torch.Tensor | None = None,
+             scratch: torch.Tensor | None = None):
     r"""The two non-negative output-space terms of :math:`\nabla_Y d_\beta(V|Y)`.
 
     Returns ``(neg, pos)`` with :math:`\nabla_Y d = pos - neg`:
@@ -208,21 +213,35 @@ def mu_terms(V: torch.Tensor, Y: torch.Tensor, beta: float, *, out: torch.Tensor
 
     ``Y`` is floored at the dtype's epsilon wherever it is raised to a
     negative power. ``pos`` is ``None`` for beta = 1 so that callers can use
-    the closed form of a vector-Jacobian product with ones (a sum). If ``out``
-    is given (a buffer holding ``Y``), ``neg`` is written into it in place.
+    the closed form of a vector-Jacobian product with ones (a sum). If
+    ``out`` is given (it must be ``Y`` itself) the terms are written in place:
+    into ``Y`` and, for beta other than 1 and 2, into ``scratch`` (a buffer of
+    ``Y``'s shape), so that the fit loop allocates nothing of the data's size
+    (a fresh large tensor costs page faults on every iteration).
     """
     if beta == 2:
         return V, Y
     eps = eps_for(Y.dtype)
+    inplace = out is not None
+    if inplace and out is not Y:
+        raise ValueError("mu_terms: out must be Y itself")
     if beta == 1:
-        if out is not None:
-            return torch.div(V, out.clamp_min_(eps), out=out), None
+        if inplace:
+            return torch.div(V, Y.clamp_min_(eps), out=Y), None
         return V / Y.clamp_min(eps), None
-    Ys = Y.clamp_min(eps)
+    Ys = Y.clamp_min_(eps) if inplace else Y.clamp_min(eps)
+    if inplace and scratch is None:
+        scratch = torch.empty_like(Y)
     if beta == 0:
-        pos = Ys.reciprocal()
-        return V * pos.square(), pos
-    P = Ys.pow(beta - 2)  # one power: Y**(beta-1) = Y**(beta-2) * Y
+        pos = Ys.reciprocal_() if inplace else Ys.reciprocal()
+        neg = torch.mul(V, pos, out=scratch) if inplace else V * pos
+        return neg.mul_(pos), pos
+    # one power: Y**(beta-1) = Y**(beta-2) * Y
+    if inplace:
+        P = torch.pow(Ys, beta - 2, out=scratch)
+        pos = Ys.mul_(P)  # before P is overwritten by neg
+        return P.mul_(V), pos
+    P = Ys.pow(beta - 2)
     return V * P, P.mul_(Ys)
 
 

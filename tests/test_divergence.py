@@ -124,6 +124,32 @@ def test_mu_terms_out_buffer_beta1(gen):
 
 
 @pytest.mark.parametrize("beta", BETAS)
+def test_mu_terms_in_place_equals_out_of_place(gen, beta):
+    """Oracle (equivalence): the in-place form the fit loop uses (``out=Y`` and a
+    ``scratch`` buffer, nothing allocated of Y's size) gives the allocating form's terms."""
+    V = _positive(gen, 6, 9)
+    Y = _positive(gen, 6, 9)
+    Y[0, 0] = 0  # floored either way
+    neg, pos = div.mu_terms(V, Y, beta)
+    buf, scratch = Y.clone(), torch.full_like(Y, float("nan"))
+    neg2, pos2 = div.mu_terms(V, buf, beta, out=buf, scratch=scratch)
+    torch.testing.assert_close(neg2, neg, rtol=1e-13, atol=0)
+    if pos is None:
+        assert pos2 is None
+    else:
+        torch.testing.assert_close(pos2, pos, rtol=1e-13, atol=0)
+    if beta not in (1.0, 2.0):
+        buffers = {buf.data_ptr(), scratch.data_ptr()}
+        assert {neg2.data_ptr(), pos2.data_ptr()} == buffers
+
+
+def test_mu_terms_out_must_be_y(gen):
+    V, Y = _positive(gen, 3, 4), _positive(gen, 3, 4)
+    with pytest.raises(ValueError, match="out must be Y itself"):
+        div.mu_terms(V, Y, 0.5, out=Y.clone())
+
+
+@pytest.mark.parametrize("beta", BETAS)
 def test_mu_terms_finite_with_zero_model(gen, beta):
     """Invariant: Y is floored where raised to a negative power (no inf/NaN)."""
     V = _positive(gen, 4, 5)
@@ -288,6 +314,9 @@ def test_divergence_sum_equals_beta_divergence(beta, dtype):
     expected = div.beta_divergence(V, Y, beta)
     got = div.divergence_sum(V, Y.clone(), beta, cache)
     again = div.divergence_sum(V, Y.clone(), beta, cache)  # from the cache
+    scratch = torch.full_like(Y, float("nan"))  # its contents must not matter
+    with_scratch = div.divergence_sum(V, Y.clone(), beta, cache, scratch=scratch)
     rtol = 1e-12 if dtype == torch.float64 else 2e-6
     assert torch.allclose(got, expected, rtol=rtol)
     assert torch.allclose(again, expected, rtol=rtol)
+    assert torch.allclose(with_scratch, expected, rtol=rtol)

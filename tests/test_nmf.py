@@ -500,6 +500,76 @@ def test_nndsvd_init_unavailable_for_nmf2d(gen):
         m.fit(V, init="nndsvd")
 
 
+# ------------------------------------------------------------ HALS sweeps
+def _slow_hals_sweep(X, P, G, l1, l2, floor):
+    """Slow float64 reference: exact minimisation over one column at a time, in order."""
+    X = X.clone()
+    G = G + l2 * torch.eye(G.shape[0], dtype=G.dtype)
+    for r in range(X.shape[1]):
+        if G[r, r] <= 0:
+            continue
+        rest = sum(G[j, r] * X[:, j] for j in range(X.shape[1]) if j != r)
+        X[:, r] = torch.clamp_min((P[:, r] - l1 - rest) / G[r, r], floor)
+    return X
+
+
+@pytest.mark.parametrize("l1,l2", [(0.0, 0.0), (0.3, 0.0), (0.0, 0.5), (0.2, 0.4)])
+def test_hals_sweep_equals_slow_coordinate_minimisation(gen, l1, l2):
+    """Oracle (slow float64 reference): one sweep of the solver is the exact column-wise
+    minimiser, a column whose Gram diagonal is zero (a dead component) kept as it was."""
+    from nmfcore.nmf import _hals_update
+
+    A = rand(gen, 40, 6)
+    A[:, 2] = 0  # dead component: G[2, 2] = 0 without l2
+    G = A.t() @ A
+    X, P = rand(gen, 25, 6), rand(gen, 25, 6) * 5
+    expected = _slow_hals_sweep(X, P, G, l1, l2, 1e-12)
+    got, P_before = X.clone(), P.clone()
+    _hals_update(got, P, G, l1, l2, 1e-12, max_sweeps=1)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    assert torch.equal(P, P_before)  # P is reused by the loss: never modified
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_hals_numpy_sweep_equals_torch_sweep(gen, dtype):
+    """Oracle (equivalence): the NumPy sweep used on the CPU equals the torch
+    (TorchScript) sweep used on other devices, including its change."""
+    from nmfcore.nmf import _numpy_sweeper, _torch_sweeper
+
+    R, n = 7, 33
+    A = rand(gen, 50, R, dtype=dtype)
+    G = A.t() @ A
+    inv = 1 / G.diagonal()
+    Gs = G * inv[:, None]
+    Gs.fill_diagonal_(0)
+    Pi = (rand(gen, R, n, dtype=dtype) * 4 * inv[:, None]).contiguous()
+    rows = [0, 1, 2, 4, 5, 6]  # row 3 skipped, as for a dead component
+    X0 = rand(gen, R, n, dtype=dtype)
+    results = []
+    for make in (_numpy_sweeper, _torch_sweeper):
+        Xt = X0.clone()
+        sweep = make(Xt, Pi, Gs, rows, 1e-9, torch.empty(n, dtype=dtype), torch.empty_like(Xt))
+        changes = [sweep(), sweep()]
+        results.append((Xt, changes))
+    (Xn, cn), (Xt, ct) = results
+    tol = 1e-12 if dtype == F64 else 1e-5
+    torch.testing.assert_close(Xn, Xt, rtol=tol, atol=tol)
+    assert torch.equal(Xn[3], X0[3])
+    assert cn == pytest.approx(ct, rel=tol * 10)
+
+
+def test_hals_loss_reuses_product_only_while_w_is_unchanged(gen):
+    """Oracle: the loss reported to the callback equals 0.5 ||V - H W^T||^2 computed from
+    scratch at every iteration (the solver's cached V W is used only while W is unchanged)."""
+    V = lowrank(gen, 30, 20, 3)
+    m = nmf_model(V, 4)
+    seen = []
+    m.fit(V, beta=2, tol=0, max_iter=6, check_every=1, solver="hals",
+          callback=lambda i, loss: seen.append((loss, 0.5 * float(((V - m()) ** 2).sum()))))
+    for got, expected in seen:
+        assert got == pytest.approx(expected, rel=1e-10)
+
+
 # ------------------------------------------------------------ HALS vs MU
 def test_hals_reaches_lower_loss_than_mu(gen):
     """Oracle: for beta=2, HALS after k iterations is at least as good as MU after k iterations."""

@@ -1,0 +1,80 @@
+"""Tests for nmfcore._fit (the one iteration loop) and nmfcore._validation's reductions.
+
+Oracles: counting calls (the objective is evaluated exactly when something
+reads it); the tolerance rule of the reference; whole-tensor reductions are
+the same on any view of the data.
+"""
+
+import pytest
+import torch
+
+from nmfcore._fit import run_iterations
+from nmfcore._validation import memory_order, value_range
+from nmfcore.exceptions import ConvergenceWarning, ParameterError
+
+
+class Counter:
+    def __init__(self, losses=None):
+        self.steps = 0
+        self.losses = 0
+        self.values = losses
+
+    def step(self):
+        self.steps += 1
+
+    def loss(self):
+        self.losses += 1
+        return self.values[self.steps] if self.values else 1.0
+
+
+def test_loss_not_evaluated_when_nothing_reads_it():
+    """Oracle (call count): tol=0, no callback, no progress bar: max_iter steps, no loss."""
+    c = Counter()
+    assert run_iterations(c.step, c.loss, max_iter=7, tol=0) == 7
+    assert (c.steps, c.losses) == (7, 0)
+
+
+def test_loss_evaluated_at_start_every_check_and_at_the_end():
+    """Oracle (call count): iteration 0, every check_every-th and the last iteration."""
+    c = Counter()
+    seen = []
+    run_iterations(c.step, c.loss, max_iter=7, tol=0, check_every=3, callback=lambda i, v: seen.append(i))
+    assert seen == [0, 3, 6, 7]
+    assert c.losses == 4
+
+
+def test_tolerance_rule_stops_when_relative_improvement_is_small():
+    """Oracle: the reference's rule (e_prev - e) / e_0 < tol with e = sqrt(2 loss)."""
+    losses = [50.0, 32.0, 31.9] + [31.9] * 10  # e: 10, 8, 7.99 -> 0.001 < tol at iteration 2
+    c = Counter(losses)
+    n = run_iterations(c.step, c.loss, max_iter=10, tol=0.01, check_every=1)
+    assert n == 2
+
+
+def test_max_iter_reached_warns_with_tol():
+    c = Counter([float(100 - i) for i in range(20)])
+    with pytest.warns(ConvergenceWarning, match="max_iter=5"):
+        run_iterations(c.step, c.loss, max_iter=5, tol=1e-12, check_every=1)
+
+
+@pytest.mark.parametrize("perm", [(0, 1, 2), (2, 1, 0), (1, 0, 2), (2, 0, 1)])
+def test_memory_order_is_a_contiguous_view_with_the_same_values(gen, perm):
+    """Oracle: the permuted view is contiguous, shares storage, and holds the same multiset."""
+    V = torch.rand(3, 4, 5, generator=gen)
+    X = V.permute(perm)
+    M = memory_order(X)
+    assert M.is_contiguous() and M.data_ptr() == V.data_ptr()
+    assert torch.equal(M.sum(), X.sum())
+
+
+def test_value_range_on_transposed_and_sliced_views(gen):
+    """Oracle: (min, max) of the values, whatever the view's layout."""
+    V = torch.rand(40, 30, generator=gen, dtype=torch.float64) + 0.5
+    V[3, 7] = 0.25
+    V[20, 2] = 9.0
+    for X in (V, V.t(), V[:, ::2], V.t()[::3]):
+        assert value_range(X) == (float(X.min()), float(X.max()))
+    bad = V.clone()
+    bad[5, 5] = -1
+    with pytest.raises(ParameterError, match="V must be non-negative"):
+        value_range(bad.t())
