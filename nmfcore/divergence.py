@@ -28,6 +28,8 @@ References
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = [
@@ -293,6 +295,10 @@ def multiplicative_step(param: torch.Tensor, neg: torch.Tensor, pos: torch.Tenso
     ``m ** (gamma * c)`` for the largest factor ``c`` that :func:`auxiliary`
     certifies does not increase the objective, and ``m ** gamma`` where none
     does. The step is longer and the objective still never increases.
+    Whether a factor is certified depends on ``m`` alone, so the choice is
+    read from a table over ``log(m)`` built once per beta
+    (:func:`_relax_table`): a handful of cheap passes instead of evaluating
+    the auxiliary function for every candidate.
     """
     denom = pos
     if l1 or l2:
@@ -304,14 +310,57 @@ def multiplicative_step(param: torch.Tensor, neg: torch.Tensor, pos: torch.Tenso
             else neg / denom.clamp_min(tiny)
     else:
         ratio = neg / max(float(denom), tiny)
-    factors = sorted(c for c in ((relax,) if isinstance(relax, (int, float)) else relax) if c > 1)
+    factors = tuple(sorted(c for c in ((relax,) if isinstance(relax, (int, float)) else relax) if c > 1))
     if factors and not (l1 or l2):
-        m = ratio.clamp_min(tiny)
-        level = auxiliary(torch.ones_like(m), m, beta)
-        ratio = m.pow(gamma) if gamma != 1 else m.clone()
-        for c in factors:  # larger certified factors override smaller ones
-            longer = m.pow(gamma * c)
-            ratio = torch.where(auxiliary(longer, m, beta) <= level, longer, ratio)
+        table, scale, offset = _relax_table(beta, factors, ratio.dtype, ratio.device)
+        log_m = ratio.clamp_min_(tiny).log_()
+        cell = log_m.mul(scale).add_(offset).clamp_(0, table.numel() - 1).long()
+        ratio = torch.take(table, cell).mul_(log_m).exp_()  # m ** exponent
     elif gamma != 1:
         ratio = ratio.pow_(gamma)
     return param.mul_(ratio)
+
+
+_RELAX_LOG_RANGE = 60.0  # tables cover m in [e**-60, e**60] at most; beyond, the plain exponent
+_RELAX_CELLS = 4096
+_RELAX_TABLES: dict = {}
+
+
+def _relax_table(beta: float, factors: tuple, dtype: torch.dtype, device) -> tuple[torch.Tensor, float, float]:
+    r"""Exponent of the over-relaxed step as a table over cells of ``log(m)``.
+
+    A cell takes ``gamma * c`` for the largest ``c`` in ``factors`` with
+    ``auxiliary(m ** (gamma c), m) <= auxiliary(1, m)`` at 34 points spread over
+    the cell widened by 1% on each side (so rounding of ``log(m)`` into a
+    neighbouring cell stays certified; each difference is a sum of at most
+    four exponentials in ``log(m)``, so it has at most three sign changes and
+    the grid finds them), else ``gamma``; the two end cells (and so everything
+    beyond the range) take ``gamma``. The range is ``|log(m)| <= 60``, narrowed
+    so that no relaxed ratio underflows to zero in ``dtype``. Returns ``(table, scale, offset)`` with
+    the cell of ``log(m)`` at ``floor(log(m) * scale + offset)``.
+    """
+    key = (float(beta), factors, dtype, str(device))
+    hit = _RELAX_TABLES.get(key)
+    if hit is not None:
+        return hit
+    gamma = mu_exponent(beta)
+    # no relaxed ratio may underflow to zero (or overflow) in the dtype
+    n = _RELAX_CELLS
+    span = min(_RELAX_LOG_RANGE, -0.9 * math.log(torch.finfo(dtype).tiny) / (gamma * max(factors)))
+    width = 2 * span / n
+    starts = -span + width * torch.arange(n, dtype=torch.float64)
+    u = starts[:, None] + width * torch.linspace(-0.01, 1.01, 34, dtype=torch.float64)[None]
+    m = u.exp()
+    level = auxiliary(torch.ones_like(m), m, beta)
+    best = torch.ones(n, dtype=torch.float64)
+    with torch.no_grad():
+        for c in factors:  # ascending: a larger certified factor overrides a smaller one
+            value = auxiliary((gamma * c * u).exp(), m, beta)
+            ok = (value <= level).all(1) & torch.isfinite(value).all(1)
+            best = torch.where(ok, torch.full_like(best, c), best)
+    best[0] = best[-1] = 1.0
+    entry = ((gamma * best).to(dtype=dtype, device=device), n / (2 * span), n / 2)
+    if len(_RELAX_TABLES) > 64:
+        _RELAX_TABLES.clear()
+    _RELAX_TABLES[key] = entry
+    return entry

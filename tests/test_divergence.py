@@ -255,6 +255,48 @@ def test_multiplicative_step_never_increases_nmf_objective(gen, beta, relax):
         assert after <= before * (1 + 1e-12), (beta, relax, before, after)
 
 
+def _cascade_exponent(m, beta, factors):
+    """Slow float64 reference: the largest factor certified at each point by evaluating the
+    auxiliary function there (gamma * 1 where none is)."""
+    gamma = div.mu_exponent(beta)
+    level = div.auxiliary(torch.ones_like(m), m, beta)
+    best = torch.ones_like(m)
+    for c in sorted(factors):
+        ok = div.auxiliary(m.pow(gamma * c), m, beta) <= level
+        best = torch.where(ok, torch.full_like(m, c), best)
+    return gamma * best
+
+
+@pytest.mark.parametrize("beta", [-1.2, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_relaxed_step_is_certified_and_matches_pointwise_cascade(gen, beta, dtype):
+    """Oracles: (1) every coordinate's over-relaxed ratio satisfies the auxiliary bound
+    aux(ratio) <= aux(1) in float64 (the step never increases the objective); (2) the
+    table picks the slow pointwise cascade's exponent except in the cells where a
+    factor's certification changes (and beyond its range, at most m outside e**+-60,
+    where it takes the plain step), and never a larger one."""
+    factors = (1.3, 1.9)
+    m = torch.exp(torch.empty(20000, dtype=torch.float64).uniform_(-70, 70, generator=gen))
+    m = torch.cat([m, torch.tensor([1.0, 0.5, 2.0, 1e-30, 1e30], dtype=torch.float64)]).to(dtype)
+    X = torch.ones_like(m)
+    div.multiplicative_step(X, m.clone(), torch.ones_like(m), beta, relax=factors)
+    m64, ratio = m.double(), X.double()
+    assert bool((ratio > 0).all())  # no relaxed step underflows to an absorbing zero
+    bound = div.auxiliary(torch.ones_like(m64), m64, beta)
+    got = div.auxiliary(ratio, m64, beta)
+    slack = 1e-12 if dtype == torch.float64 else 1e-5
+    assert bool((got <= bound + slack * bound.abs().clamp_min(1)).all())
+    exponent = torch.log(ratio) / torch.log(m64)
+    reference = _cascade_exponent(m64, beta, factors)
+    _, scale, offset = div._relax_table(beta, factors, dtype, "cpu")
+    log_m = torch.log(m64).abs()
+    # at m = 1 every exponent gives ratio 1; beyond the table's range, the plain step
+    away = (log_m > 1e-3) & (log_m < offset / scale - 1)
+    assert bool((exponent[away] <= reference[away] + 1e-4).all())
+    agree = (exponent[away] - reference[away]).abs() < 1e-4
+    assert float(agree.double().mean()) > 0.97, float(agree.double().mean())
+
+
 def test_multiplicative_step_zero_data_row_in_nmf_update(gen):
     """Invariant, end to end: an all-zero data row and factor row stay zero through an NMF H update."""
     from nmfcore.nmf import NMF
