@@ -41,6 +41,7 @@ __all__ = [
     "divergence_of_zero",
     "mu_terms",
     "multiplicative_step",
+    "power",
 ]
 
 
@@ -179,7 +180,7 @@ def divergence_sum(V: torch.Tensor, Y: torch.Tensor, beta: float, cache: dict,
             vs = cache["v_floor"] = v.clamp_min(eps)
         inv_dot = torch.dot(vs, y.reciprocal_())
         return (const + inv_dot - y.log_().sum()).clamp_min(0)  # log(1/y) = -log(y)
-    p = y.pow(beta - 1) if scratch is None else torch.pow(y, beta - 1, out=scratch.reshape(-1))
+    p = power(y, beta - 1, out=None if scratch is None else scratch.reshape(-1), approx=False)
     vs = v.clamp_min(eps) if beta <= 0 else v
     # (v^b + (b-1) y^b - b v y^(b-1)) / (b (b-1))
     return (const + torch.dot(p, y) / beta - torch.dot(vs, p) / (beta - 1)).clamp_min(0)
@@ -240,11 +241,44 @@ def mu_terms(V: torch.Tensor, Y: torch.Tensor, beta: float, *, out: torch.Tensor
         return neg.mul_(pos), pos
     # one power: Y**(beta-1) = Y**(beta-2) * Y
     if inplace:
-        P = torch.pow(Ys, beta - 2, out=scratch)
+        P = power(Ys, beta - 2, out=scratch)
         pos = Ys.mul_(P)  # before P is overwritten by neg
         return P.mul_(V), pos
-    P = Ys.pow(beta - 2)
+    P = power(Ys, beta - 2)
     return V * P, P.mul_(Ys)
+
+
+_TORCH_FAST_EXPONENTS = (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0, 3.0)  # torch.pow special-cases these
+
+
+def power(Y: torch.Tensor, p: float, *, out: torch.Tensor | None = None, approx: bool = True) -> torch.Tensor:
+    r"""``Y ** p`` for positive ``Y`` by the cheapest route (the fit loop's only power).
+
+    ``torch.pow`` with a general exponent costs about 20 times a multiplication
+    on the CPU. Exponents torch special-cases go to ``torch.pow``; ``p = +-1.5``
+    (beta = 0.5, the usual choice for music, and 3.5) is a square root or
+    reciprocal square root cubed (13 times faster, within 1 ulp); any other
+    exponent is ``exp(p log Y)`` (twice as fast; relative error
+    :math:`|p \log Y|` ulp, harmless in an update), or ``torch.pow`` with
+    ``approx=False`` (the loss, whose sum may be dominated by tiny ``Y``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> y = torch.tensor([0.25, 4.0], dtype=torch.float64)
+    >>> power(y, -1.5), power(y, 0.5)
+    (tensor([8.0000, 0.1250], dtype=torch.float64), tensor([0.5000, 2.0000], dtype=torch.float64))
+    """
+    p = float(p)
+    if p in _TORCH_FAST_EXPONENTS:
+        return torch.pow(Y, p, out=out) if out is not None else torch.pow(Y, p)
+    if abs(p) == 1.5:
+        root = torch.rsqrt if p < 0 else torch.sqrt
+        return (root(Y, out=out) if out is not None else root(Y)).pow_(3)
+    if not approx:
+        return torch.pow(Y, p, out=out) if out is not None else torch.pow(Y, p)
+    L = torch.log(Y, out=out) if out is not None else torch.log(Y)
+    return L.mul_(p).exp_()
 
 
 def auxiliary(rho: torch.Tensor, m: torch.Tensor, beta: float) -> torch.Tensor:

@@ -255,6 +255,22 @@ def test_multiplicative_step_never_increases_nmf_objective(gen, beta, relax):
         assert after <= before * (1 + 1e-12), (beta, relax, before, after)
 
 
+@pytest.mark.parametrize("p", [-3.0, -2.0, -1.7, -1.5, -1.0, -0.5, 0.5, 1.0, 1.5, 2.0, 2.2, 3.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_power_equals_torch_pow(gen, p, dtype):
+    """Oracle (equivalence): the fit loop's fast power equals torch.pow, with and without out."""
+    Y = torch.exp(torch.empty(500, dtype=torch.float64).uniform_(-16, 7, generator=gen)).to(dtype)
+    expected = torch.pow(Y.double(), p)
+    rtol = 1e-13 if dtype == torch.float64 else 2e-5
+    torch.testing.assert_close(div.power(Y, p).double(), expected, rtol=rtol, atol=0)
+    buf = torch.empty_like(Y)
+    out = div.power(Y, p, out=buf)
+    assert out.data_ptr() == buf.data_ptr()
+    torch.testing.assert_close(out.double(), expected, rtol=rtol, atol=0)
+    exact = div.power(Y, p, approx=False).double()
+    torch.testing.assert_close(exact, expected, rtol=1e-15 if dtype == torch.float64 else 2e-6, atol=0)
+
+
 def _cascade_exponent(m, beta, factors):
     """Slow float64 reference: the largest factor certified at each point by evaluating the
     auxiliary function there (gamma * 1 where none is)."""
