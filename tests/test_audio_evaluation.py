@@ -104,6 +104,26 @@ def test_bss_eval_backends_agree_with_mir_eval():
     assert a["sdr"][1] == pytest.approx(20, abs=0.5)
 
 
+def test_bss_eval_after_set_num_threads_matches_mir_eval():
+    # oracle: mir_eval; torch.set_num_threads(2) once made the fast_bss_eval backend return NaN (an MKL solver
+    # error) -- the thread setting must neither break the scores nor be changed by them
+    pytest.importorskip("mir_eval")
+    pytest.importorskip("fast_bss_eval")
+    g = torch.Generator().manual_seed(0)
+    r = torch.randn(2, 8000, dtype=torch.float64, generator=g)
+    e = r + 0.1 * torch.randn(2, 8000, dtype=torch.float64, generator=g)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        a = bss_eval(e, r, backend="fast_bss_eval")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    b = bss_eval(e, r, backend="mir_eval")
+    assert np.isfinite(a["sdr"]).all()
+    assert np.allclose(a["sdr"], b["sdr"], atol=1e-2)
+
+
 @pytest.mark.skipif(bss_eval_backend() is None, reason="no BSS Eval backend")
 def test_evaluate_reports_bss_metrics_in_reference_order():
     mix, refs = two_sources(seconds=1.0)

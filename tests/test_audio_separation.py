@@ -113,6 +113,25 @@ def test_supervised_with_nmfd_dictionaries():
     assert min(evaluate(sep.sources(groups), refs, bss=False)["si_sdr"]) > 15
 
 
+def test_supervised_penalty_reaches_the_fit_or_is_refused():
+    # oracle: the penalised fit of the activations with the dictionaries frozen, done by hand
+    from nmfcore.audio.spectral import spectrogram
+    from nmfcore.nmf import NMF
+
+    t = torch.arange(SR) / SR
+    low, high = torch.sin(2 * torch.pi * 300 * t), torch.sin(2 * torch.pi * 2100 * t)
+    s = SeparationSettings(rank=1, n_fft=256, hop_length=64, n_iter=40, tol=0.0)
+    dicts = [learn_dictionary(low, SR, s), learn_dictionary(high, SR, s)]
+    pen = s.replace(alpha=0.5)
+    sep, _ = separate_supervised(low + high, SR, dicts, pen)
+    V = spectrogram(low + high, n_fft=256, hop_length=64).t().contiguous()
+    ref = NMF(W=torch.cat(dicts, 1), H=(V.shape[0], 2), trainable_W=False, generator=0)
+    ref.fit(V, beta=1.0, tol=0.0, max_iter=40, alpha=0.5, l1_ratio=1.0, init="random", generator=0)
+    assert torch.allclose(torch.from_numpy(sep.H), ref.H.detach().t(), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ParameterError, match="not supported with free templates"):
+        separate_supervised(low + high, SR, dicts, pen, n_free=1)
+
+
 def test_supervised_rejects_mismatched_dictionaries():
     mix, _ = two_sources(seconds=0.5)
     s = SeparationSettings(rank=2, n_fft=256, hop_length=64)
@@ -196,6 +215,36 @@ def test_sparse_activations():
     assert rel_err(sep.components.sum(0), sep.mixture) < 1e-4
 
 
+@pytest.mark.parametrize("model,kernel", [("NMF", 1), ("NMFD", 3)])
+def test_penalty_reaches_the_fit(model, kernel):
+    # oracle: the model's own fit with the same alpha and l1_ratio on the same spectrogram and initialisation
+    from nmfcore.audio.spectral import spectrogram
+
+    mix, _ = two_sources(seconds=1.0)
+    s = SeparationSettings(model=model, kernel_size=kernel, rank=3, alpha=2.0, l1_ratio=0.8, tol=0.0, **SMALL)
+    sep = separate(mix, SR, s)
+    V = s.spec.layout.to_model(spectrogram(mix[0], n_fft=256, hop_length=64)).contiguous()
+    ref = s.spec.build(tuple(V.shape), 3, s.kernel(), torch.Generator().manual_seed(0))
+    ref.fit(V, beta=1.0, tol=0.0, max_iter=60, alpha=2.0, l1_ratio=0.8, init="nndsvda", generator=0)
+    W, H = s.spec.layout.export(ref.W.detach(), ref.H.detach())
+    assert torch.allclose(torch.from_numpy(sep.W), torch.from_numpy(W), rtol=1e-4, atol=1e-6)
+    assert torch.allclose(torch.from_numpy(sep.H), torch.from_numpy(H), rtol=1e-4, atol=1e-6)
+    plain = separate(mix, SR, s.replace(alpha=0.0))
+    assert not torch.allclose(torch.from_numpy(plain.H), torch.from_numpy(sep.H))
+    assert rel_err(sep.components.sum(0), sep.mixture) < 1e-4
+
+
+def test_l1_penalty_makes_activations_sparser():
+    # property of the L1 penalty: a strong alpha gives sparser (higher Hoyer sparseness) activations
+    from nmfcore.metrics import sparseness
+
+    mix, _ = two_sources(seconds=1.0)
+    s = SeparationSettings(rank=4, l1_ratio=1.0, tol=0.0, **SMALL)
+    hoyer = [float(sparseness(torch.from_numpy(separate(mix, SR, s.replace(alpha=a)).H).flatten()))
+             for a in (0.0, 50.0)]
+    assert hoyer[1] > hoyer[0] + 0.05
+
+
 def test_same_seed_same_result_other_seed_differs():
     mix, _ = two_sources(seconds=1.0)
     s = SeparationSettings(rank=3, init="random", seed=3, **SMALL)
@@ -245,12 +294,19 @@ def test_settings_round_trip_and_validation():
     ("model", "PCA", "model='PCA'"), ("rank", 0, "rank=0"), ("rank", 2.5, "rank=2.5"), ("beta", float("nan"), "beta"),
     ("n_iter", 0, "n_iter=0"), ("tol", -1, "tol=-1"), ("kernel_size", 0, "kernel_size=0"),
     ("kernel_size", (2, 0), "kernel_size"), ("init", "svd", "init='svd'"), ("seed", -1, "seed=-1"),
-    ("sparsity_H", 1.0, "sparsity_H=1.0"), ("n_fft", 100, None), ("hop_length", 4096, "hop_length=4096"),
+    ("sparsity_H", 1.0, "sparsity_H=1.0"), ("alpha", -1, "alpha=-1"), ("alpha", float("inf"), "alpha=inf"),
+    ("l1_ratio", 1.5, "l1_ratio=1.5"), ("l1_ratio", True, "l1_ratio=True"), ("n_fft", 100, None), ("hop_length", 4096, "hop_length=4096"),
     ("window", "tukey", "window='tukey'"), ("power", 0, "power=0"), ("mask_power", -2, "mask_power=-2"),
     ("sr", 100, "sr=100"), ("device", "gpu!", "device='gpu!'")])
 def test_bad_settings(field, value, match):
     with pytest.raises(ParameterError, match=match):
         SeparationSettings(**{field: value})
+
+
+def test_alpha_and_target_sparseness_are_exclusive():
+    with pytest.raises(ParameterError, match="give one of them"):
+        SeparationSettings(alpha=0.1, sparsity_H=0.5)
+    assert SeparationSettings(alpha=0.0, sparsity_H=0.5).sparsity_H == 0.5
 
 
 def test_unavailable_device_is_a_clear_error():

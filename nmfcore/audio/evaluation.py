@@ -30,6 +30,7 @@ References
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from typing import Optional, Sequence
 
 import numpy as np
@@ -176,6 +177,20 @@ def match_sources(estimates, references) -> list[int]:
     return perm
 
 
+@contextmanager
+def _one_torch_thread():
+    """Run the block with one torch intra-op thread, then restore the caller's setting."""
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def bss_eval_backend() -> Optional[str]:
     """'fast_bss_eval' or 'mir_eval', whichever is installed first, else None."""
     for name in ("fast_bss_eval", "mir_eval"):
@@ -222,9 +237,11 @@ def bss_eval(estimates, references, *, backend: Optional[str] = None) -> Optiona
             if backend == "fast_bss_eval":
                 import fast_bss_eval
 
-                # its torch backend (its numpy backend fails with numpy >= 2)
-                sdr, sir, sar = (x.numpy() for x in fast_bss_eval.bss_eval_sources(
-                    torch.from_numpy(r[c]), torch.from_numpy(e[c]), compute_permutation=False))
+                # its torch backend (its numpy backend fails with numpy >= 2), on one thread: after
+                # torch.set_num_threads(n > 1) the MKL solver it calls fails ("DLASWP") and every SDR is NaN
+                with _one_torch_thread():
+                    sdr, sir, sar = (x.numpy() for x in fast_bss_eval.bss_eval_sources(
+                        torch.from_numpy(r[c]), torch.from_numpy(e[c]), compute_permutation=False))
             else:
                 import mir_eval
 
