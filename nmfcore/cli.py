@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hop", type=int, default=512, help="hop length (default 512)")
     g.add_argument("--window", default="hann", help="hann, hamming, blackman, bartlett or rect")
     g.add_argument("--power", type=float, default=1.0, help="1 magnitude, 2 power spectrogram (default 1)")
-    g.add_argument("--mask-power", type=float, default=2.0, help="soft-mask exponent (default 2, Wiener-like)")
+    g.add_argument("--mask-power", type=float, default=1.0,
+                   help="soft-mask exponent (default 1: magnitude ratios; 2 is Wiener-like)")
     g = sep.add_argument_group("sources and output")
     how = g.add_mutually_exclusive_group()
     how.add_argument("--sources", type=int, default=None, metavar="N",
