@@ -137,8 +137,7 @@ def beta_divergence(V: torch.Tensor, Y: torch.Tensor, beta: float) -> torch.Tens
     return _elementwise(V, Y, float(beta), eps).clamp_min_(0).sum()
 
 
-def divergence_sum(V: torch.Tensor, Y: torch.Tensor, beta: float, cache: dict,
-                   scratch: torch.Tensor | None = None) -> torch.Tensor:
+def divergence_sum(V: torch.Tensor, Y: torch.Tensor, beta: float, cache: dict) -> torch.Tensor:
     r"""Sum of :math:`d_\beta(V | Y)` for the fit loop: fewer passes, ``Y`` overwritten.
 
     Splits the divergence into terms of ``V`` alone (computed once and kept in
@@ -150,9 +149,9 @@ def divergence_sum(V: torch.Tensor, Y: torch.Tensor, beta: float, cache: dict,
       :math:`\sum v y^{\beta-1}`.
 
     Same floors as :func:`beta_divergence`; the total (not each entry) is
-    clamped at zero. ``cache`` must belong to one ``V`` and ``beta``;
-    ``scratch``, a buffer of ``Y``'s shape, saves an allocation for beta
-    other than 0, 1 and 2.
+    clamped at zero. ``cache`` must belong to one ``V`` and ``beta``; for
+    beta other than 0, 1 and 2 it also keeps a scratch buffer of ``Y``'s
+    shape (:func:`workspace_buffer`), so repeated calls allocate nothing.
     """
     eps = eps_for(Y.dtype)
     beta = _limit_beta(beta, eps)
@@ -180,7 +179,7 @@ def divergence_sum(V: torch.Tensor, Y: torch.Tensor, beta: float, cache: dict,
             vs = cache["v_floor"] = v.clamp_min(eps)
         inv_dot = torch.dot(vs, y.reciprocal_())
         return (const + inv_dot - y.log_().sum()).clamp_min(0)  # log(1/y) = -log(y)
-    p = power(y, beta - 1, out=None if scratch is None else scratch.reshape(-1), approx=False)
+    p = power(y, beta - 1, out=workspace_buffer(cache, "scratch", Y).reshape(-1), approx=False)
     vs = v.clamp_min(eps) if beta <= 0 else v
     # (v^b + (b-1) y^b - b v y^(b-1)) / (b (b-1))
     return (const + torch.dot(p, y) / beta - torch.dot(vs, p) / (beta - 1)).clamp_min(0)
@@ -200,7 +199,7 @@ def divergence_of_zero(Y: torch.Tensor, beta: float) -> torch.Tensor:
 
 
 def mu_terms(V: torch.Tensor, Y: torch.Tensor, beta: float, *, out: torch.Tensor | None = None,
-             scratch: torch.Tensor | None = None):
+             cache: dict | None = None):
     r"""The two non-negative output-space terms of :math:`\nabla_Y d_\beta(V|Y)`.
 
     Returns ``(neg, pos)`` with :math:`\nabla_Y d = pos - neg`:
@@ -218,9 +217,10 @@ def mu_terms(V: torch.Tensor, Y: torch.Tensor, beta: float, *, out: torch.Tensor
     negative power. ``pos`` is ``None`` for beta = 1 so that callers can use
     the closed form of a vector-Jacobian product with ones (a sum). If
     ``out`` is given (it must be ``Y`` itself) the terms are written in place:
-    into ``Y`` and, for beta other than 1 and 2, into ``scratch`` (a buffer of
-    ``Y``'s shape), so that the fit loop allocates nothing of the data's size
-    (a fresh large tensor costs page faults on every iteration).
+    into ``Y`` and, for beta other than 1 and 2, into a scratch buffer kept in
+    ``cache`` (:func:`workspace_buffer`; allocated only for those betas), so
+    that the fit loop allocates nothing of the data's size (a fresh large
+    tensor costs page faults on every iteration).
     """
     if beta == 2:
         return V, Y
@@ -233,8 +233,7 @@ def mu_terms(V: torch.Tensor, Y: torch.Tensor, beta: float, *, out: torch.Tensor
             return torch.div(V, Y.clamp_min_(eps), out=Y), None
         return V / Y.clamp_min(eps), None
     Ys = Y.clamp_min_(eps) if inplace else Y.clamp_min(eps)
-    if inplace and scratch is None:
-        scratch = torch.empty_like(Y)
+    scratch = workspace_buffer({} if cache is None else cache, "scratch", Y) if inplace else None
     if beta == 0:
         pos = Ys.reciprocal_() if inplace else Ys.reciprocal()
         neg = torch.mul(V, pos, out=scratch) if inplace else V * pos
@@ -246,6 +245,17 @@ def mu_terms(V: torch.Tensor, Y: torch.Tensor, beta: float, *, out: torch.Tensor
         return P.mul_(V), pos
     P = power(Ys, beta - 2)
     return V * P, P.mul_(Ys)
+
+
+def workspace_buffer(ws: dict, key: str, like: torch.Tensor | tuple, ref: torch.Tensor | None = None) -> torch.Tensor:
+    """A tensor of ``like``'s shape (or the given shape, with ``ref``'s dtype and device) kept
+    in the workspace ``ws`` under ``key``: allocated on first use in a fit, then reused."""
+    ref = like if ref is None else ref
+    shape = tuple(like.shape) if isinstance(like, torch.Tensor) else tuple(like)
+    buf = ws.get(key)
+    if buf is None or tuple(buf.shape) != shape or buf.dtype != ref.dtype or buf.device != ref.device:
+        buf = ws[key] = torch.empty(shape, dtype=ref.dtype, device=ref.device)
+    return buf
 
 
 _TORCH_FAST_EXPONENTS = (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0, 3.0)  # torch.pow special-cases these

@@ -278,7 +278,7 @@ class BaseComponent(torch.nn.Module):
         if ws is None:
             return div.beta_divergence(V, self.reconstruct(H, W), beta)
         Y = self._reconstruct_into(W, H, ws)
-        return div.divergence_sum(V, Y, beta, ws, scratch=_buffer(ws, "B", Y) if Y is ws.get("Y") else None)
+        return div.divergence_sum(V, Y, beta, ws)
 
     def _reconstruct_into(self, W: Tensor, H: Tensor, ws: dict) -> Tensor:
         """The reconstruction, in a workspace buffer where the model can write into one."""
@@ -630,7 +630,7 @@ class NMF(BaseComponent):
             return _mm_data(S, other, which, ws={}), other.sum(0)
         Y = self._reconstruct_into(W, H, ws)
         # here neg = (V * Y**(beta-2)) @ W, pos = Y**(beta-1) @ W  (transposed for W)
-        neg_out, pos_out = div.mu_terms(V, Y, beta, out=Y, scratch=_buffer(ws, "B", Y))
+        neg_out, pos_out = div.mu_terms(V, Y, beta, out=Y, cache=ws)
         if which == "H":
             neg = neg_out @ W
             pos = W.sum(0) if pos_out is None else pos_out @ W
@@ -640,7 +640,7 @@ class NMF(BaseComponent):
         return neg, pos
 
     def _reconstruct_into(self, W, H, ws):
-        return torch.mm(H, W.t(), out=_buffer(ws, "Y", (H.shape[0], W.shape[0]), W))
+        return torch.mm(H, W.t(), out=div.workspace_buffer(ws, "Y", (H.shape[0], W.shape[0]), W))
 
     def _loss(self, V, W, H, beta, ws=None):
         if beta == 2:
@@ -678,17 +678,6 @@ class NMF(BaseComponent):
                 ws["VW"] = (W._version, VW)
 
         return hals_step
-
-
-def _buffer(ws: dict, key: str, like: Union[Tensor, Tuple[int, ...]], ref: Optional[Tensor] = None) -> Tensor:
-    """A workspace tensor of ``like``'s shape (or the given shape, with ``ref``'s dtype and
-    device), allocated once per fit and reused by every iteration."""
-    ref = like if ref is None else ref
-    shape = tuple(like.shape) if isinstance(like, Tensor) else tuple(like)
-    buf = ws.get(key)
-    if buf is None or tuple(buf.shape) != shape or buf.dtype != ref.dtype or buf.device != ref.device:
-        buf = ws[key] = torch.empty(shape, dtype=ref.dtype, device=ref.device)
-    return buf
 
 
 def _mm_data(V: Tensor, other: Tensor, which: str, ws: dict) -> Tensor:

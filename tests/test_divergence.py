@@ -125,14 +125,15 @@ def test_mu_terms_out_buffer_beta1(gen):
 
 @pytest.mark.parametrize("beta", BETAS)
 def test_mu_terms_in_place_equals_out_of_place(gen, beta):
-    """Oracle (equivalence): the in-place form the fit loop uses (``out=Y`` and a
-    ``scratch`` buffer, nothing allocated of Y's size) gives the allocating form's terms."""
+    """Oracle (equivalence): the in-place form the fit loop uses (``out=Y`` and the
+    workspace's scratch buffer, nothing allocated of Y's size) gives the allocating form's terms."""
     V = _positive(gen, 6, 9)
     Y = _positive(gen, 6, 9)
     Y[0, 0] = 0  # floored either way
     neg, pos = div.mu_terms(V, Y, beta)
     buf, scratch = Y.clone(), torch.full_like(Y, float("nan"))
-    neg2, pos2 = div.mu_terms(V, buf, beta, out=buf, scratch=scratch)
+    cache = {"scratch": scratch}  # a workspace buffer from an earlier call: its contents must not matter
+    neg2, pos2 = div.mu_terms(V, buf, beta, out=buf, cache=cache)
     torch.testing.assert_close(neg2, neg, rtol=1e-13, atol=0)
     if pos is None:
         assert pos2 is None
@@ -141,6 +142,8 @@ def test_mu_terms_in_place_equals_out_of_place(gen, beta):
     if beta not in (1.0, 2.0):
         buffers = {buf.data_ptr(), scratch.data_ptr()}
         assert {neg2.data_ptr(), pos2.data_ptr()} == buffers
+    else:
+        assert cache["scratch"] is scratch  # nothing else needed
 
 
 def test_mu_terms_out_must_be_y(gen):
@@ -372,9 +375,27 @@ def test_divergence_sum_equals_beta_divergence(beta, dtype):
     expected = div.beta_divergence(V, Y, beta)
     got = div.divergence_sum(V, Y.clone(), beta, cache)
     again = div.divergence_sum(V, Y.clone(), beta, cache)  # from the cache
-    scratch = torch.full_like(Y, float("nan"))  # its contents must not matter
-    with_scratch = div.divergence_sum(V, Y.clone(), beta, cache, scratch=scratch)
+    cache["scratch"] = torch.full_like(Y, float("nan"))  # a workspace buffer: its contents must not matter
+    with_scratch = div.divergence_sum(V, Y.clone(), beta, cache)
     rtol = 1e-12 if dtype == torch.float64 else 2e-6
     assert torch.allclose(got, expected, rtol=rtol)
     assert torch.allclose(again, expected, rtol=rtol)
     assert torch.allclose(with_scratch, expected, rtol=rtol)
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])
+def test_mu_terms_allocate_scratch_only_where_needed(gen, beta):
+    """Invariant (memory): in place, beta=1 needs no second data-sized buffer; 0 and 0.5 keep one
+    in the workspace and reuse it on the next call."""
+    V, Y = _positive(gen, 5, 6), _positive(gen, 5, 6)
+    cache = {}
+    div.mu_terms(V, Y.clone(), beta, out=None, cache=cache)
+    assert "scratch" not in cache  # out of place: nothing kept
+    buf = Y.clone()
+    div.mu_terms(V, buf, beta, out=buf, cache=cache)
+    assert ("scratch" in cache) == (beta != 1.0)
+    if beta != 1.0:
+        first = cache["scratch"]
+        buf = Y.clone()
+        div.mu_terms(V, buf, beta, out=buf, cache=cache)
+        assert cache["scratch"] is first
