@@ -583,13 +583,23 @@ def test_hals_reaches_lower_loss_than_mu(gen):
 
 
 def test_auto_solver_is_hals_for_beta2_and_mu_otherwise(gen):
-    """Documented: solver='auto' is HALS for NMF with beta=2, else MU (bit-identical runs)."""
+    """Documented: solver='auto' is HALS for NMF with beta=2 on the CPU, else MU (bit-identical runs)."""
     V = lowrank(gen, 20, 15, 3)
     for beta, same in ((2, "hals"), (1, "mu")):
         a, b = nmf_model(V, 3), nmf_model(V, 3)
         a.fit(V, beta=beta, tol=0, max_iter=5, solver="auto")
         b.fit(V, beta=beta, tol=0, max_iter=5, solver=same)
         assert torch.equal(a.W, b.W) and torch.equal(a.H, b.H)
+
+
+@pytest.mark.cuda
+def test_auto_solver_is_mu_on_cuda(gen):
+    """Documented: on a GPU solver='auto' is MU also for beta=2 (bit-identical runs)."""
+    V = lowrank(gen, 20, 15, 3).cuda()
+    a, b = nmf_model(V, 3).cuda(), nmf_model(V, 3).cuda()
+    a.fit(V, beta=2, tol=0, max_iter=25, solver="auto")
+    b.fit(V, beta=2, tol=0, max_iter=25, solver="mu")
+    assert torch.equal(a.W, b.W) and torch.equal(a.H, b.H)
 
 
 # ---------------------------------------------------------------- sparse_fit
@@ -709,3 +719,63 @@ def test_cuda_init_with_generator(gen):
         m.fit(V, max_iter=3, init="nndsvdar", generator=0)
         runs.append(m.W.detach().clone())
     assert torch.equal(runs[0], runs[1])
+
+
+def _graph_problems(gen):
+    """(model, V) for every model class, float64 on the GPU."""
+    out = [(nmf_model(lowrank(gen, 40, 30, 4), 4), lowrank(gen, 40, 30, 4))]
+    V = _nmfd_problem(gen)
+    out.append((nmf_model(V, 3, cls=NMFD, T=4), V))
+    out.append((NMF2D(W=rand(gen, 2, 3, 2, 3, low=0.1), H=rand(gen, 1, 3, 5, 6, low=0.1)),
+                rand(gen, 1, 2, 6, 8, low=0.1)))
+    out.append((NMF3D(W=rand(gen, 2, 2, 2, 2, 2, low=0.1), H=rand(gen, 1, 2, 3, 3, 2, low=0.1)),
+                rand(gen, 1, 2, 4, 4, 3, low=0.1)))
+    return [(m.cuda(), V.cuda()) for m, V in out]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("beta, alpha", [(2.0, 0.0), (1.0, 0.0), (0.5, 0.0), (0.0, 0.0), (3.0, 0.0), (1.0, 0.1)])
+def test_cuda_graph_fit_equals_eager_fit(gen, monkeypatch, beta, alpha):
+    """Oracle (equivalence): the fit replayed from a CUDA graph == the eager fit, every model;
+    the graph is really replayed (max_iter - warm-up times), and the losses seen by the
+    callback are the same."""
+    from nmfcore import _fit
+
+    replays = []
+    real_replay = torch.cuda.CUDAGraph.replay
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda self: (replays.append(1), real_replay(self))[1])
+    n_iter = 30
+    for model, V in _graph_problems(gen):
+        runs = []
+        for graphs in (False, True):
+            monkeypatch.setattr(_fit, "CUDA_GRAPHS", graphs)
+            m = copy.deepcopy(model)
+            seen = []
+            replays.clear()
+            m.fit(V, beta=beta, tol=0, max_iter=n_iter, alpha=alpha, l1_ratio=0.5, solver="mu",
+                  check_every=5, callback=lambda i, loss: seen.append(loss))
+            runs.append((m.W.detach().clone(), m.H.detach().clone(), seen, len(replays)))
+        (We, He, le, ne), (Wg, Hg, lg, ng) = runs
+        assert ne == 0 and ng == n_iter - _fit.GRAPH_WARMUP, type(model).__name__
+        torch.testing.assert_close(Wg, We, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(Hg, He, rtol=1e-9, atol=1e-12)
+        assert lg == pytest.approx(le, rel=1e-9)
+
+
+@pytest.mark.cuda
+def test_cuda_graph_falls_back_to_eager_when_capture_fails():
+    """Invariant: a step that synchronises with the host cannot be captured; the loop
+    then runs it eagerly and loses no iteration."""
+    from nmfcore import _fit
+
+    x = torch.zeros(3, device="cuda")
+    seen = []
+
+    def step():
+        x.add_(1)
+        seen.append(float(x.sum()))  # a host sync: not allowed while capturing
+
+    run = _fit.cuda_graphed(step, x.device)
+    for _ in range(10):
+        run()
+    assert torch.equal(x.cpu(), torch.full((3,), 10.0))
