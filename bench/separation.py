@@ -60,18 +60,20 @@ class Config:
     n_iter: int = 200
     mask_power: float = 2.0
     features: str = "descriptors+mfcc"  # feature blocks of auto_group
+    continuity: float = 0.0  # temporal continuity of the activations (relative weight)
 
     def label(self) -> str:
         k = f" T={self.kernel}" if self.model != "NMF" else ""
         m = f" mask={self.mask_power:g}" if self.mask_power != 2.0 else ""
         f = f" auto={self.features}" if self.features != "descriptors+mfcc" else ""
+        c = f" continuity={self.continuity:g}" if self.continuity else ""
         return (f"{self.model}{k} beta={self.beta:g} rank={self.mult}xS n_fft={self.n_fft} hop={self.hop} "
-                f"iter={self.n_iter}{m}{f}")
+                f"iter={self.n_iter}{m}{f}{c}")
 
     def settings(self, n_sources: int) -> SeparationSettings:
         return SeparationSettings(model=self.model, rank=self.mult * n_sources, beta=self.beta, n_iter=self.n_iter,
                                   tol=0.0, kernel_size=self.kernel, n_fft=self.n_fft, hop_length=self.hop,
-                                  mask_power=self.mask_power)
+                                  mask_power=self.mask_power, continuity=self.continuity)
 
 
 CONFIGS = [
@@ -87,6 +89,8 @@ CONFIGS = [
     Config("I", "NMFD", 1.0, 4, n_fft=4096, hop=512, kernel=6, n_iter=300, mask_power=1.0),
     # I grouped on the four drum/harmonic descriptors of Helen and Virtanen 2005 alone (no MFCC block)
     Config("J", "NMFD", 1.0, 4, n_fft=4096, hop=512, kernel=6, n_iter=300, mask_power=1.0, features="descriptors"),
+    # D with magnitude-ratio masks and temporal continuity of the activations (Virtanen 2007)
+    Config("K", "NMF", 1.0, 4, n_fft=4096, hop=1024, n_iter=300, mask_power=1.0, continuity=0.1),
 ]
 QUICK = ("A", "F")
 

@@ -97,9 +97,8 @@ def cuda_graphed(step: Callable[[], None], device) -> Callable[[], None]:
     state = {"calls": 0, "graph": None, "eager": False}
 
     def run() -> None:
-        graph = state["graph"]
-        if graph is not None:
-            graph.replay()
+        if state["graph"] is not None:
+            replay()
             return
         state["calls"] += 1
         if state["eager"] or state["calls"] <= GRAPH_WARMUP:
@@ -107,7 +106,7 @@ def cuda_graphed(step: Callable[[], None], device) -> Callable[[], None]:
             return
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            with torch.cuda.device(device), torch.cuda.graph(graph):
                 step()  # recorded, not run
         except Exception:  # noqa: BLE001 - any failure to capture falls back to the eager loop
             state["eager"] = True
@@ -115,6 +114,10 @@ def cuda_graphed(step: Callable[[], None], device) -> Callable[[], None]:
             step()
             return
         state["graph"] = graph
-        graph.replay()
+        replay()
+
+    def replay() -> None:
+        with torch.cuda.device(device):
+            state["graph"].replay()
 
     return run

@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--sparsity", type=float, default=None, metavar="S",
                    help="target Hoyer sparseness of the activations, in (0, 1)")
+    g.add_argument("--continuity", type=float, default=0.0, metavar="C",
+                   help="temporal continuity of the activations (NMF, NMFD; e.g. 0.1; default 0)")
     g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     g = sep.add_argument_group("spectrogram and masks")
     g.add_argument("--sr", type=int, default=None, help="resample to this rate first (default: keep)")
@@ -169,7 +171,8 @@ def _settings_from_args(args):
 
     return SeparationSettings(model=args.model, rank=args.rank, beta=args.beta, n_iter=args.n_iter, tol=args.tol,
                               kernel_size=args.kernel, init=None if args.init == "none" else args.init,
-                              seed=args.seed, sparsity_H=args.sparsity, n_fft=args.n_fft, hop_length=args.hop,
+                              seed=args.seed, sparsity_H=args.sparsity, continuity=args.continuity,
+                              n_fft=args.n_fft, hop_length=args.hop,
                               window=args.window, power=args.power, mask_power=args.mask_power, sr=args.sr,
                               device=args.device)
 

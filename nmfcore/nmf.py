@@ -49,6 +49,7 @@ from . import divergence as div
 from . import _fit
 from ._fit import run_iterations
 from ._hoyer import l1_for_sparseness, project_columns
+from .penalties import temporal_continuity, temporal_continuity_terms
 from ._validation import (check_beta_for_data, check_fraction, check_nonnegative_float,
                           check_nonnegative_tensor, check_positive_int, check_rank, make_generator,
                           memory_order, value_range)
@@ -98,7 +99,8 @@ class _Scaled:
     reported in the original units.
     """
 
-    def __init__(self, model: "BaseComponent", V: Tensor, beta: float, l1: float, l2: float, vmax: float):
+    def __init__(self, model: "BaseComponent", V: Tensor, beta: float, l1: float, l2: float, vmax: float,
+                 continuity: float = 0.0):
         self.model = model
         self.beta = beta
         self.W = model.W.detach()
@@ -128,6 +130,8 @@ class _Scaled:
             key = "H" if self.carrier is self.H else "W"
             pen[key] = (l1 * sb * s, l2 * sb * s * s)
         self.penalty = pen
+        # the continuity penalty does not change with the scale of H
+        self.continuity = continuity * sb
         self.loss_scale = s ** beta
         self.ws: dict = {}  # workspace shared by the loss and the solver
         if s != 1.0:
@@ -147,6 +151,8 @@ class _Scaled:
                 value += l1 * float(X.sum())
             if l2:
                 value += 0.5 * l2 * float(X.square().sum())
+        if self.continuity:
+            value += self.continuity * float(temporal_continuity(self.H, self.model._time_axis))
         return value * self.loss_scale
 
 
@@ -179,6 +185,8 @@ class BaseComponent(torch.nn.Module):
     # Built-in models keep the rank on axis 1 of W and H, so that the pull-back
     # of an all-ones output is a sum over every other axis (the beta=1 fast path).
     _ones_pullback_is_sum = False
+    # Axis of H that is time, for the temporal-continuity penalty (None: not available)
+    _time_axis: Optional[int] = None
 
     def __init__(self, rank: int = None, W=None, H=None, trainable_W: bool = True,
                  trainable_H: bool = True, *, generator=None):
@@ -325,16 +333,25 @@ class BaseComponent(torch.nn.Module):
     def _make_solver_step(self, prob: _Scaled, beta: float, solver: str, ws: dict) -> Callable[[], None]:
         def mu_step():
             for which, X, train in (("W", prob.W, prob.train_W), ("H", prob.H, prob.train_H)):
-                if train:
-                    neg, pos = self._mu_terms(which, prob.V, prob.W, prob.H, beta, ws)
-                    div.multiplicative_step(X, neg, pos, beta, *prob.penalty[which], relax=MU_RELAX)
+                if not train:
+                    continue
+                neg, pos = self._mu_terms(which, prob.V, prob.W, prob.H, beta, ws)
+                relax = MU_RELAX
+                if which == "H" and prob.continuity:
+                    # Virtanen's update, plain: the over-relaxation is certified for the divergence
+                    # alone, and with it the objective rose in 11 of 30 checks (bench/separation.py)
+                    tc_neg, tc_pos = temporal_continuity_terms(X, self._time_axis)
+                    neg = torch.add(neg, tc_neg, alpha=prob.continuity)
+                    pos = torch.add(pos, tc_pos, alpha=prob.continuity)
+                    relax = 1.0
+                div.multiplicative_step(X, neg, pos, beta, *prob.penalty[which], relax=relax)
 
         return mu_step
 
     def fit(self, V: Tensor, beta: float = 1, tol: float = 1e-4, max_iter: int = 200, verbose: bool = False,
             alpha: float = 0, l1_ratio: float = 0, *, init: Optional[str] = None, generator=None,
             callback: Optional[Callable[[int, float], Optional[bool]]] = None, solver: str = "auto",
-            check_every: int = 10) -> int:
+            check_every: int = 10, continuity: float = 0.0) -> int:
         r"""Learn the factors by minimising the beta-divergence to ``V``.
 
         The objective is
@@ -342,6 +359,10 @@ class BaseComponent(torch.nn.Module):
         .. math::
             d_\beta(V \,|\, \hat V) + \alpha\, l_{1}\!\text{ratio}\,(\|W\|_1 + \|H\|_1)
             + \tfrac{\alpha (1 - l_{1}\!\text{ratio})}{2} (\|W\|_2^2 + \|H\|_2^2)
+            + \lambda\, c(H)
+
+        with :math:`c` the temporal continuity of :mod:`nmfcore.penalties`
+        (``continuity`` :math:`= \lambda`, 0 by default),
 
         minimised by multiplicative updates with the exponent of
         :func:`nmfcore.divergence.mu_exponent` (the objective never increases),
@@ -381,6 +402,15 @@ class BaseComponent(torch.nn.Module):
             column sweeps).
         check_every : int, default 10, keyword-only
             Iterations between loss evaluations.
+        continuity : float, default 0, keyword-only
+            Weight of Virtanen's temporal-continuity penalty on ``H``
+            (:mod:`nmfcore.penalties`) along its time axis: the rows of ``H``
+            (``V``'s first axis) for :class:`NMF`, the last axis for
+            :class:`NMFD`. It is scale-free in ``H``, so choose it relative
+            to the divergence (e.g. ``0.1 * V.sum() / (rank * frames)`` for
+            beta = 1). With it, ``H`` takes Virtanen's multiplicative update,
+            which is not proven monotone (the divergence's updates are), and
+            ``solver='auto'`` is MU.
 
         Returns
         -------
@@ -416,12 +446,18 @@ class BaseComponent(torch.nn.Module):
             raise ParameterError(f"solver={solver!r} must be one of {SOLVERS}")
         if callback is not None and not callable(callback):
             raise ParameterError(f"callback={callback!r} must be callable")
-        solver = self._resolve_solver(solver, beta, V.device)
+        continuity = check_nonnegative_float(continuity, "continuity")
+        if continuity and self._time_axis is None:
+            raise ParameterError(f"continuity={continuity!r} is available for NMF and NMFD only, "
+                                 f"not {type(self).__name__}")
+        if continuity and solver == "hals":
+            raise ParameterError(f"continuity={continuity!r} needs solver='mu' or 'auto', not 'hals'")
+        solver = "mu" if continuity else self._resolve_solver(solver, beta, V.device)
         generator = make_generator(generator, V.device)
         if init is not None:
             self._initialize(V, init, generator)
         with torch.no_grad():
-            prob = _Scaled(self, V, beta, alpha * l1_ratio, alpha * (1 - l1_ratio), vmax)
+            prob = _Scaled(self, V, beta, alpha * l1_ratio, alpha * (1 - l1_ratio), vmax, continuity)
             try:
                 step = self._make_solver_step(prob, beta, solver, prob.ws)
                 if solver == "mu" and V.is_cuda and not V.is_sparse and _fit.CUDA_GRAPHS \
@@ -581,6 +617,8 @@ class NMF(BaseComponent):
     """
 
     _ones_pullback_is_sum = True
+
+    _time_axis = 0  # V (frames, features): H (frames, rank)
 
     def __init__(self, Vshape: Iterable = None, rank: int = None, **kwargs):
         if Vshape is not None:
@@ -851,6 +889,8 @@ class NMFD(_Convolutive):
     >>> m().size()
     torch.Size([1, 33, 50])
     """
+
+    _time_axis = 2  # H (batch, rank, frames)
 
     def __init__(self, Vshape: Iterable = None, rank: int = None, T: _size_1_t = 1, **kwargs):
         if Vshape is not None:

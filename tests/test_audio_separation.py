@@ -234,6 +234,33 @@ def test_penalty_reaches_the_fit(model, kernel):
     assert rel_err(sep.components.sum(0), sep.mixture) < 1e-4
 
 
+@pytest.mark.parametrize("model,kernel", [("NMF", 1), ("NMFD", 3)])
+def test_continuity_reaches_the_fit(model, kernel):
+    # oracle: the model's own fit with the absolute weight continuity * sum(V) / (rank * frames)
+    from nmfcore.audio.spectral import spectrogram
+
+    mix, _ = two_sources(seconds=1.0)
+    s = SeparationSettings(model=model, kernel_size=kernel, rank=3, continuity=0.2, tol=0.0, **SMALL)
+    sep = separate(mix, SR, s)
+    V = s.spec.layout.to_model(spectrogram(mix[0], n_fft=256, hop_length=64)).contiguous()
+    frames = V.shape[0] if model == "NMF" else V.shape[-1]
+    ref = s.spec.build(tuple(V.shape), 3, s.kernel(), torch.Generator().manual_seed(0))
+    ref.fit(V, beta=1.0, tol=0.0, max_iter=60, init="nndsvda", generator=0,
+            continuity=0.2 * float(V.sum()) / (3 * frames))
+    W, H = s.spec.layout.export(ref.W.detach(), ref.H.detach())
+    assert torch.allclose(torch.from_numpy(sep.H), torch.from_numpy(H), rtol=1e-4, atol=1e-6)
+    assert torch.allclose(torch.from_numpy(sep.W), torch.from_numpy(W), rtol=1e-4, atol=1e-6)
+    plain = separate(mix, SR, s.replace(continuity=0.0))
+    assert not torch.allclose(torch.from_numpy(plain.H), torch.from_numpy(sep.H))
+    assert rel_err(sep.components.sum(0), sep.mixture) < 1e-4
+
+
+def test_continuity_needs_nmf_or_nmfd_without_sparsity():
+    for kw in (dict(model="NMF2D"), dict(sparsity_H=0.5)):
+        with pytest.raises(ParameterError, match="continuity=0.1 needs model 'NMF' or 'NMFD'"):
+            SeparationSettings(continuity=0.1, **kw)
+
+
 def test_l1_penalty_makes_activations_sparser():
     # property of the L1 penalty: a strong alpha gives sparser (higher Hoyer sparseness) activations
     from nmfcore.metrics import sparseness
@@ -295,7 +322,7 @@ def test_settings_round_trip_and_validation():
     ("n_iter", 0, "n_iter=0"), ("tol", -1, "tol=-1"), ("kernel_size", 0, "kernel_size=0"),
     ("kernel_size", (2, 0), "kernel_size"), ("init", "svd", "init='svd'"), ("seed", -1, "seed=-1"),
     ("sparsity_H", 1.0, "sparsity_H=1.0"), ("alpha", -1, "alpha=-1"), ("alpha", float("inf"), "alpha=inf"),
-    ("l1_ratio", 1.5, "l1_ratio=1.5"), ("l1_ratio", True, "l1_ratio=True"), ("n_fft", 100, None), ("hop_length", 4096, "hop_length=4096"),
+    ("l1_ratio", 1.5, "l1_ratio=1.5"), ("continuity", -0.5, "continuity=-0.5"), ("l1_ratio", True, "l1_ratio=True"), ("n_fft", 100, None), ("hop_length", 4096, "hop_length=4096"),
     ("window", "tukey", "window='tukey'"), ("power", 0, "power=0"), ("mask_power", -2, "mask_power=-2"),
     ("sr", 100, "sr=100"), ("device", "gpu!", "device='gpu!'")])
 def test_bad_settings(field, value, match):

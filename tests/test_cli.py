@@ -127,6 +127,8 @@ def test_output_names_cannot_escape_the_output_folder(tmp_path, mix_file, capsys
     (["separate", "{mix}", "-o", "{out}", "--rank", "0"], "rank=0"),
     (["separate", "{mix}", "-o", "{out}", "--rank", "x"], "invalid int value: 'x'"),
     (["separate", "{mix}", "-o", "{out}", "--model", "PCA"], "model='PCA'"),
+    (["separate", "{mix}", "-o", "{out}", "--continuity", "-1"], "continuity=-1"),
+    (["separate", "{mix}", "-o", "{out}", "--model", "NMF2D", "--continuity", "0.1"], "continuity=0.1 needs model"),
     (["separate", "{mix}", "-o", "{out}", "--beta", "nan"], "beta"),
     (["separate", "{mix}", "-o", "{out}", "--hop", "4096"], "hop_length=4096"),
     (["separate", "{mix}", "-o", "{out}", "--kernel", "3x"], "kernel size"),

@@ -146,14 +146,16 @@ class _Conv2d(Layout):
 MATRIX, CONV1D, CONV2D = _Matrix(), _Conv1d(), _Conv2d()
 
 
-def _fit_beta(model, V, *, beta, tol, max_iter, init, seed, sparsity_H, callback, alpha=0.0, l1_ratio=1.0) -> int:
+def _fit_beta(model, V, *, beta, tol, max_iter, init, seed, sparsity_H, callback, alpha=0.0, l1_ratio=1.0,
+              continuity=0.0) -> int:
     """Fit an nmfcore beta-divergence model (``fit``, or ``sparse_fit`` with a target sparseness of H).
 
-    ``alpha`` and ``l1_ratio`` are the penalty of :meth:`nmfcore.nmf.BaseComponent.fit`.
+    ``alpha``, ``l1_ratio`` and ``continuity`` are the penalties of :meth:`nmfcore.nmf.BaseComponent.fit`.
     """
     if sparsity_H is None:
+        extra = {"continuity": continuity} if continuity else {}
         return model.fit(V, beta=beta, tol=tol, max_iter=max_iter, alpha=alpha, l1_ratio=l1_ratio, init=init,
-                         generator=seed, callback=callback)
+                         generator=seed, callback=callback, **extra)
     if init is not None:
         model.fit(V, beta=beta, max_iter=0, init=init, generator=seed)  # initialise only
     return model.sparse_fit(V, beta=beta, max_iter=max_iter, sH=sparsity_H, callback=callback)
@@ -183,7 +185,8 @@ class ModelSpec:
         ``build(V.shape, rank, kernel, generator) -> model``.
     fit : callable
         ``fit(model, V, *, beta, tol, max_iter, init, seed, sparsity_H, callback) -> n_iter``;
-        beta-divergence models also take ``alpha`` and ``l1_ratio`` (passed only when ``alpha > 0``).
+        beta-divergence models also take ``alpha`` and ``l1_ratio`` (passed only when ``alpha > 0``)
+        and ``continuity`` (passed only when ``> 0``, for NMF and NMFD).
     factors : callable
         ``factors(model) -> (W, H)`` tensors in the layout of :attr:`layout`
         (any scale such as PLCA's ``Z`` folded into ``H``).

@@ -119,6 +119,17 @@ class SeparationSettings:
         ``sparsity_H``.
     l1_ratio : float in [0, 1], default 1.0
         Mix of the L1 (1, sparse activations) and L2 (0) penalties.
+    continuity : float, default 0.0
+        Temporal continuity of the activations (Virtanen 2007; NMF and NMFD
+        only): the ``continuity`` of :meth:`nmfcore.nmf.BaseComponent.fit`,
+        given relative to the data, the weight being ``continuity *
+        sum(V**beta) / (rank * frames)``, so that it does not depend on the
+        recording's level or length. It penalises frame-to-frame jumps of
+        each activation, so that a component follows a sound that lasts. On
+        ``bench/separation.py`` 0.1 raised the mean SDR of the best grouping
+        of KL-NMF (n_fft 4096, hop 1024) from 4.6 to 5.3 dB at no extra time
+        (setting K); with it the fit's update of H is Virtanen's heuristic,
+        not proven to decrease the objective at every step.
     n_fft, hop_length : int, default 2048, 512
         STFT size and hop in samples.
     window : {'hann', 'hamming', 'blackman', 'bartlett', 'rect'}, default 'hann'
@@ -158,6 +169,7 @@ class SeparationSettings:
     sparsity_H: Optional[float] = None
     alpha: float = 0.0
     l1_ratio: float = 1.0
+    continuity: float = 0.0
     n_fft: int = 2048
     hop_length: int = 512
     window: str = "hann"
@@ -193,6 +205,10 @@ class SeparationSettings:
                                  "activations sparse: give one of them")
         if self.alpha > 0 and not self.spec.beta_divergence:
             raise ParameterError(f"alpha={self.alpha!r} needs a beta-divergence model, not model={self.model!r}")
+        set_("continuity", _positive_real(self.continuity, "continuity", allow_zero=True))
+        if self.continuity > 0 and (self.model not in ("NMF", "NMFD") or self.sparsity_H is not None):
+            raise ParameterError(f"continuity={self.continuity!r} needs model 'NMF' or 'NMFD' without sparsity_H "
+                                 f"(got model={self.model!r}, sparsity_H={self.sparsity_H!r})")
         check_stft_params(self.n_fft, self.hop_length, self.window)
         set_("power", _positive_real(self.power, "power"))
         set_("mask_power", _positive_real(self.mask_power, "mask_power"))
@@ -566,8 +582,7 @@ def _factorise(V: Tensor, kernel: tuple, peak: float, settings: SeparationSettin
     if init is not None and init.startswith("nndsvd") and spec.layout is MATRIX and V.numel() > NNDSVD_MAX_ENTRIES:
         _nndsvd_of_frame_means(model, V, init, settings.seed)
         init = None
-    # passed only when used, so that fit functions of registered models without a penalty keep working
-    penalty = {"alpha": settings.alpha, "l1_ratio": settings.l1_ratio} if settings.alpha > 0 else {}
+    penalty = _penalty(V, settings)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         n_iter = spec.fit(model, V, beta=settings.beta, tol=settings.tol, max_iter=settings.n_iter, init=init,
@@ -575,6 +590,17 @@ def _factorise(V: Tensor, kernel: tuple, peak: float, settings: SeparationSettin
                           **penalty)
     W, H = spec.factors(model)
     return W, H, int(n_iter), losses
+
+
+def _penalty(V: Tensor, settings: SeparationSettings) -> dict:
+    """The penalty keywords of the fit, only those in use (so that the fit functions of
+    registered models without penalties keep working); ``continuity`` made absolute."""
+    out = {"alpha": settings.alpha, "l1_ratio": settings.l1_ratio} if settings.alpha > 0 else {}
+    if settings.continuity > 0:
+        frames = V.shape[0] if settings.spec.layout is MATRIX else V.shape[-1]
+        scale = float(V.sum() if settings.beta == 1 else V.double().pow(settings.beta).sum())
+        out["continuity"] = settings.continuity * scale / (settings.rank * frames)
+    return out
 
 
 def _finish(settings, sr, y, V, W, H, n_iter, losses, timings, keep_components, t_start) -> Separation:
@@ -797,9 +823,9 @@ def separate_supervised(y, sr: int, dictionaries: Sequence[Tensor], settings: Op
     if isinstance(dictionaries, Tensor) or not isinstance(dictionaries, Sequence) or not dictionaries:
         raise ParameterError("dictionaries must be a non-empty list of template tensors, one per source")
     n_free = _int_at_least(n_free, "n_free", 0)
-    if n_free > 0 and settings.alpha > 0:
-        raise ParameterError(f"alpha={settings.alpha!r} is not supported with free templates (n_free={n_free}): "
-                             "use alpha=0 or n_free=0")
+    if n_free > 0 and (settings.alpha > 0 or settings.continuity > 0):
+        raise ParameterError(f"alpha={settings.alpha!r} and continuity={settings.continuity!r} are not supported "
+                             f"with free templates (n_free={n_free}): use 0 or n_free=0")
     t_start = perf_counter()
     timings: dict = {}
     y, sr = _prepare(y, sr, settings, timings)
@@ -831,9 +857,8 @@ def separate_supervised(y, sr: int, dictionaries: Sequence[Tensor], settings: Op
         model = model_cls(W=W_fixed, H=H_shape, trainable_W=False, generator=settings.seed).to(device)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            n_iter = model.fit(V, beta=settings.beta, tol=settings.tol, max_iter=settings.n_iter,
-                               alpha=settings.alpha, l1_ratio=settings.l1_ratio, init="random",
-                               generator=settings.seed, callback=record)
+            n_iter = model.fit(V, beta=settings.beta, tol=settings.tol, max_iter=settings.n_iter, init="random",
+                               generator=settings.seed, callback=record, **_penalty(V, settings))
         W, H = model.W.detach(), model.H.detach()
     else:
         W, H, n_iter = _fit_partly_fixed(model_cls, V, W_fixed, n_free, H_shape, settings, record)
