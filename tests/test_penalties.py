@@ -85,3 +85,20 @@ def test_continuity_errors(gen, call, message):
     V = torch.rand(10, 8, generator=gen, dtype=F64) + 0.1
     with pytest.raises(ParameterError, match=message.replace("(", r"\(").replace(")", r"\)")):
         call(V)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("cls", [NMF, NMFD])
+def test_cuda_fit_with_continuity_matches_cpu(gen, cls):
+    """Oracle (equivalence): CPU == CUDA (replayed from a CUDA graph) with the continuity penalty."""
+    import copy
+
+    V = _jumpy_problem(gen)
+    if cls is NMFD:
+        V = V.t().unsqueeze(0)
+    cpu = cls(V.shape, 3, **({"T": 3} if cls is NMFD else {}), generator=1).double()
+    gpu = copy.deepcopy(cpu).cuda()
+    cpu.fit(V, beta=1, tol=0, max_iter=40, continuity=2.0)
+    gpu.fit(V.cuda(), beta=1, tol=0, max_iter=40, continuity=2.0)
+    torch.testing.assert_close(gpu.H.detach().cpu(), cpu.H.detach(), rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(gpu.W.detach().cpu(), cpu.W.detach(), rtol=1e-6, atol=1e-9)
