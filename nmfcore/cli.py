@@ -218,7 +218,7 @@ def _separate_one(path: Path, root: Path, folder: str, args, settings, groups, n
     from tqdm.auto import tqdm
 
     from . import __version__
-    from .audio import auto_group, component_centroids, component_order, load_audio, separate, write_audio
+    from .audio import auto_group, component_centroids, component_order, load_audio, separate
 
     files = _plan_outputs(root, folder, names, settings.rank if args.components else None, args)
 
@@ -235,7 +235,7 @@ def _separate_one(path: Path, root: Path, folder: str, args, settings, groups, n
         bars[0].set_postfix(loss=f"{loss:.4g}", refresh=False)
 
     try:
-        sep = separate(y, sr, settings, callback=progress, keep_components=args.components)
+        sep = separate(y, sr, settings, callback=progress, keep_components=False)  # rendered as they are written
     finally:
         for bar in bars:
             bar.close()
@@ -243,17 +243,7 @@ def _separate_one(path: Path, root: Path, folder: str, args, settings, groups, n
     if groups is None:
         groups = auto_group(sep, len(names), seed=settings.seed)
     t = perf_counter()
-    (root / folder).mkdir(parents=True, exist_ok=True)
-    sources = sep.sources(groups)
-    for p, wave in zip(files["sources"], sources):
-        write_audio(p, wave, sep.sr, overwrite=args.overwrite)
-    if "residual" in files:
-        write_audio(files["residual"], sep.mixture - sources.sum(0), sep.sr, overwrite=args.overwrite)
-    del sources
-    if files["components"]:
-        files["components"][0].parent.mkdir(exist_ok=True)
-        for r, p in enumerate(files["components"]):
-            write_audio(p, sep.component(r), sep.sr, overwrite=args.overwrite)
+    _write_outputs(sep, groups, files, root / folder, args.overwrite)
     timings = {"load": t_load, **sep.timings, "write": perf_counter() - t}
     summary = {
         "nmfcore_version": __version__, "input": str(path), "output_folder": str(root / folder),
@@ -267,6 +257,35 @@ def _separate_one(path: Path, root: Path, folder: str, args, settings, groups, n
     }
     _write_json(files["summary"], summary, args.overwrite)
     return summary
+
+
+def _write_outputs(sep, groups, files: dict, folder: Path, overwrite: bool):
+    """Write the sources, the residual and the components (where planned) block by block of frames.
+
+    The waveforms are rendered (:meth:`~nmfcore.audio.Separation.source_blocks`)
+    and written as they come, so the whole stems are never held in memory.
+    """
+    from contextlib import ExitStack
+
+    from .audio import AudioWriter
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if files["components"]:
+        files["components"][0].parent.mkdir(exist_ok=True)
+    with ExitStack() as stack:
+        def writer(path):
+            return stack.enter_context(AudioWriter(path, sep.sr, sep.n_channels, overwrite=overwrite))
+
+        sources = [writer(p) for p in files["sources"]]
+        residual = writer(files["residual"]) if "residual" in files else None
+        components = [writer(p) for p in files["components"]]
+        for start, chunk, comp_chunk in sep.source_blocks(groups, components=bool(components)):
+            for w, wave in zip(sources, chunk):
+                w.write(wave)
+            if residual is not None:
+                residual.write(sep.mixture[:, start:start + chunk.shape[-1]] - chunk.sum(0))
+            for w, wave in zip(components, comp_chunk if components else ()):
+                w.write(wave)
 
 
 def _cmd_separate(args, out, err) -> int:

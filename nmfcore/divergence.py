@@ -161,10 +161,11 @@ def divergence_sum(V: torch.Tensor, Y: torch.Tensor, beta: float, cache: dict) -
     y = Y.reshape(-1)
     const = cache.get(("const", beta))
     if const is None:
+        # in place on one temporary of V's size (long spectrograms: no second copy)
         if beta == 1:
-            const = (torch.xlogy(v, v) - v).sum()
+            const = torch.xlogy(v, v).sub_(v).sum()
         elif beta == 0:
-            const = -torch.log(v.clamp_min(eps)).sum() - v.numel()
+            const = -v.clamp_min(eps).log_().sum() - v.numel()
         else:
             vs = v.clamp_min(eps) if beta <= 0 else v
             const = vs.pow(beta).sum() / (beta * (beta - 1))

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from nmfcore.audio import (AudioError, OutputExistsError, audio_bytes, load_audio, output_path, resample,
+from nmfcore.audio import (AudioError, AudioWriter, OutputExistsError, audio_bytes, load_audio, output_path, resample,
                            safe_filename, write_audio)
 from nmfcore.exceptions import ParameterError
 
@@ -116,6 +116,40 @@ def test_write_never_overwrites_without_flag(tmp_path):
 def test_write_into_missing_folder_is_an_error(tmp_path):
     with pytest.raises(AudioError, match="does not exist"):
         write_audio(tmp_path / "no" / "a.wav", torch.zeros(1, 10), 8000)
+
+
+def test_writer_in_pieces_writes_the_same_file_as_write_audio(tmp_path, monkeypatch):
+    import nmfcore.audio.io as audio_io
+
+    y = 1.2 * torch.randn(2, 3001, generator=torch.Generator().manual_seed(0)).clamp(-1.5, 1.5)
+    monkeypatch.setattr(audio_io, "WRITE_BLOCK", 100)  # also write_audio in many blocks
+    for suffix in (".wav", ".flac"):
+        whole = write_audio(tmp_path / f"whole{suffix}", y, 8000)
+        with AudioWriter(tmp_path / f"pieces{suffix}", 8000, 2) as w:
+            for start in range(0, 3001, 700):
+                w.write(y[:, start:start + 700])
+        assert (tmp_path / f"pieces{suffix}").read_bytes() == whole.read_bytes()
+    monkeypatch.setattr(audio_io, "WRITE_BLOCK", 1 << 18)
+    ref = tmp_path / "ref.wav"
+    sf.write(ref, y.clamp(-1, 1).numpy().T, 8000, subtype="PCM_16")  # the plain soundfile result
+    assert write_audio(tmp_path / "one.wav", y, 8000).read_bytes() == ref.read_bytes()
+
+
+def test_writer_removes_its_file_on_errors(tmp_path):
+    path = tmp_path / "partial.wav"
+    with pytest.raises(AudioError, match="2 channels"):
+        with AudioWriter(path, 8000, 1) as w:
+            w.write(torch.zeros(1, 10))
+            w.write(torch.zeros(2, 10))
+    assert not path.exists()
+    with pytest.raises(AudioError, match="NaN"):
+        with AudioWriter(path, 8000, 1) as w:
+            w.write(torch.tensor([[0.0, float("nan")]]))
+    assert not path.exists()
+    path.write_bytes(b"keep")
+    with pytest.raises(OutputExistsError):
+        AudioWriter(path, 8000, 1)
+    assert path.read_bytes() == b"keep"
 
 
 def test_audio_bytes_is_playable_wav_and_flac():

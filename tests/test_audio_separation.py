@@ -385,9 +385,62 @@ def test_blockwise_rendering_equals_whole_signal_istft(monkeypatch):
         expected = torch.stack([istft(X * masks[r], n_fft=256, hop_length=64, length=y.shape[1]) for r in range(3)])
         monkeypatch.setattr(spectral, "BLOCK_FRAMES", 7)  # many blocks, last one partial
         blocked = sep.render([[0], [1], [2]])
-        monkeypatch.setattr(spectral, "BLOCK_FRAMES", 4096)
+        monkeypatch.setattr(spectral, "BLOCK_FRAMES", 1 << 20)  # one block
         assert float((blocked - expected).abs().max()) < 1e-5
         assert float((sep.render([[0], [1], [2]]) - expected).abs().max()) < 1e-5
+
+
+def test_streamed_blocks_equal_whole_rendering(monkeypatch):
+    # render_blocks (carried overlap, one block in memory) vs render (one assembled buffer) vs one block
+    import nmfcore.audio.spectral as spectral
+
+    mix, _ = two_sources(seconds=1.0)
+    y = torch.cat([mix, 0.5 * mix.roll(100, -1)])
+    groups = [[0, 2], [], [1]]
+    for model, kernel in (("NMF", 1), ("NMFD", 5)):
+        sep = separate(y, SR, SeparationSettings(model=model, kernel_size=kernel, rank=3, **SMALL),
+                       keep_components=False)
+        whole = sep.render(groups)  # one block
+        monkeypatch.setattr(spectral, "BLOCK_FRAMES", 7)  # many blocks, last one partial
+        chunks = list(sep.render_blocks(groups))
+        starts = [start for start, _ in chunks]
+        assert len(chunks) > 10 and starts[0] == 0
+        assert starts[1:] == [start + chunk.shape[-1] for start, chunk in chunks[:-1]]  # consecutive
+        streamed = torch.cat([chunk.clone() for _, chunk in chunks], -1)
+        assert streamed.shape == whole.shape
+        assert torch.equal(streamed, sep.render(groups))  # the same blocks: the same floats
+        assert float((streamed - whole).abs().max()) < 1e-6  # other blocks: float rounding
+        assert not streamed[1].any()  # the empty group
+        # with the components: sources are their sums, as Separation.sources with kept components
+        kept = separate(y, SR, SeparationSettings(model=model, kernel_size=kernel, rank=3, **SMALL))
+        parts = list(sep.source_blocks(groups, components=True))
+        comps = torch.cat([c for _, _, c in parts], -1)
+        sources = torch.cat([src for _, src, _ in parts], -1)
+        assert float((comps - kept.components).abs().max()) < 1e-6
+        assert float((sources - kept.sources(groups)).abs().max()) < 1e-6
+        assert [(start, src.shape, c) for start, src, c in kept.source_blocks(groups)] == \
+            [(0, kept.sources(groups).shape, None)]
+        monkeypatch.setattr(spectral, "BLOCK_FRAMES", 1 << 20)
+
+
+@pytest.mark.filterwarnings("ignore:The length of signal:UserWarning")  # torch.istft pads the tail, as we do
+def test_rendering_covers_the_signal_when_frames_end_before_it():
+    # hop = n_fft (rect window): the last frame ends before the signal does; zeros there, as torch.istft
+    from nmfcore.audio import istft, stft
+
+    mix, _ = two_sources(seconds=0.5)
+    y = mix[:, : 64 * 50 + 40]
+    sep = separate(y, SR, SeparationSettings(rank=2, n_fft=64, hop_length=64, window="rect", n_iter=5),
+                   keep_components=False)
+    out = sep.render([[0], [1]])
+    assert out.shape == (2, 1, y.shape[1])
+    masks = torch.from_numpy(sep.masks())
+    X = stft(y, n_fft=64, hop_length=64, window="rect")
+    expected = torch.stack([istft(X * masks[r], n_fft=64, hop_length=64, window="rect", length=y.shape[1])
+                            for r in range(2)])
+    assert float((out - expected).abs().max()) < 1e-5
+    streamed = torch.cat([chunk for _, chunk in sep.render_blocks([[0], [1]])], -1)
+    assert torch.equal(streamed, out)
 
 
 def test_blockwise_spectrogram_equals_full_stft(monkeypatch):

@@ -10,7 +10,7 @@ and they sum back to the recording::
 
 Modules
 -------
-io          load_audio, write_audio, audio_bytes, resample, safe output paths
+io          load_audio, write_audio (AudioWriter), audio_bytes, resample, safe output paths
 spectral    stft, istft, spectrogram, alpha-Wiener soft masks
 models      MODELS registry (NMF, NMFD, NMF2D; PLCA/SI-PLCA when present)
 separation  SeparationSettings, separate, Separation; supervised separation
@@ -22,8 +22,8 @@ from .evaluation import (best_grouping, bss_eval, bss_eval_backend, evaluate, ma
                          si_sdr, si_sdr_matrix)
 from .grouping import (auto_group, component_centroids, component_features, component_order, kmeans,
                        spectral_clustering)
-from .io import (AudioError, OutputExistsError, audio_bytes, load_audio, output_path, resample, safe_filename,
-                 write_audio)
+from .io import (AudioError, AudioWriter, OutputExistsError, audio_bytes, load_audio, output_path, resample,
+                 safe_filename, write_audio)
 from .models import MODELS, ModelSpec, register_model
 from .separation import (Separation, SeparationSettings, check_groups, learn_dictionary, separate,
                          separate_supervised)
@@ -34,7 +34,7 @@ __all__ = [
     "AudioError", "load_audio", "write_audio", "audio_bytes", "MODELS", "ModelSpec", "SeparationSettings",
     "separate", "Separation", "auto_group", "component_order", "si_sdr", "evaluate",
     # more
-    "OutputExistsError", "resample", "safe_filename", "output_path", "register_model", "check_groups",
+    "OutputExistsError", "AudioWriter", "resample", "safe_filename", "output_path", "register_model", "check_groups",
     "learn_dictionary", "separate_supervised", "component_centroids", "component_features", "kmeans",
     "spectral_clustering",
     "stft", "istft", "spectrogram", "soft_masks",

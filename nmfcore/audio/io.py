@@ -39,6 +39,7 @@ __all__ = [
     "OutputExistsError",
     "load_audio",
     "write_audio",
+    "AudioWriter",
     "audio_bytes",
     "resample",
     "as_waveform",
@@ -59,6 +60,8 @@ MAX_SAMPLE_RATE = 768000
 # largest windowed-sinc kernel (entries) built for resampling; beyond it
 # (rates with a tiny common divisor, e.g. 44100 -> 44099) soxr is used instead
 _MAX_SINC_KERNEL = 4_000_000
+#: samples converted and written at once by :class:`AudioWriter` (bounds the copies made for writing)
+WRITE_BLOCK = 1 << 18
 
 
 class AudioError(ParameterError):
@@ -126,9 +129,9 @@ def as_waveform(y, name: str = "y") -> Tensor:
 
 
 def _check_finite(y: Tensor, name: str):
-    bad = ~torch.isfinite(y)
-    if bool(bad.any()):
-        ch, i = (int(v) for v in bad.nonzero()[0])
+    finite = torch.isfinite(y)
+    if not bool(finite.all()):
+        ch, i = (int(v) for v in (~finite).nonzero()[0])
         raise AudioError(f"{name} contains NaN or infinite samples (first: {float(y[ch, i])} at channel {ch}, "
                          f"sample {i})")
 
@@ -346,10 +349,14 @@ def resample(y: Tensor, orig_sr: int, target_sr: int, *, width_zeros: int = 16, 
     return out.reshape(shape[:-1] + (out_len,))
 
 
-def _prepare_for_writing(y, sr) -> tuple[np.ndarray, int]:
-    sr = check_sample_rate(sr)
-    y = as_waveform(y.detach().cpu() if isinstance(y, Tensor) else y, "y")
-    return y.clamp(-1.0, 1.0).numpy().T, sr
+def _prepare_for_writing(y, sr) -> tuple[Tensor, int]:
+    return as_waveform(y.detach().cpu() if isinstance(y, Tensor) else y, "y"), check_sample_rate(sr)
+
+
+def _write_blocks(snd, y: Tensor):
+    # clipped and transposed one block at a time: no full-size copy of y
+    for start in range(0, y.shape[-1], WRITE_BLOCK):
+        snd.write(y[:, start:start + WRITE_BLOCK].clamp(-1.0, 1.0).numpy().T)
 
 
 def _format_for(path: Path) -> str:
@@ -360,10 +367,108 @@ def _format_for(path: Path) -> str:
     return fmt
 
 
+class AudioWriter:
+    """A ``.wav`` or ``.flac`` file written piece by piece: :func:`write_audio` for signals that come in blocks.
+
+    A context manager; :meth:`write` appends samples. The file is created
+    when the writer is made (atomically, so an existing file is never
+    clobbered without ``overwrite``) and removed again if the ``with``
+    block raises, so no truncated file is left behind.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination; its folder must exist.
+    sr : int
+    channels : int
+    overwrite : bool, default False, keyword-only
+    subtype : str, default 'PCM_16', keyword-only
+        As for :func:`write_audio`.
+
+    Raises
+    ------
+    OutputExistsError, AudioError
+        As :func:`write_audio`.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "two_parts.wav"
+    >>> with AudioWriter(out, 8000, 2) as w:
+    ...     w.write(torch.zeros(2, 100))
+    ...     w.write(torch.full((2, 50), 0.5))
+    >>> y, sr = load_audio(out)
+    >>> tuple(y.shape), float(y[0, -1])
+    ((2, 150), 0.5)
+    """
+
+    def __init__(self, path, sr: int, channels: int, *, overwrite: bool = False, subtype: str = "PCM_16"):
+        import soundfile as sf
+
+        self.path = path = Path(path)
+        fmt = _format_for(path)
+        sr = check_sample_rate(sr)
+        if not path.parent.is_dir():
+            raise AudioError(f"cannot write '{path}': the folder '{path.parent}' does not exist")
+        if path.is_dir():
+            raise AudioError(f"cannot write '{path}': it is a folder")
+        try:
+            # 'x' creates the file atomically, so a file appearing meanwhile is not clobbered
+            self._fh = open(path, "wb" if overwrite else "xb")
+        except FileExistsError:
+            raise OutputExistsError(f"'{path}' exists already: pass overwrite=True to replace it") from None
+        self.channels, self._what = int(channels), f"{fmt} {subtype}"
+        try:
+            self._snd = sf.SoundFile(self._fh, "w", sr, self.channels, subtype=subtype, format=fmt)
+        except (sf.LibsndfileError, ValueError, TypeError) as err:
+            self._discard()
+            raise AudioError(f"cannot write '{path}' as {self._what}: {err}") from None
+
+    def write(self, y):
+        """Append ``y`` (channels, samples), clipped to [-1, 1]; non-finite samples are an AudioError."""
+        import soundfile as sf
+
+        y = as_waveform(y.detach().cpu() if isinstance(y, Tensor) else y, "y")
+        if y.shape[0] != self.channels:
+            raise AudioError(f"cannot write {y.shape[0]} channels to '{self.path}', opened for {self.channels}")
+        try:
+            _write_blocks(self._snd, y)
+        except (sf.LibsndfileError, ValueError, TypeError) as err:
+            raise AudioError(f"cannot write '{self.path}' as {self._what}: {err}") from None
+
+    def close(self):
+        """Finish the file."""
+        if self._snd is not None:
+            self._snd.close()
+            self._fh.close()
+            self._snd = None
+
+    def _discard(self):
+        self._snd = None
+        self._fh.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "AudioWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+            return
+        if self._snd is not None:
+            try:
+                self._snd.close()
+            except Exception:  # noqa: BLE001 (the original error is the one to report)
+                pass
+        self._discard()
+
+
 def write_audio(path, y, sr: int, *, overwrite: bool = False, subtype: str = "PCM_16") -> Path:
     """Write a waveform to a ``.wav`` or ``.flac`` file (format chosen by the suffix).
 
     Samples are clipped to [-1, 1] and stored as 16-bit PCM by default.
+    Long signals are written in blocks (:class:`AudioWriter`), without a
+    full-size copy.
 
     Parameters
     ----------
@@ -399,24 +504,11 @@ def write_audio(path, y, sr: int, *, overwrite: bool = False, subtype: str = "PC
     ...
     nmfcore.audio.io.OutputExistsError: ... exists already: pass overwrite=True to replace it
     """
-    import soundfile as sf
-
     path = Path(path)
-    fmt = _format_for(path)
-    data, sr = _prepare_for_writing(y, sr)
-    if not path.parent.is_dir():
-        raise AudioError(f"cannot write '{path}': the folder '{path.parent}' does not exist")
-    if path.is_dir():
-        raise AudioError(f"cannot write '{path}': it is a folder")
-    try:
-        # 'x' creates the file atomically, so a file appearing meanwhile is not clobbered
-        with open(path, "wb" if overwrite else "xb") as fh:
-            sf.write(fh, data, sr, format=fmt, subtype=subtype)
-    except FileExistsError:
-        raise OutputExistsError(f"'{path}' exists already: pass overwrite=True to replace it") from None
-    except (sf.LibsndfileError, ValueError, TypeError) as err:
-        path.unlink(missing_ok=True)
-        raise AudioError(f"cannot write '{path}' as {fmt} {subtype}: {err}") from None
+    _format_for(path)
+    y, sr = _prepare_for_writing(y, sr)
+    with AudioWriter(path, sr, y.shape[0], overwrite=overwrite, subtype=subtype) as writer:
+        writer.write(y)
     return path
 
 
@@ -434,9 +526,10 @@ def audio_bytes(y, sr: int, *, format: str = "wav") -> bytes:
     fmt = WRITE_FORMATS.get("." + str(format).lower().lstrip("."))
     if fmt is None:
         raise AudioError(f"format={format!r} must be one of {[s[1:] for s in WRITE_FORMATS]}")
-    data, sr = _prepare_for_writing(y, sr)
+    y, sr = _prepare_for_writing(y, sr)
     buf = io.BytesIO()
-    sf.write(buf, data, sr, format=fmt, subtype="PCM_16")
+    with sf.SoundFile(buf, "w", sr, y.shape[0], subtype="PCM_16", format=fmt) as snd:
+        _write_blocks(snd, y)
     return buf.getvalue()
 
 

@@ -38,7 +38,7 @@ import numbers
 import warnings
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -410,31 +410,70 @@ class Separation:
 
         The mask of a group is the sum of its members' masks, so a group's
         waveform equals the sum of its components' waveforms. The STFT,
-        masks and overlap-add run over blocks of frames, so memory stays
-        bounded for long recordings.
+        masks and overlap-add run over blocks of frames (as in
+        :meth:`render_blocks`), so besides the result only one block is in
+        memory.
         """
         groups = check_groups(groups, self.rank)
+        ola = self._overlap_add(len(groups), assemble=True)
+        for _ in self._render(groups, ola):
+            pass
+        return ola.assembled()
+
+    def render_blocks(self, groups) -> Iterator[tuple[int, Tensor]]:
+        """The waveforms of :meth:`render`, block by block of STFT frames, in order.
+
+        Only one block is in memory at a time, so long recordings can be
+        rendered (e.g. written to files) without holding whole waveforms.
+
+        Yields
+        ------
+        start : int
+            The first sample of the chunk.
+        chunk : torch.Tensor [shape=(G, channels, samples)]
+            The groups' waveforms from ``start`` on, on the CPU (valid until
+            the next chunk is made); the chunks follow each other and cover
+            the recording.
+
+        Examples
+        --------
+        >>> sr = 8000
+        >>> t = torch.arange(sr) / sr
+        >>> sep = separate(torch.sin(2 * torch.pi * 440 * t), sr, SeparationSettings(rank=2, n_fft=512,
+        ...                hop_length=128), keep_components=False)
+        >>> [(start, tuple(chunk.shape)) for start, chunk in sep.render_blocks([[0], [1]])]
+        [(0, (2, 1, 8000))]
+        """
+        groups = check_groups(groups, self.rank)
+        for start, chunk in self._render(groups, self._overlap_add(len(groups))):
+            yield start, chunk.cpu()
+
+    def _overlap_add(self, n_groups: int, **options) -> OverlapAdd:
+        s = self.settings
+        win = get_window(s.window, s.n_fft, device=self.factors[0].device)
+        return OverlapAdd(self.mixture.shape[1], n_fft=s.n_fft, hop_length=s.hop_length, window=win,
+                          shape=(n_groups, self.n_channels), **options)
+
+    def _render(self, groups: list[list[int]], ola: OverlapAdd) -> Iterator[tuple[int, Tensor]]:
+        # masks of a block of frames, every channel's STFT times them, overlap-added by ola
+        if not groups:
+            return
         s = self.settings
         W, H = self.factors
-        device = W.device
-        ch, n = self.mixture.shape
-        layout = s.spec.layout
-        win = get_window(s.window, s.n_fft, device=device)
-        ola = OverlapAdd(n, n_fft=s.n_fft, hop_length=s.hop_length, window=win)
-        out = torch.zeros((len(groups), ch, ola.padded_length), dtype=torch.float32)
-        if not groups:
-            return out[..., :n]
-        channels = [self.mixture[c].to(device) for c in range(ch)] if device.type != "cpu" else self.mixture
-        for a, b in frame_blocks(n_frames(n, s.hop_length)):
+        win, layout = ola.window, s.spec.layout
+        ch = self.n_channels
+        channels = [self.mixture[c].to(win.device) for c in range(ch)] if win.device.type != "cpu" else self.mixture
+        for a, b in frame_blocks(ola.n_frames):
             bank = MaskBank(lambda r: layout.component_frames(W, H, r, a, b), self.rank, s.mask_power)
             masks = [bank.group_mask(g) for g in groups] if ch > 1 else None  # reused by every channel
-            ola.add_envelope(a, b)
+            out = ola.block(a, b)
             for c in range(ch):
                 X = stft_frames(channels[c], a, b, n_fft=s.n_fft, hop_length=s.hop_length, window=win)
                 for g, members in enumerate(groups):
                     M = masks[g] if masks is not None else bank.group_mask(members)
-                    ola.add(out[g, c], X * M, a)
-        return ola.finish(out)
+                    ola.add(out[g, c], X * M)
+            del bank, masks, out, X
+            yield ola.finish_block()
 
     @property
     def components(self) -> Tensor:
@@ -467,13 +506,50 @@ class Separation:
         """
         groups = check_groups(groups, self.rank)
         if self._components is not None:
-            return torch.stack([self._components[g].sum(0) if g else torch.zeros_like(self.mixture)
-                                for g in groups]) if groups else self._components[:0]
+            return _group_sums(self._components, groups)
         return self.render(groups)
+
+    def source_blocks(self, groups, *, components: bool = False) -> Iterator[tuple[int, Tensor, Optional[Tensor]]]:
+        """:meth:`sources` block by block (see :meth:`render_blocks`), optionally with the components.
+
+        Parameters
+        ----------
+        groups : list of list of int
+        components : bool, default False, keyword-only
+            Also yield every component's waveform; the sources are then the
+            sums of their components' chunks.
+
+        Yields
+        ------
+        start : int
+        sources : torch.Tensor [shape=(S, channels, samples)]
+            The chunk of :meth:`sources` from sample ``start`` on.
+        components : torch.Tensor [shape=(R, channels, samples)] or None
+            The chunk of :attr:`components` (``None`` unless asked for).
+
+        If the components are kept already (``keep_components=True``), one
+        chunk holds the whole recording.
+        """
+        groups = check_groups(groups, self.rank)
+        if self._components is not None:
+            yield 0, _group_sums(self._components, groups), self._components if components else None
+        elif components:
+            for start, chunk in self.render_blocks([[r] for r in range(self.rank)]):
+                yield start, _group_sums(chunk, groups), chunk
+        else:
+            for start, chunk in self.render_blocks(groups):
+                yield start, chunk, None
 
     def residual(self, groups) -> Tensor:
         """The mixture minus all grouped sources: the waveform of the components in no group."""
         return self.mixture - self.sources(groups).sum(0)
+
+
+def _group_sums(components: Tensor, groups: list[list[int]]) -> Tensor:
+    """(G, ...) sums of the components (R, ...) of each group (zeros for an empty group)."""
+    if not groups:
+        return components[:0]
+    return torch.stack([components[g].sum(0) if g else components.new_zeros(components.shape[1:]) for g in groups])
 
 
 def check_device(name: str) -> torch.device:
