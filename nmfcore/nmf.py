@@ -927,9 +927,7 @@ class NMFD(_Convolutive):
         neg = torch.nn.grad.conv1d_weight(H, W.shape, V, padding=T - 1).flip(2)
         A = _autocorrelation(H, T)  # (R, R, 2T - 1), lag d at index d + T - 1
         # pos[c, r, t] = sum_{q, s} W[c, q, s] A[q, r, t - s]
-        idx = torch.arange(T, device=W.device)
-        lag = idx[None, :] - idx[:, None] + T - 1  # [s, t] -> t - s + T - 1
-        B = A[:, :, lag]  # (q, r, s, t)
+        B = A[:, :, _lag_index(T, W.device).t()]  # (q, r, s, t)
         Bm = B.permute(0, 2, 1, 3).reshape(W.shape[1] * T, W.shape[1] * T)  # (q s, r t)
         pos = (W.reshape(W.shape[0], -1) @ Bm).reshape(W.shape)
         return neg, pos
@@ -1070,9 +1068,13 @@ def _diagonal_sums(G: Tensor) -> Tensor:
     One ``index_add_`` (a loop over the 2T - 1 diagonals launched 3 (2T - 1)
     kernels, which dominated an NMFD iteration on a GPU)."""
     R, Q, T, _ = G.shape
-    idx = torch.arange(T, device=G.device)
-    lag = (idx[:, None] - idx[None, :] + T - 1).reshape(-1)  # [t, s] -> t - s + T - 1
-    return G.new_zeros(R, Q, 2 * T - 1).index_add_(2, lag, G.reshape(R, Q, T * T))
+    return G.new_zeros(R, Q, 2 * T - 1).index_add_(2, _lag_index(T, G.device).reshape(-1), G.reshape(R, Q, T * T))
+
+
+def _lag_index(T: int, device) -> Tensor:
+    """``[t, s] -> t - s + T - 1``: where the lag ``t - s`` of two kernel taps sits in a (2T - 1)-long axis."""
+    idx = torch.arange(T, device=device)
+    return idx[:, None] - idx[None, :] + T - 1
 
 
 def _check_kernel(kernel_size, sizes):

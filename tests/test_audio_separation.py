@@ -215,42 +215,31 @@ def test_sparse_activations():
     assert rel_err(sep.components.sum(0), sep.mixture) < 1e-4
 
 
-@pytest.mark.parametrize("model,kernel", [("NMF", 1), ("NMFD", 3)])
-def test_penalty_reaches_the_fit(model, kernel):
-    # oracle: the model's own fit with the same alpha and l1_ratio on the same spectrogram and initialisation
-    from nmfcore.audio.spectral import spectrogram
-
-    mix, _ = two_sources(seconds=1.0)
-    s = SeparationSettings(model=model, kernel_size=kernel, rank=3, alpha=2.0, l1_ratio=0.8, tol=0.0, **SMALL)
-    sep = separate(mix, SR, s)
-    V = s.spec.layout.to_model(spectrogram(mix[0], n_fft=256, hop_length=64)).contiguous()
-    ref = s.spec.build(tuple(V.shape), 3, s.kernel(), torch.Generator().manual_seed(0))
-    ref.fit(V, beta=1.0, tol=0.0, max_iter=60, alpha=2.0, l1_ratio=0.8, init="nndsvda", generator=0)
-    W, H = s.spec.layout.export(ref.W.detach(), ref.H.detach())
-    assert torch.allclose(torch.from_numpy(sep.W), torch.from_numpy(W), rtol=1e-4, atol=1e-6)
-    assert torch.allclose(torch.from_numpy(sep.H), torch.from_numpy(H), rtol=1e-4, atol=1e-6)
-    plain = separate(mix, SR, s.replace(alpha=0.0))
-    assert not torch.allclose(torch.from_numpy(plain.H), torch.from_numpy(sep.H))
-    assert rel_err(sep.components.sum(0), sep.mixture) < 1e-4
-
-
-@pytest.mark.parametrize("model,kernel", [("NMF", 1), ("NMFD", 3)])
-def test_continuity_reaches_the_fit(model, kernel):
-    # oracle: the model's own fit with the absolute weight continuity * sum(V) / (rank * frames)
-    from nmfcore.audio.spectral import spectrogram
-
-    mix, _ = two_sources(seconds=1.0)
-    s = SeparationSettings(model=model, kernel_size=kernel, rank=3, continuity=0.2, tol=0.0, **SMALL)
-    sep = separate(mix, SR, s)
-    V = s.spec.layout.to_model(spectrogram(mix[0], n_fft=256, hop_length=64)).contiguous()
+def _continuity_weight(V, model):
+    # the absolute weight continuity * sum(V) / (rank * frames) of settings continuity=0.2, rank 3
     frames = V.shape[0] if model == "NMF" else V.shape[-1]
+    return 0.2 * float(V.sum()) / (3 * frames)
+
+
+@pytest.mark.parametrize("model,kernel", [("NMF", 1), ("NMFD", 3)])
+@pytest.mark.parametrize("penalty", ["alpha", "continuity"])
+def test_penalty_reaches_the_fit(model, kernel, penalty):
+    # oracle: the model's own fit with the same penalty (alpha and l1_ratio; or the absolute continuity
+    # weight) on the same spectrogram and initialisation
+    from nmfcore.audio.spectral import spectrogram
+
+    given = dict(alpha=2.0, l1_ratio=0.8) if penalty == "alpha" else dict(continuity=0.2)
+    mix, _ = two_sources(seconds=1.0)
+    s = SeparationSettings(model=model, kernel_size=kernel, rank=3, tol=0.0, **given, **SMALL)
+    sep = separate(mix, SR, s)
+    V = s.spec.layout.to_model(spectrogram(mix[0], n_fft=256, hop_length=64)).contiguous()
     ref = s.spec.build(tuple(V.shape), 3, s.kernel(), torch.Generator().manual_seed(0))
-    ref.fit(V, beta=1.0, tol=0.0, max_iter=60, init="nndsvda", generator=0,
-            continuity=0.2 * float(V.sum()) / (3 * frames))
+    fit_kw = given if penalty == "alpha" else dict(continuity=_continuity_weight(V, model))
+    ref.fit(V, beta=1.0, tol=0.0, max_iter=60, init="nndsvda", generator=0, **fit_kw)
     W, H = s.spec.layout.export(ref.W.detach(), ref.H.detach())
-    assert torch.allclose(torch.from_numpy(sep.H), torch.from_numpy(H), rtol=1e-4, atol=1e-6)
     assert torch.allclose(torch.from_numpy(sep.W), torch.from_numpy(W), rtol=1e-4, atol=1e-6)
-    plain = separate(mix, SR, s.replace(continuity=0.0))
+    assert torch.allclose(torch.from_numpy(sep.H), torch.from_numpy(H), rtol=1e-4, atol=1e-6)
+    plain = separate(mix, SR, s.replace(**{penalty: 0.0}))
     assert not torch.allclose(torch.from_numpy(plain.H), torch.from_numpy(sep.H))
     assert rel_err(sep.components.sum(0), sep.mixture) < 1e-4
 

@@ -426,9 +426,12 @@ class AudioWriter:
 
     def write(self, y):
         """Append ``y`` (channels, samples), clipped to [-1, 1]; non-finite samples are an AudioError."""
+        self._append(as_waveform(y.detach().cpu() if isinstance(y, Tensor) else y, "y"))
+
+    def _append(self, y: Tensor):
+        # y already checked by as_waveform (a CPU tensor of finite samples)
         import soundfile as sf
 
-        y = as_waveform(y.detach().cpu() if isinstance(y, Tensor) else y, "y")
         if y.shape[0] != self.channels:
             raise AudioError(f"cannot write {y.shape[0]} channels to '{self.path}', opened for {self.channels}")
         try:
@@ -508,7 +511,7 @@ def write_audio(path, y, sr: int, *, overwrite: bool = False, subtype: str = "PC
     _format_for(path)
     y, sr = _prepare_for_writing(y, sr)
     with AudioWriter(path, sr, y.shape[0], overwrite=overwrite, subtype=subtype) as writer:
-        writer.write(y)
+        writer._append(y)  # checked above, before the file is opened
     return path
 
 

@@ -194,9 +194,6 @@ class OverlapAdd:
     With ``assemble=True`` the blocks are instead views of one buffer of
     the whole signal, normalised in place, which :meth:`assembled` returns
     (no carrying and no copies, for when the whole signal is wanted).
-    With ``assemble=True`` the blocks are instead views of one buffer of
-    the whole signal, normalised in place, which :meth:`assembled` returns
-    (no carrying and no copies, for when the whole signal is wanted).
 
     Parameters
     ----------
