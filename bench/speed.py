@@ -196,21 +196,35 @@ class SklearnCD(Sklearn):
 
 # ------------------------------------------------------- arithmetic floor
 def gemm_floor(V, R, beta, device):
-    """Time of the matrix products one nmfcore iteration needs, on this machine (ms)."""
-    X = V.t().contiguous()
-    N, C = X.shape
+    """Time of the matrix products one nmfcore iteration needs, on this machine (ms).
+
+    Timed in both memory layouts of the data, V^T copied contiguous (rows of
+    C = 1025 bins) and V^T as the transposed view of V (rows of N frames), and
+    the cheaper one kept: the products alone cost what the better layout costs
+    (with 1025 bins the view's layout is about 25% cheaper here).
+    """
     g = torch.Generator().manual_seed(1)
-    H = torch.rand(N, R, generator=g).to(device, X.dtype)
-    W = torch.rand(C, R, generator=g).to(device, X.dtype)
-    Y = torch.empty_like(X)
+    N, C = V.shape[1], V.shape[0]
+    H = torch.rand(N, R, generator=g).to(device, V.dtype)
+    W = torch.rand(C, R, generator=g).to(device, V.dtype)
     t = lambda f: timed(lambda: [f() for _ in range(10)], device) / 10 * 1e3  # noqa: E731
-    t_xw = t(lambda: X @ W)          # N x C x R
-    t_xth = t(lambda: X.t() @ H)     # C x N x R
-    t_hw = t(lambda: torch.mm(H, W.t(), out=Y))
-    if beta == 2:
-        return t_xw + t_xth  # HALS / MU: V W and V^T H, nothing of size N x C
-    n_pull = 1 if beta == 1 else 2  # beta=1 denominators are sums
-    return 2 * t_hw + n_pull * (t_xw + t_xth)
+    best = float("inf")
+    for X in (V.t().contiguous(), V.t()):
+        if X.is_contiguous():
+            Y = torch.empty_like(X)
+            t_hw = t(lambda: torch.mm(H, W.t(), out=Y))
+        else:
+            Yt = torch.empty_like(V)
+            t_hw = t(lambda: torch.mm(W, H.t(), out=Yt))
+        t_xw = t(lambda: X @ W)          # N x C x R
+        t_xth = t(lambda: X.t() @ H)     # C x N x R
+        if beta == 2:
+            total = t_xw + t_xth  # HALS / MU: V W and V^T H, nothing of size N x C
+        else:
+            n_pull = 1 if beta == 1 else 2  # beta=1 denominators are sums
+            total = 2 * t_hw + n_pull * (t_xw + t_xth)
+        best = min(best, total)
+    return best
 
 
 def conv_floor(V, R, T, beta, device):

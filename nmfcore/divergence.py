@@ -157,8 +157,10 @@ def divergence_sum(V: torch.Tensor, Y: torch.Tensor, beta: float, cache: dict) -
     beta = _limit_beta(beta, eps)
     if beta == 2:
         return beta_divergence(V, Y, 2)
-    v = V.reshape(-1)
-    y = Y.reshape(-1)
+    if beta in (0, 1):
+        v, y = _flat_views(V, Y)
+    else:
+        v, y, scratch = _flat_views(V, Y, workspace_buffer(cache, "scratch", Y))  # scratch: Y's layout
     const = cache.get(("const", beta))
     if const is None:
         # in place on one temporary of V's size (long spectrograms: no second copy)
@@ -180,10 +182,23 @@ def divergence_sum(V: torch.Tensor, Y: torch.Tensor, beta: float, cache: dict) -
             vs = cache["v_floor"] = v.clamp_min(eps)
         inv_dot = torch.dot(vs, y.reciprocal_())
         return (const + inv_dot - y.log_().sum()).clamp_min(0)  # log(1/y) = -log(y)
-    p = power(y, beta - 1, out=workspace_buffer(cache, "scratch", Y).reshape(-1), approx=False)
+    p = power(y, beta - 1, out=scratch, approx=False)
     vs = v.clamp_min(eps) if beta <= 0 else v
     # (v^b + (b-1) y^b - b v y^(b-1)) / (b (b-1))
     return (const + torch.dot(p, y) / beta - torch.dot(vs, p) / (beta - 1)).clamp_min(0)
+
+
+def _flat_views(V: torch.Tensor, *Ys: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``V`` and the ``Ys`` (one memory layout) flattened in that layout's memory order.
+
+    The ``Ys`` are views (:func:`divergence_sum` writes into them); ``V`` is
+    copied only if its layout differs from theirs.
+    """
+    Y = Ys[0]
+    if Y.is_contiguous():
+        return (V.reshape(-1),) + tuple(T.view(-1) for T in Ys)
+    order = sorted(range(Y.ndim), key=lambda d: (-Y.stride(d), -Y.shape[d]))
+    return (V.permute(order).reshape(-1),) + tuple(T.permute(order).view(-1) for T in Ys)
 
 
 def divergence_of_zero(Y: torch.Tensor, beta: float) -> torch.Tensor:
@@ -251,8 +266,14 @@ def mu_terms(V: torch.Tensor, Y: torch.Tensor, beta: float, *, out: torch.Tensor
 def workspace_buffer(ws: dict, key: str, like: torch.Tensor | tuple, ref: torch.Tensor | None = None) -> torch.Tensor:
     """A tensor of ``like``'s shape (or the given shape, with ``ref``'s dtype and device) kept
     in the workspace ``ws`` under ``key``: allocated on first use in a fit, then reused."""
-    ref = like if ref is None else ref
-    shape = tuple(like.shape) if isinstance(like, torch.Tensor) else tuple(like)
+    if isinstance(like, torch.Tensor):
+        # in ``like``'s memory layout: passes over both run in memory order
+        buf = ws.get(key)
+        if buf is None or buf.shape != like.shape or buf.stride() != like.stride() or buf.dtype != like.dtype \
+                or buf.device != like.device:
+            buf = ws[key] = torch.empty_like(like)
+        return buf
+    shape = tuple(like)
     buf = ws.get(key)
     if buf is None or tuple(buf.shape) != shape or buf.dtype != ref.dtype or buf.device != ref.device:
         buf = ws[key] = torch.empty(shape, dtype=ref.dtype, device=ref.device)

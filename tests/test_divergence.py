@@ -383,6 +383,26 @@ def test_divergence_sum_equals_beta_divergence(beta, dtype):
     assert torch.allclose(with_scratch, expected, rtol=rtol)
 
 
+@pytest.mark.parametrize("beta", [-1.2, 0.0, 0.5, 1.0, 1.5, 3.0])
+def test_divergence_sum_on_transposed_views(beta):
+    """Oracle: the elementwise divergence. V and Y given as transposed views (the layout NMF's
+    fit keeps for a spectrogram passed as ``S.t()``) give the same sum, the scratch buffer takes
+    Y's layout, and Y is written through its view (no hidden copy)."""
+    g = torch.Generator().manual_seed(4)
+    V = torch.rand(20, 30, generator=g, dtype=torch.float64).add_(1e-3).t()
+    Y = torch.rand(20, 30, generator=g, dtype=torch.float64).add_(1e-3).t()
+    expected = div.beta_divergence(V, Y, beta)
+    cache = {}
+    Yw = Y.clone().t().contiguous().t()  # a transposed view of its own storage
+    got = div.divergence_sum(V, Yw, beta, cache)
+    assert torch.allclose(got, expected, rtol=1e-12)
+    if beta in (0, 1):
+        assert not torch.equal(Yw, Y)  # log / reciprocal in place through the view
+    if "scratch" in cache:
+        assert cache["scratch"].stride() == Y.stride()
+    assert torch.allclose(div.divergence_sum(V, Y.clone().t().contiguous().t(), beta, cache), expected, rtol=1e-12)
+
+
 @pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])
 def test_mu_terms_allocate_scratch_only_where_needed(gen, beta):
     """Invariant (memory): in place, beta=1 needs no second data-sized buffer; 0 and 0.5 keep one

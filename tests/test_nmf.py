@@ -232,6 +232,57 @@ def test_fast_terms_equal_general_terms_sparse_nmf(gen, beta, which):
     _assert_terms_equal([t.to_dense() if t.is_sparse else t for t in fast], general)
 
 
+@pytest.mark.parametrize("beta", TERM_BETAS)
+@pytest.mark.parametrize("which", ["W", "H"])
+def test_fast_terms_on_transposed_v_equal_general_terms(gen, beta, which):
+    """Oracle (equivalence): NMF's fast terms for a V given as a transposed view (Y written as
+    Y^T = W H^T in V's layout) == the general path on the contiguous V."""
+    V = rand(gen, 9, 11, low=0.1).t()
+    W, H = rand(gen, 9, 3, low=0.1), rand(gen, 11, 3, low=0.1)
+    model = NMF(W=W, H=H)
+    ws = {}
+    for _ in range(2):  # and again with the workspace buffers reused
+        fast = model._mu_terms(which, V, W, H, beta, ws)
+        _assert_terms_equal(fast, BaseComponent._general_terms(model, which, V.contiguous(), W, H, beta))
+    if beta != 2:
+        assert "Yt" in ws and "Y" not in ws  # the reconstruction was written in V's layout
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0, 1.5, 2.0])
+def test_fit_on_transposed_view_equals_fit_on_copy(gen, beta):
+    """Oracle (equivalence): fitting S.t() (kept as a view, no copy of V) gives the factors and
+    losses of fitting its contiguous copy, for the MU paths with and without rescaling."""
+    for scale in (1.0, 1e6):
+        S = lowrank(gen, 12, 16, 3, low=0.01) * scale  # (C, N): a spectrogram (freq, frames)
+        runs = []
+        for V in (S.t(), S.t().contiguous()):
+            m = nmf_model(V, 3, seed=1)
+            n, losses = record_losses(m, V, beta=beta, max_iter=30, solver="mu")
+            runs.append((m.W.detach(), m.H.detach(), losses))
+        (W1, H1, l1), (W2, H2, l2) = runs
+        torch.testing.assert_close(W1, W2, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(H1, H2, rtol=1e-9, atol=1e-12 * scale)
+        assert l1 == pytest.approx(l2, rel=1e-9)
+
+
+def test_fit_keeps_transposed_view_without_copy(gen, monkeypatch):
+    """Invariant (memory): a V given as a transposed view reaches the updates as that view."""
+    import nmfcore.nmf as nmf_module
+
+    seen = []
+    original = nmf_module.NMF._mu_terms
+
+    def spy(self, which, V, *a):
+        seen.append(V)
+        return original(self, which, V, *a)
+
+    monkeypatch.setattr(nmf_module.NMF, "_mu_terms", spy)
+    S = lowrank(gen, 12, 16, 3, low=0.01)
+    m = nmf_model(S.t(), 3)
+    m.fit(S.t(), beta=1, max_iter=2, tol=0, solver="mu")
+    assert seen and all(v.data_ptr() == S.data_ptr() and v.stride() == S.t().stride() for v in seen)
+
+
 def test_fast_terms_workspace_reuse_is_not_stale(gen):
     """Oracle (equivalence): reusing one workspace across updates gives the same terms as a fresh one."""
     V = rand(gen, 11, 9, low=0.1)

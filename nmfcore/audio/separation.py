@@ -578,18 +578,25 @@ def _prepare(y, sr, settings: SeparationSettings, timings: dict) -> tuple[Tensor
     return y, sr
 
 
-def _model_data(y: Tensor, settings: SeparationSettings, device, timings: dict) -> tuple[Tensor, tuple, float]:
+def _model_data(y: Tensor, settings: SeparationSettings, device, timings: dict, *,
+                contiguous: bool = False) -> tuple[Tensor, tuple, float]:
     """The spectrogram of the mono mix in the model's layout, its kernel and its peak.
 
     Zeros are floored at 1e-7 of the peak for ``beta <= 0`` (infinite there).
-    Only one copy of the spectrogram is kept (the layout's contiguous copy).
+    Only one copy of the spectrogram is kept. For NMF, V (frames, freq) is the
+    transposed view of the (freq, frames) spectrogram: NMF's fit works in that
+    layout (no copy, and with an odd number of bins its products are faster
+    than in the contiguous one); ``contiguous=True`` makes the copy for fits
+    that want it.
     """
     s = settings
     t = perf_counter()
     mono = y.mean(0) if y.shape[0] > 1 else y[0]
     S = spectrogram(mono.to(device), n_fft=s.n_fft, hop_length=s.hop_length, window=s.window, power=s.power)
     kernel = _check_kernel_fits(settings, S)
-    V = s.spec.layout.to_model(S).contiguous()
+    V = s.spec.layout.to_model(S)
+    if contiguous:
+        V = V.contiguous()
     del S
     peak = float(V.max())
     if s.beta <= 0 and peak > 0:
@@ -632,7 +639,7 @@ def _nndsvd_of_frame_means(model, V: Tensor, variant: str, seed: int):
     T = V.shape[0]
     k = math.ceil(V.numel() / NNDSVD_MAX_ENTRIES)
     full = (T // k) * k
-    means = V[:full].view(T // k, k, V.shape[1]).mean(1)  # a view of V: no full-size copy
+    means = V[:full].unflatten(0, (T // k, k)).mean(1)  # a view of V in either layout: no full-size copy
     if full < T:
         means = torch.cat([means, V[full:].mean(0, keepdim=True)])
     W0, H0 = nndsvd(means, model.rank, variant, seed)
@@ -907,7 +914,7 @@ def separate_supervised(y, sr: int, dictionaries: Sequence[Tensor], settings: Op
     timings: dict = {}
     y, sr = _prepare(y, sr, settings, timings)
     device = check_device(settings.device)
-    V, kernel, peak = _model_data(y, settings, device, timings)
+    V, kernel, peak = _model_data(y, settings, device, timings, contiguous=True)  # autograd updates: one layout
     n_freq = settings.n_fft // 2 + 1
     groups, start = [], 0
     for i, D in enumerate(dictionaries):
