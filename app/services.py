@@ -96,6 +96,7 @@ class ModelChoice:
     kernel_dims: int          # 0: no kernel, 1: time frames, 2: (frequency, time) shifts
     uses_beta: bool
     inits: tuple[str, ...]    # initialisations the model supports (empty: none apply)
+    continuity: bool = False  # whether the engine accepts a temporal continuity weight for it
 
 
 def _kernel_dims(spec: Any) -> int:
@@ -115,6 +116,15 @@ def _uses_beta(spec: Any) -> bool:
     return bool(getattr(spec, "init_methods", True))
 
 
+def _accepts_continuity(name: str) -> bool:
+    """Whether the engine accepts ``continuity`` for this model (it decides; the app does not list models)."""
+    try:
+        na.SeparationSettings(model=name, continuity=0.1)
+    except ValueError:  # ParameterError
+        return False
+    return True
+
+
 def models() -> list[ModelChoice]:
     """Every model nmfcore offers for spectrograms, in registry order (built from ``MODELS``)."""
     out = []
@@ -126,7 +136,8 @@ def models() -> list[ModelChoice]:
             description=getattr(spec, "description", "") or "",
             convolutive=bool(getattr(spec, "convolutive", False)),
             kernel_help=getattr(spec, "kernel_help", "") or "",
-            kernel_dims=_kernel_dims(spec), uses_beta=_uses_beta(spec), inits=inits))
+            kernel_dims=_kernel_dims(spec), uses_beta=_uses_beta(spec), inits=inits,
+            continuity=_accepts_continuity(name)))
     return out
 
 
@@ -169,7 +180,7 @@ def beta_case(beta: float) -> str:
 
 def build_settings(*, model: str, rank: int, beta: float, n_iter: int, tol: float, kernel_size: Any,
                    init: str | None, seed: int, sparsity_H: float | None, n_fft: int, hop_length: int,
-                   device: str) -> Any:
+                   device: str, continuity: float = 0.0) -> Any:
     """A frozen ``SeparationSettings`` from the picker's values (SettingsError if refused)."""
     if hop_length > n_fft:
         raise SettingsError(f"hop size {hop_length} must not exceed the STFT size {n_fft}")
@@ -177,7 +188,7 @@ def build_settings(*, model: str, rank: int, beta: float, n_iter: int, tol: floa
         return dataclasses.replace(
             na.SeparationSettings(), model=model, rank=int(rank), beta=float(beta), n_iter=int(n_iter),
             tol=float(tol), kernel_size=kernel_size, init=init, seed=int(seed), sparsity_H=sparsity_H,
-            n_fft=int(n_fft), hop_length=int(hop_length), device=device)
+            n_fft=int(n_fft), hop_length=int(hop_length), device=device, continuity=float(continuity))
     except (ValueError, TypeError) as exc:  # ParameterError is a ValueError
         raise SettingsError(str(exc)) from exc
 
@@ -187,6 +198,7 @@ def settings_summary(settings: Any) -> str:
     k = settings.kernel_size
     kern = "" if not model_choice(settings.model).convolutive else f", kernel {k}"
     sp = "" if settings.sparsity_H is None else f", sparseness {settings.sparsity_H:g}"
+    sp += f", continuity {settings.continuity:g}" if settings.continuity else ""
     return (f"{settings.model}, rank {settings.rank}, β = {settings.beta:g}, {settings.n_iter} iterations, "
             f"tol {settings.tol:g}{kern}{sp}, init {settings.init}, seed {settings.seed}, "
             f"STFT {settings.n_fft}/{settings.hop_length}, {settings.device}")

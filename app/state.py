@@ -43,6 +43,7 @@ class Keys:
     KERNEL_F = "kernel_freq"
     SPARSE_ON = "sparse_on"
     SPARSITY = "sparsity_H"
+    CONTINUITY = "continuity"        # temporal continuity weight (0: off)
     INIT = "init"
     SEED = "seed"
     N_FFT = "n_fft"

@@ -45,6 +45,7 @@ def initial_values() -> dict:
         Keys.KERNEL_T: int(kt) if int(kt) > 1 else 4, Keys.KERNEL_F: int(kf) if int(kf) > 1 else 16,
         Keys.SPARSE_ON: s.sparsity_H is not None,
         Keys.SPARSITY: float(s.sparsity_H) if s.sparsity_H is not None else 0.5,
+        Keys.CONTINUITY: float(s.continuity),
         Keys.INIT: s.init, Keys.SEED: int(s.seed), Keys.N_FFT: int(s.n_fft), Keys.HOP: int(s.hop_length),
         Keys.DEVICE: s.device,
         Keys.LOG_FREQ: True, Keys.TOP_DB: 80, Keys.SORT_COMPONENTS: True, Keys.N_SOURCES: 2,
@@ -102,6 +103,11 @@ def settings_sidebar():
                   help="Constrain the Hoyer sparseness of every row of H.")
         if state.get(Keys.SPARSE_ON):
             st.slider("Sparseness of H", 0.05, 0.95, step=0.05, key=Keys.SPARSITY)
+        elif spec.continuity:
+            st.slider("Temporal continuity", 0.0, 1.0, step=0.05, key=Keys.CONTINUITY,
+                      help="Penalise frame-to-frame jumps of every activation (Virtanen 2007), so that a "
+                           "component follows a sound that lasts. 0 is off; 0.1 separated the development "
+                           "mixtures best (bench/separation.py, setting K).")
         if spec.inits:
             if state.get(Keys.INIT) not in spec.inits:
                 state.set_value(Keys.INIT, spec.inits[0])
@@ -117,13 +123,14 @@ def settings_sidebar():
         st.selectbox("Device", devices, key=Keys.DEVICE, format_func=services.device_label)
 
     sparsity = float(state.get(Keys.SPARSITY)) if state.get(Keys.SPARSE_ON) else None
+    continuity = float(state.get(Keys.CONTINUITY)) if spec.continuity and sparsity is None else 0.0
     try:
         settings = services.build_settings(
             model=spec.name, rank=state.get(Keys.RANK), beta=beta, n_iter=state.get(Keys.N_ITER),
             tol=state.get(Keys.TOL), kernel_size=kernel, init=state.get(Keys.INIT) if spec.inits else None,
             seed=state.get(Keys.SEED),
             sparsity_H=sparsity, n_fft=state.get(Keys.N_FFT), hop_length=state.get(Keys.HOP),
-            device=state.get(Keys.DEVICE))
+            device=state.get(Keys.DEVICE), continuity=continuity)
     except services.SettingsError as exc:
         sb.error(f"Settings not valid: {exc}")
         return None

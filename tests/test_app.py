@@ -254,6 +254,31 @@ def test_model_picker_comes_from_the_registry():
     assert {"NMF", "NMFD", "NMF2D"} <= {m.name for m in services.models()}
 
 
+def test_continuity_control_follows_the_engine_and_reaches_the_fit():
+    """The temporal continuity slider is offered for the models the engine accepts it for
+    (NMF, NMFD; not NMF2D), is hidden while sparse activations are on, and its value is in
+    the settings of the fit that runs."""
+    from app import services
+
+    accepts = {m.name: m.continuity for m in services.models()}
+    assert accepts["NMF"] and accepts["NMFD"] and not accepts["NMF2D"]
+    at = make_fast(new_app(), rank=3)
+    assert at.slider(key="continuity").value == 0.0
+    at.selectbox(key="model").set_value("NMF2D").run()
+    assert "continuity" not in [w.key for w in at.slider]
+    at.selectbox(key="model").set_value("NMF").run()
+    at.toggle(key="sparse_on").set_value(True).run()
+    assert "continuity" not in [w.key for w in at.slider]
+    at.toggle(key="sparse_on").set_value(False).run()
+    at.slider(key="continuity").set_value(0.2).run()
+    upload(at, "tones.wav", tone_wav(seconds=1.5))
+    run_fit(at)
+    assert not errors(at), errors(at)
+    shown = at.session_state["_results"][at.session_state["_shown_key"]]
+    assert shown.settings.continuity == pytest.approx(0.2)
+    assert "continuity 0.2" in services.settings_summary(shown.settings)
+
+
 @pytest.mark.parametrize("model, kernel", [("NMFD", {"kernel_time": 3}),
                                            ("NMF2D", {"kernel_freq": 4, "kernel_time": 2})])
 def test_convolutive_models_run(model, kernel):
