@@ -264,10 +264,11 @@ def mu_terms(V: torch.Tensor, Y: torch.Tensor, beta: float, *, out: torch.Tensor
 
 
 def workspace_buffer(ws: dict, key: str, like: torch.Tensor | tuple, ref: torch.Tensor | None = None) -> torch.Tensor:
-    """A tensor of ``like``'s shape (or the given shape, with ``ref``'s dtype and device) kept
-    in the workspace ``ws`` under ``key``: allocated on first use in a fit, then reused."""
+    """A tensor like ``like`` (same shape, strides, dtype and device), or of the shape ``like``
+    with ``ref``'s dtype and device, kept in the workspace ``ws`` under ``key``: allocated on
+    first use in a fit, then reused."""
     if isinstance(like, torch.Tensor):
-        # in ``like``'s memory layout: passes over both run in memory order
+        # in ``like``'s memory layout (e.g. a transposed view): passes over both run in memory order
         buf = ws.get(key)
         if buf is None or buf.shape != like.shape or buf.stride() != like.stride() or buf.dtype != like.dtype \
                 or buf.device != like.device:
