@@ -27,10 +27,12 @@ __all__ = ["temporal_continuity", "temporal_continuity_terms"]
 
 
 def _sums(H: torch.Tensor, axis: int):
+    """``H`` with time last, ``1 / S`` (0 for an all-zero series) and ``D``, per series."""
     X = H.movedim(axis, -1)
     S = X.square().sum(-1, keepdim=True)
     D = X.diff(dim=-1).square().sum(-1, keepdim=True)
-    return X, S, D
+    inv = torch.where(S > 0, 1.0 / S.clamp_min(torch.finfo(H.dtype).tiny), torch.zeros_like(S))
+    return X, inv, D
 
 
 def temporal_continuity(H: torch.Tensor, axis: int) -> torch.Tensor:
@@ -44,9 +46,8 @@ def temporal_continuity(H: torch.Tensor, axis: int) -> torch.Tensor:
     >>> float(temporal_continuity(torch.tensor([[0.0, 2.0]]), axis=1))  # L * 4 / 4
     2.0
     """
-    X, S, D = _sums(H, axis)
-    safe = S.clamp_min(torch.finfo(H.dtype).tiny)
-    return torch.where(S > 0, X.shape[-1] * D / safe, torch.zeros_like(S)).sum()
+    X, inv, D = _sums(H, axis)
+    return (X.shape[-1] * D * inv).sum()
 
 
 def temporal_continuity_terms(H: torch.Tensor, axis: int):
@@ -64,9 +65,8 @@ def temporal_continuity_terms(H: torch.Tensor, axis: int):
     a heuristic split that, unlike the divergence's own update, is not
     proven to decrease the objective at every step.
     """
-    X, S, D = _sums(H, axis)
+    X, inv, D = _sums(H, axis)
     L = X.shape[-1]
-    inv = torch.where(S > 0, 1.0 / S.clamp_min(torch.finfo(H.dtype).tiny), torch.zeros_like(S))
     nb = torch.zeros_like(X)
     nb[..., 1:] += X[..., :-1]
     nb[..., :-1] += X[..., 1:]
