@@ -914,7 +914,8 @@ def separate_supervised(y, sr: int, dictionaries: Sequence[Tensor], settings: Op
     timings: dict = {}
     y, sr = _prepare(y, sr, settings, timings)
     device = check_device(settings.device)
-    V, kernel, peak = _model_data(y, settings, device, timings, contiguous=True)  # autograd updates: one layout
+    # the autograd updates of free templates want one layout; model.fit takes V's own
+    V, kernel, peak = _model_data(y, settings, device, timings, contiguous=n_free > 0)
     n_freq = settings.n_fft // 2 + 1
     groups, start = [], 0
     for i, D in enumerate(dictionaries):
