@@ -529,7 +529,7 @@ class BaseComponent(torch.nn.Module):
         >>> m = NMF(V.shape, 4, generator=0)
         >>> m.sparse_fit(V, max_iter=20, sH=0.6)
         20
-        >>> round(float(sparseness(m.H[:, 0])), 3)
+        >>> round(float(sparseness(m.H.detach()[:, 0])), 3)
         0.6
         """
         if V.is_sparse:

@@ -419,7 +419,8 @@ def test_sparse_v_gives_same_factors_as_dense(gen, beta, solver, scale):
     V[rand(gen, 30, 20) < 0.6] = 0
     idx = V.nonzero().t()
     vals = V[V != 0]
-    Vs = torch.sparse_coo_tensor(torch.cat([idx, idx], 1), torch.cat([0.25 * vals, 0.75 * vals]), V.shape)
+    Vs = torch.sparse_coo_tensor(torch.cat([idx, idx], 1), torch.cat([0.25 * vals, 0.75 * vals]), V.shape,
+                                 check_invariants=True)
     assert not Vs.is_coalesced()
     a, b = nmf_model(V, 3), nmf_model(V, 3)
     na = a.fit(V, beta=beta, tol=0, max_iter=40, solver=solver)
