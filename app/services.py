@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import threading
 import time
@@ -47,7 +48,7 @@ __all__ = [
     "models", "model_choice", "devices", "device_label", "default_settings", "beta_case", "build_settings",
     "settings_summary", "nmfcore_version", "fit_threads", "warm_up", "example_bytes", "load_input",
     "input_spectrogram", "result_key", "prepare_fit", "start_fit", "component_audio", "component_order",
-    "component_centroids", "auto_assignment", "groups_from_assignment", "source_audio", "export_zip",
+    "component_centroids", "component_pitches", "component_label", "auto_assignment", "groups_from_assignment", "source_audio", "export_zip",
     "evaluate_references",
 ]
 
@@ -343,8 +344,9 @@ class ResultBundle:
     stopped: bool             # Stop was pressed before the fit converged
     elapsed: float            # seconds from start to finish of the fit (incl. masking, ISTFT)
     component_wavs: tuple[bytes, ...] = ()
-    order: tuple[int, ...] = ()            # components by spectral centroid, low to high
+    order: tuple[int, ...] = ()            # components by pitch, then the unpitched by centroid (silent last)
     centroids: tuple[float, ...] = ()      # spectral centroid of every component, Hz
+    pitches: tuple[float, ...] = ()        # estimated pitch of every component, Hz (NaN: unpitched or silent)
     initial_sources: int = 0               # the automatic grouping computed with the result ...
     initial_assignment: tuple[int, ...] = ()  # ... source of every component
 
@@ -380,16 +382,15 @@ def _bundle(job: "FitJob", sep: Any, n_sources: int, stopped: bool) -> ResultBun
     wavs = tuple(_wav(sep.components[r], int(sep.sr)) for r in range(rank))
     sep.component_spectrograms  # noqa: B018 (computed and cached by the separation)
     sep.reconstruction  # noqa: B018
-    cent = np.asarray(na.component_centroids(sep), dtype=np.float64).ravel()
-    # the order of na.component_order (by centroid, silent last) without computing the centroids twice
-    order = tuple(int(i) for i in np.argsort(np.where(np.isnan(cent), np.inf, cent), kind="stable"))
-    centroids = tuple(float(c) for c in cent)
+    centroids = tuple(float(c) for c in na.component_centroids(sep))
+    pitches = tuple(float(p) for p in na.component_pitches(sep))
+    order = tuple(na.component_order(sep, by="pitch"))
     n = max(1, min(int(n_sources), rank))
     assignment = tuple(_assignment_from_groups(na.auto_group(sep, n, seed=0), rank))
     return ResultBundle(key=job.key, audio_name=job.audio_name, audio_digest=job.audio_digest,
                         settings=job.settings, separation=sep, stopped=stopped,
                         elapsed=time.perf_counter() - job.started, component_wavs=wavs, order=order,
-                        centroids=centroids,
+                        centroids=centroids, pitches=pitches,
                         initial_sources=n, initial_assignment=assignment)
 
 
@@ -514,13 +515,30 @@ def component_audio(bundle: ResultBundle) -> tuple[bytes, ...]:
 
 
 def component_order(bundle: ResultBundle) -> list[int]:
-    """Components sorted by spectral centroid, low to high."""
+    """Components by estimated pitch, low to high, then the unpitched ones by spectral centroid."""
     return list(bundle.order)
 
 
 def component_centroids(bundle: ResultBundle) -> list[float]:
     """Spectral centroid (Hz) of every component."""
     return list(bundle.centroids)
+
+
+def component_pitches(bundle: ResultBundle) -> list[float]:
+    """Estimated pitch (Hz) of every component; NaN where it is unpitched or silent."""
+    return list(bundle.pitches)
+
+
+def _hz(f: float) -> str:
+    return f"{f / 1000:.1f} kHz" if f >= 1000 else f"{f:.0f} Hz"
+
+
+def component_label(bundle: ResultBundle, r: int) -> str:
+    """What a component card says of its sound: ``'A2 · 110 Hz'``, ``'unpitched · 4.9 kHz centroid'`` or ``'silent'``."""
+    pitch, centroid = bundle.pitches[r], bundle.centroids[r]
+    if math.isfinite(pitch):
+        return f"{na.note_names([pitch])[0]} · {_hz(pitch)}"
+    return f"unpitched · {_hz(centroid)} centroid" if math.isfinite(centroid) else "silent"
 
 
 @st.cache_data(max_entries=16, show_spinner=False, hash_funcs=_BUNDLE_HASH)

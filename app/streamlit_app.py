@@ -11,7 +11,6 @@ session state behind the accessors of :mod:`app.state`.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
@@ -279,7 +278,9 @@ def follow_job(progress, chart) -> None:
 def display_options():
     c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="center")
     c1.toggle("Log frequency", key=Keys.LOG_FREQ)
-    c2.toggle("Sort by pitch", key=Keys.SORT_COMPONENTS, help="Order components by spectral centroid.")
+    c2.toggle("Sort by pitch", key=Keys.SORT_COMPONENTS,
+              help="Order components by their estimated pitch, low to high, then the unpitched ones "
+                   "(drums, noise) by spectral centroid.")
     c3.slider("Dynamic range (dB)", 40, 120, step=10, key=Keys.TOP_DB)
 
 
@@ -362,16 +363,13 @@ def components_tab(bundle):
     order = services.component_order(bundle) if state.get(Keys.SORT_COMPONENTS) else list(range(rank))
     log_freq = bool(state.get(Keys.LOG_FREQ))
     ref = float(sep.reconstruction.max()) if sep.reconstruction.size else None
-    centroids = services.component_centroids(bundle)
     # a grid of equal cards, as many to a row as fit (3 on a 1280 px laptop, 4 at 1366-1440)
     st.html(f"<style>.st-key-{CARDS_KEY} {{display: grid !important; gap: 0.75rem; "
             f"grid-template-columns: repeat(auto-fill, minmax({CARD_MIN_PX}px, 1fr));}}</style>")
     with st.container(key=CARDS_KEY):
         for r in order:
             with st.container(border=True, key=f"card_{r}"):
-                c = centroids[r]
-                centre = ("silent" if not math.isfinite(c) else f"{c / 1000:.1f} kHz" if c >= 1000 else f"{c:.0f} Hz")
-                st.markdown(f"**Component {r}** · {centre}")
+                st.markdown(f"**Component {r}** · {services.component_label(bundle, r)}")
                 st.image(plots.component_image(sep.component_spectrograms[r], bundle.sr, log_freq=log_freq,
                                                top_db=float(state.get(Keys.TOP_DB)), ref=ref), width="stretch")
                 st.audio(wavs[r], format="audio/wav")

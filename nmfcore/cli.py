@@ -218,7 +218,8 @@ def _separate_one(path: Path, root: Path, folder: str, args, settings, groups, n
     from tqdm.auto import tqdm
 
     from . import __version__
-    from .audio import auto_group, component_centroids, component_order, load_audio, separate
+    from .audio import (auto_group, component_centroids, component_order, component_pitches, load_audio,
+                        note_names, separate)
 
     files = _plan_outputs(root, folder, names, settings.rank if args.components else None, args)
 
@@ -245,6 +246,7 @@ def _separate_one(path: Path, root: Path, folder: str, args, settings, groups, n
     t = perf_counter()
     _write_outputs(sep, groups, files, root / folder, args.overwrite)
     timings = {"load": t_load, **sep.timings, "write": perf_counter() - t}
+    pitches = component_pitches(sep)
     summary = {
         "nmfcore_version": __version__, "input": str(path), "output_folder": str(root / folder),
         "settings": settings.to_dict(), "sample_rate": sep.sr, "channels": sep.n_channels,
@@ -253,6 +255,9 @@ def _separate_one(path: Path, root: Path, folder: str, args, settings, groups, n
         "timings_s": timings, "grouping": grouping, "source_names": names, "groups": groups,
         "component_order": component_order(sep),
         "component_centroids_hz": [float(c) for c in component_centroids(sep)],
+        "component_order_by_pitch": component_order(sep, by="pitch"),
+        "component_pitches_hz": [float(p) for p in pitches],  # null: unpitched or silent
+        "component_notes": note_names(pitches),
         "files": {k: [str(p) for p in v] if isinstance(v, list) else str(v) for k, v in files.items()},
     }
     _write_json(files["summary"], summary, args.overwrite)

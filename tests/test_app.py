@@ -135,6 +135,10 @@ def test_upload_run_shows_loss_chart_and_one_player_per_component(fitted):
     assert len(components_tab.get("audio")) == RANK + 2 + 1
     assert n_audio(at) == 1 + RANK + 2 + 1
     assert len([s for s in at.selectbox if s.key and s.key.startswith("assign_")]) == RANK
+    # every card says what it sounds like: a note name and pitch, or unpitched with its centroid
+    headers = [m.value for m in at.markdown if m.value.startswith("**Component ")]
+    assert len(headers) == RANK and all(" Hz" in h or " kHz" in h or h.endswith("silent") for h in headers), headers
+    assert any(h.split(" · ")[1][0] in "ABCDEFG" for h in headers), headers  # the tones are pitched
     assert at.progress[0].proto.value == 100
     assert "done" in at.progress[0].proto.text
     # the other tabs run lazily when opened, without refitting
@@ -451,7 +455,12 @@ def test_result_bundle_matches_the_engine():
     assert job.wait(timeout=60) and job.error is None, job.error
     bundle = job.result
     assert not bundle.stopped
-    assert services.component_order(bundle) == na.component_order(bundle.separation)
+    assert services.component_order(bundle) == na.component_order(bundle.separation, by="pitch")
+    pitches = na.component_pitches(bundle.separation)
+    assert np.array_equal(services.component_pitches(bundle), pitches, equal_nan=True)
+    for r, p in enumerate(pitches):  # a card names the note of a pitched component, else its centroid
+        label = services.component_label(bundle, r)
+        assert label.startswith(na.note_names([p])[0] + " · ") if p == p else label.startswith("unpitched · ")
     groups = na.auto_group(bundle.separation, 2)
     assert services.groups_from_assignment(services.auto_assignment(bundle, 2), 2) == [sorted(g) for g in groups]
     assert len(services.component_audio(bundle)) == 4

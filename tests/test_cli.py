@@ -63,6 +63,11 @@ def test_separate_writes_sources_components_and_summary(tmp_path, mix_file, caps
     assert sorted(r for g in summary["groups"] for r in g) == [0, 1, 2, 3] and summary["grouping"] == "auto"
     assert set(summary["timings_s"]) >= {"load", "stft", "fit", "write", "total"}
     assert sorted(summary["component_order"]) == [0, 1, 2, 3]
+    assert sorted(summary["component_order_by_pitch"]) == [0, 1, 2, 3]
+    # the pitches of the summary are component_pitches' (NaN written as null), with their note names
+    pitches = summary["component_pitches_hz"]
+    assert len(pitches) == 4 and all(p is None or 30 <= p <= SR / 2 for p in pitches)
+    assert [n == "" for n in summary["component_notes"]] == [p is None for p in pitches]
     assert "mix" in stdout and "2 sources" in stdout
 
 

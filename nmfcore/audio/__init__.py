@@ -14,14 +14,14 @@ io          load_audio, write_audio (AudioWriter), audio_bytes, resample, safe o
 spectral    stft, istft, spectrogram, alpha-Wiener soft masks
 models      MODELS registry (NMF, NMFD, NMF2D; PLCA/SI-PLCA when present)
 separation  SeparationSettings, separate, Separation; supervised separation
-grouping    component_order, auto_group (clustering of component features)
+grouping    component_order (by centroid or pitch), component_pitches, auto_group (clustering)
 evaluation  si_sdr, bss_eval, evaluate, oracle masks, best (oracle) grouping
 """
 
 from .evaluation import (best_grouping, bss_eval, bss_eval_backend, evaluate, match_sources, oracle_sources,
                          si_sdr, si_sdr_matrix)
-from .grouping import (auto_group, component_centroids, component_features, component_order, kmeans,
-                       spectral_clustering)
+from .grouping import (auto_group, component_centroids, component_features, component_order, component_pitches,
+                       harmonic_salience, kmeans, note_names, spectral_clustering)
 from .io import (AudioError, AudioWriter, OutputExistsError, audio_bytes, load_audio, output_path, resample,
                  safe_filename, write_audio)
 from .models import MODELS, ModelSpec, register_model
@@ -36,7 +36,7 @@ __all__ = [
     # more
     "OutputExistsError", "AudioWriter", "resample", "safe_filename", "output_path", "register_model", "check_groups",
     "learn_dictionary", "separate_supervised", "component_centroids", "component_features", "kmeans",
-    "spectral_clustering",
+    "spectral_clustering", "component_pitches", "harmonic_salience", "note_names",
     "stft", "istft", "spectrogram", "soft_masks",
     "si_sdr_matrix", "match_sources", "bss_eval", "bss_eval_backend", "oracle_sources", "best_grouping",
 ]
