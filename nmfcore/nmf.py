@@ -928,26 +928,53 @@ class NMFD(_Convolutive):
         return F.conv1d(H, W.flip(2), padding=W.shape[2] - 1)
 
 
+    # The convolution as one matrix product: Y[n] = Wf @ X[n] with Wf = W flipped along the lags
+    # (C, R T) and X[n] the T lagged copies of H[n] (R T, L_out), kept in the fit's workspace, so
+    # that the reconstruction and the terms computed from it are written into buffers, and both
+    # pull-backs are matrix products too (conv1d allocated its output, and the autograd pull-backs
+    # one more tensor each: NMFD at beta=0 went 4.2 -> 2.x ms per iteration in bench/speed.py).
+    # Each path equals BaseComponent._general_terms (tests/test_nmf.py pins it).
+    def _reconstructs_in_layout(self, V):
+        return V.is_contiguous()
+
+    def _reconstruct_into(self, V, W, H, ws):
+        terms = div.workspace_buffer(ws, "terms", (2,) + tuple(V.shape), W)
+        ws["scratch"] = terms[1]  # divergence.py's scratch: the two MU terms share one buffer
+        return torch.matmul(_flipped(W), _lagged(H, W.shape[2], ws), out=terms[0])
+
     def _mu_terms(self, which, V, W, H, beta, ws):
-        if beta != 2:
+        if V.is_sparse or not V.is_contiguous():
             return super()._mu_terms(which, V, W, H, beta, ws)
-        # beta = 2: neg pulls V back through the convolution; pos = A^T A x is a
-        # small convolution with the Gram kernels of the fixed factor, so the
-        # reconstruction itself is never formed.
         T = W.shape[2]
+        if beta == 2:
+            # neg pulls V back through the convolution; pos = A^T A x is a small convolution
+            # with the Gram kernels of the fixed factor: the reconstruction is never formed
+            if which == "H":
+                neg = _pull_to_frames(V[None], _flipped(W), T, ws)[0]
+                # K[r, q, d] = sum_{t - s = d} sum_c W[c, r, t] W[c, q, s], d = -(T-1) .. T-1
+                K = _diagonal_sums(torch.einsum("crt,cqs->rqts", W, W))
+                return neg, F.conv1d(H, K, padding=T - 1)
+            neg = _pull_to_templates(V[None], _lagged(H, T, ws), T)[0]
+            A = _autocorrelation(H, T)  # (R, R, 2T - 1), lag d at index d + T - 1
+            # pos[c, r, t] = sum_{q, s} W[c, q, s] A[q, r, t - s]
+            B = A[:, :, _lag_index(T, W.device).t()]  # (q, r, s, t)
+            Bm = B.permute(0, 2, 1, 3).reshape(W.shape[1] * T, W.shape[1] * T)  # (q s, r t)
+            return neg, (W.reshape(W.shape[0], -1) @ Bm).reshape(W.shape)
+        Y = self._reconstruct_into(V, W, H, ws)  # lags of H and Y in the workspace
+        terms = ws["terms"]
+        neg, pos = div.mu_terms(V, Y, beta, out=Y, cache=ws)  # into terms[0] and terms[1]
+        if pos is None:  # beta = 1: the pull-back of ones is a sum
+            stack, pos_pull = terms[:1], self._ones_pullback(which, W, H)
+        else:
+            stack = terms
         if which == "H":
-            neg = torch.nn.grad.conv1d_input(H.shape, W.flip(2), V, padding=T - 1)
-            # K[r, q, d] = sum_{t - s = d} sum_c W[c, r, t] W[c, q, s], d = -(T-1) .. T-1
-            G = torch.einsum("crt,cqs->rqts", W, W)
-            K = _diagonal_sums(G)
-            return neg, F.conv1d(H, K, padding=T - 1)
-        neg = torch.nn.grad.conv1d_weight(H, W.shape, V, padding=T - 1).flip(2)
-        A = _autocorrelation(H, T)  # (R, R, 2T - 1), lag d at index d + T - 1
-        # pos[c, r, t] = sum_{q, s} W[c, q, s] A[q, r, t - s]
-        B = A[:, :, _lag_index(T, W.device).t()]  # (q, r, s, t)
-        Bm = B.permute(0, 2, 1, 3).reshape(W.shape[1] * T, W.shape[1] * T)  # (q s, r t)
-        pos = (W.reshape(W.shape[0], -1) @ Bm).reshape(W.shape)
-        return neg, pos
+            pulled = _pull_to_frames(stack, _flipped(W), T, ws)
+        else:
+            pulled = _pull_to_templates(stack, ws["lags"].view(H.shape[0], -1, Y.shape[2]), T)
+        first = 0 if neg.data_ptr() == terms[0].data_ptr() else 1
+        if pos is None:
+            return pulled[0], pos_pull
+        return pulled[first], pulled[1 - first]
 
     def _nndsvd_init(self, V, variant, generator):
         # NNDSVD of the batch-concatenated spectrogram, the same template at every lag
@@ -1092,6 +1119,51 @@ def _lag_index(T: int, device) -> Tensor:
     """``[t, s] -> t - s + T - 1``: where the lag ``t - s`` of two kernel taps sits in a (2T - 1)-long axis."""
     idx = torch.arange(T, device=device)
     return idx[:, None] - idx[None, :] + T - 1
+
+
+def _flipped(W: Tensor) -> Tensor:
+    """NMFD's templates (C, R, T) with the lags reversed, as the (C, R T) matrix of the product form."""
+    return W.flip(2).reshape(W.shape[0], -1)
+
+
+def _lagged(H: Tensor, T: int, ws: dict) -> Tensor:
+    """The T lagged copies of NMFD's activations: ``X[n, r T + s, j] = H[n, r, j + s - T + 1]`` (zero
+    outside), shape (N, R T, L + T - 1), in the workspace, so that ``conv1d(H, W.flip(2), padding=T-1)``
+    is ``_flipped(W) @ X``."""
+    N, R, L = H.shape
+    L_out = L + T - 1
+    padded = ws.get("padded")
+    if padded is None or padded.shape != (N, R, L + 2 * T - 2) or padded.dtype != H.dtype or padded.device != H.device:
+        padded = ws["padded"] = H.new_zeros(N, R, L + 2 * T - 2)
+    padded[:, :, T - 1:T - 1 + L].copy_(H)
+    lags = div.workspace_buffer(ws, "lags", (N, R, T, L_out), H)
+    lags.copy_(padded.unfold(2, L_out, 1))  # window s starts at s: H[j + s - (T - 1)]
+    return lags.view(N, R * T, L_out)
+
+
+def _pull_to_frames(G: Tensor, Wf: Tensor, T: int, ws: dict) -> Tensor:
+    """Adjoint of NMFD's convolution with respect to H, for a stack G (k, N, C, L_out) of output-space
+    tensors: (k, N, R, L_out - T + 1), ``sum_{c, t} W[c, r, t] G[c, j + t]``, as one matrix product
+    and one strided sum over the lags."""
+    k, N, C, L_out = G.shape
+    RT = Wf.shape[1]
+    L = L_out - T + 1
+    P = torch.matmul(Wf.t(), G.reshape(k * N, C, L_out),
+                     out=div.workspace_buffer(ws, "pulled", (k * N, RT, L_out), G))
+    # [b, r, s, i] -> P[b, r T + s, i + T - 1 - s]: the lag s read at offset T - 1 - s
+    lagged = P.as_strided((k * N, RT // T, T, L), (RT * L_out, T * L_out, L_out - 1, 1), P.storage_offset() + T - 1)
+    return lagged.sum(2).view(k, N, RT // T, L)
+
+
+def _pull_to_templates(G: Tensor, X: Tensor, T: int) -> Tensor:
+    """Adjoint of NMFD's convolution with respect to W, for a stack G (k, N, C, L_out):
+    (k, C, R, T), ``sum_{n, j} G[n, c, j] H[n, r, j - t]``, as one matrix product with the lags X."""
+    k, N, C, L_out = G.shape
+    if N == 1:
+        P = G.reshape(k * C, L_out) @ X[0].t()
+    else:
+        P = torch.einsum("kncj,nqj->kcq", G, X)
+    return P.reshape(k, C, -1, T).flip(3)
 
 
 def _check_kernel(kernel_size, sizes):

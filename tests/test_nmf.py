@@ -283,10 +283,15 @@ def test_fit_keeps_transposed_view_without_copy(gen, monkeypatch):
     assert seen and all(v.data_ptr() == S.data_ptr() and v.stride() == S.t().stride() for v in seen)
 
 
-def test_fast_terms_workspace_reuse_is_not_stale(gen):
+@pytest.mark.parametrize("cls", [NMF, NMFD])
+def test_fast_terms_workspace_reuse_is_not_stale(gen, cls):
     """Oracle (equivalence): reusing one workspace across updates gives the same terms as a fresh one."""
-    V = rand(gen, 11, 9, low=0.1)
-    model = NMF(W=rand(gen, 9, 3, low=0.1), H=rand(gen, 11, 3, low=0.1))
+    if cls is NMF:
+        V = rand(gen, 11, 9, low=0.1)
+        model = NMF(W=rand(gen, 9, 3, low=0.1), H=rand(gen, 11, 3, low=0.1))
+    else:
+        V = rand(gen, 1, 9, 14, low=0.1)
+        model = NMFD(W=rand(gen, 9, 3, 3, low=0.1), H=rand(gen, 1, 3, 12, low=0.1))
     W, H = model.W.detach().clone(), model.H.detach().clone()
     for beta in TERM_BETAS:
         ws = {}
@@ -295,6 +300,27 @@ def test_fast_terms_workspace_reuse_is_not_stale(gen):
                 fast = model._mu_terms(which, V, W, H, beta, ws)
                 _assert_terms_equal(fast, BaseComponent._general_terms(model, which, V, W, H, beta))
                 (W if which == "W" else H).mul_(1.1)
+
+
+@pytest.mark.parametrize("beta", TERM_BETAS)
+@pytest.mark.parametrize("which", ["W", "H"])
+@pytest.mark.parametrize("N, T", [(1, 1), (1, 5), (3, 2)])
+def test_nmfd_product_form_equals_general_terms(gen, beta, which, N, T):
+    """Oracle (equivalence): NMFD's terms through the lagged-copies product (reconstruction and
+    terms in workspace buffers, matrix-product pull-backs) == the autograd path of conv1d, for a
+    kernel of one lag, one and several batches; a strided V takes the general path, same terms."""
+    C, R, L = 7, 3, 11
+    V = rand(gen, N, C, L + T - 1, low=0.1)
+    model = NMFD(W=rand(gen, C, R, T, low=0.1), H=rand(gen, N, R, L, low=0.1))
+    W, H = model.W.detach(), model.H.detach()
+    ws = {}
+    fast = model._mu_terms(which, V, W, H, beta, ws)
+    general = BaseComponent._general_terms(model, which, V, W, H, beta)
+    _assert_terms_equal(fast, general)
+    if beta != 2:
+        assert ws["terms"].shape == (2,) + V.shape and "lags" in ws  # Y and its terms were written in place
+    strided = V.transpose(1, 2).contiguous().transpose(1, 2)
+    _assert_terms_equal(model._mu_terms(which, strided, W, H, beta, {}), general)
 
 
 @pytest.mark.parametrize("beta", TERM_BETAS + [-0.5, 1.5])
