@@ -932,7 +932,7 @@ class NMFD(_Convolutive):
     # (C, R T) and X[n] the T lagged copies of H[n] (R T, L_out), kept in the fit's workspace, so
     # that the reconstruction and the terms computed from it are written into buffers, and both
     # pull-backs are matrix products too (conv1d allocated its output, and the autograd pull-backs
-    # one more tensor each: NMFD at beta=0 went 4.2 -> 2.x ms per iteration in bench/speed.py).
+    # one more tensor each: NMFD at beta=0 went 4.19 -> 3.14 ms per iteration in bench/speed.py).
     # Each path equals BaseComponent._general_terms (tests/test_nmf.py pins it).
     def _reconstructs_in_layout(self, V):
         return V.is_contiguous()
@@ -960,21 +960,23 @@ class NMFD(_Convolutive):
             B = A[:, :, _lag_index(T, W.device).t()]  # (q, r, s, t)
             Bm = B.permute(0, 2, 1, 3).reshape(W.shape[1] * T, W.shape[1] * T)  # (q s, r t)
             return neg, (W.reshape(W.shape[0], -1) @ Bm).reshape(W.shape)
-        Y = self._reconstruct_into(V, W, H, ws)  # lags of H and Y in the workspace
+        Y = self._reconstruct_into(V, W, H, ws)  # Y in ws["terms"][0], the lags of H in ws["lags"]
         terms = ws["terms"]
-        neg, pos = div.mu_terms(V, Y, beta, out=Y, cache=ws)  # into terms[0] and terms[1]
+        neg, pos = div.mu_terms(V, Y, beta, out=Y, cache=ws)  # in place: into terms[0] and terms[1]
         if pos is None:  # beta = 1: the pull-back of ones is a sum
-            stack, pos_pull = terms[:1], self._ones_pullback(which, W, H)
-        else:
-            stack = terms
+            stack, order = neg[None], (0,)
+        elif (neg.data_ptr(), pos.data_ptr()) in ((terms[0].data_ptr(), terms[1].data_ptr()),
+                                                   (terms[1].data_ptr(), terms[0].data_ptr())):
+            stack, order = terms, (0, 1) if neg.data_ptr() == terms[0].data_ptr() else (1, 0)
+        else:  # not where the workspace put them: pull a copy of both
+            stack, order = torch.stack([neg, pos]), (0, 1)
         if which == "H":
             pulled = _pull_to_frames(stack, _flipped(W), T, ws)
         else:
             pulled = _pull_to_templates(stack, ws["lags"].view(H.shape[0], -1, Y.shape[2]), T)
-        first = 0 if neg.data_ptr() == terms[0].data_ptr() else 1
         if pos is None:
-            return pulled[0], pos_pull
-        return pulled[first], pulled[1 - first]
+            return pulled[0], self._ones_pullback(which, W, H)
+        return pulled[order[0]], pulled[order[1]]
 
     def _nndsvd_init(self, V, variant, generator):
         # NNDSVD of the batch-concatenated spectrogram, the same template at every lag
@@ -1132,9 +1134,9 @@ def _lagged(H: Tensor, T: int, ws: dict) -> Tensor:
     is ``_flipped(W) @ X``."""
     N, R, L = H.shape
     L_out = L + T - 1
-    padded = ws.get("padded")
-    if padded is None or padded.shape != (N, R, L + 2 * T - 2) or padded.dtype != H.dtype or padded.device != H.device:
-        padded = ws["padded"] = H.new_zeros(N, R, L + 2 * T - 2)
+    padded = div.workspace_buffer(ws, "padded", (N, R, L + 2 * T - 2), H)
+    padded[:, :, :T - 1].zero_()
+    padded[:, :, T - 1 + L:].zero_()
     padded[:, :, T - 1:T - 1 + L].copy_(H)
     lags = div.workspace_buffer(ws, "lags", (N, R, T, L_out), H)
     lags.copy_(padded.unfold(2, L_out, 1))  # window s starts at s: H[j + s - (T - 1)]
