@@ -6,6 +6,7 @@ that names the argument and the value that was given.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -89,6 +90,15 @@ def check_positive_int(value, name: str) -> int:
 def check_nonnegative_float(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0 or value == float("inf"):
         raise ParameterError(f"{name}={value!r} must be a finite non-negative number")
+    return float(value)
+
+
+def check_finite_float(value, name: str, *, allow_zero: bool = False) -> float:
+    """A finite positive number (or non-negative, with ``allow_zero``), as a float."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        kind = "non-negative" if allow_zero else "positive"
+        raise ParameterError(f"{name}={value!r} must be a finite {kind} number")
     return float(value)
 
 

@@ -209,7 +209,7 @@ def test_note_names():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(fmin=0), "fmin=0 must be a positive"), (dict(fmax=float("inf")), "fmax=inf must be a positive"),
+    (dict(fmin=0), "fmin=0 must be a finite positive"), (dict(fmax=float("inf")), "fmax=inf must be a finite positive"),
     (dict(fmin=500.0, fmax=100.0), "fmax=100.0 must be above fmin=500.0"),
     (dict(n_harmonics=0), "n_harmonics=0 must be a positive integer"),
     (dict(bins_per_octave=2.5), "bins_per_octave=2.5 must be a positive integer"),
@@ -222,7 +222,7 @@ def test_bad_pitch_arguments(kwargs, message):
 def test_bad_order_and_salience_threshold(sep4):
     with pytest.raises(ParameterError, match="by='loudness' must be one of"):
         component_order(sep4[0], by="loudness")
-    with pytest.raises(ParameterError, match="min_salience=-1 must be a positive"):
+    with pytest.raises(ParameterError, match="min_salience=-1 must be a finite positive"):
         component_pitches(sep4[0], min_salience=-1)
     with pytest.raises(ParameterError, match="profiles of shape"):
         harmonic_salience(torch.ones(2, 10), FREQS)

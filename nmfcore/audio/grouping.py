@@ -63,6 +63,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._validation import check_finite_float, check_positive_int
 from ..exceptions import ParameterError
 from .spectral import frame_blocks
 
@@ -208,12 +209,12 @@ def harmonic_salience(profiles: Tensor, freqs, *, fmin: float = 30.0, fmax: floa
     >>> round(float(f0[0])), bool(salience[0] > 5)
     (110, True)
     """
-    fmin = _positive(fmin, "fmin")
-    fmax = _positive(fmax, "fmax")
+    fmin = check_finite_float(fmin, "fmin")
+    fmax = check_finite_float(fmax, "fmax")
     if fmax <= fmin:
         raise ParameterError(f"fmax={fmax!r} must be above fmin={fmin!r}")
-    n_harmonics = _positive_int(n_harmonics, "n_harmonics")
-    bins_per_octave = _positive_int(bins_per_octave, "bins_per_octave")
+    n_harmonics = check_positive_int(n_harmonics, "n_harmonics")
+    bins_per_octave = check_positive_int(bins_per_octave, "bins_per_octave")
     profiles = torch.as_tensor(profiles).to(torch.float64)
     freqs = torch.as_tensor(np.asarray(freqs, dtype=np.float64))
     if profiles.ndim != 2 or profiles.shape[1] != freqs.numel() or freqs.numel() < 2:
@@ -263,7 +264,7 @@ def component_pitches(separation, *, fmin: float = 30.0, fmax: float = 2000.0,
     >>> [round(float(p)) for p in pitches if not np.isnan(p)], int(np.isnan(pitches).sum())  # the noise: unpitched
     ([220], 1)
     """
-    min_salience = _positive(min_salience, "min_salience")
+    min_salience = check_finite_float(min_salience, "min_salience")
     profiles, _ = component_summaries(separation)
     f0, salience = harmonic_salience(profiles, separation.freqs, fmin=fmin, fmax=min(fmax, separation.sr / 2))
     out = f0.numpy().copy()
@@ -283,18 +284,6 @@ def note_names(pitches) -> list[str]:
 
     return ["" if not np.isfinite(p) or p <= 0 else str(librosa.hz_to_note(float(p), unicode=False))
             for p in np.asarray(pitches, dtype=np.float64).ravel()]
-
-
-def _positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise ParameterError(f"{name}={value!r} must be a positive finite number")
-    return float(value)
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ParameterError(f"{name}={value!r} must be a positive integer")
-    return int(value)
 
 
 def _mel_matrix(sr: int, n_fft: int, n_mels: int) -> Tensor:

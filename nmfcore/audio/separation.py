@@ -46,7 +46,7 @@ from torch import Tensor
 
 from .. import divergence as _div
 from .._fit import run_iterations
-from .._validation import check_beta, check_rank
+from .._validation import check_beta, check_finite_float, check_rank
 from ..exceptions import ConvergenceWarning, ParameterError
 from ..init import INIT_METHODS, nndsvd
 from ..trainer import BetaMu
@@ -59,14 +59,6 @@ __all__ = ["SeparationSettings", "Separation", "separate", "learn_dictionary", "
            "check_groups", "check_device"]
 
 Callback = Callable[[int, float], Optional[bool]]
-
-
-def _positive_real(value, name: str, *, allow_zero: bool = False) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        kind = "non-negative" if allow_zero else "positive"
-        raise ParameterError(f"{name}={value!r} must be a finite {kind} number")
-    return float(value)
 
 
 def _int_at_least(value, name: str, low: int) -> int:
@@ -186,7 +178,7 @@ class SeparationSettings:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
         set_("beta", check_beta(self.beta))
         set_("n_iter", _int_at_least(self.n_iter, "n_iter", 1))
-        set_("tol", _positive_real(self.tol, "tol", allow_zero=True))
+        set_("tol", check_finite_float(self.tol, "tol", allow_zero=True))
         set_("kernel_size", self._check_kernel(self.kernel_size))
         if self.init is not None and self.init not in INIT_METHODS:
             raise ParameterError(f"init={self.init!r} must be one of {INIT_METHODS} or None")
@@ -196,7 +188,7 @@ class SeparationSettings:
             if isinstance(s, bool) or not isinstance(s, numbers.Real) or not 0 < s < 1:
                 raise ParameterError(f"sparsity_H={s!r} must lie in (0, 1) or be None")
             set_("sparsity_H", float(s))
-        set_("alpha", _positive_real(self.alpha, "alpha", allow_zero=True))
+        set_("alpha", check_finite_float(self.alpha, "alpha", allow_zero=True))
         l1 = self.l1_ratio
         if isinstance(l1, bool) or not isinstance(l1, numbers.Real) or not 0 <= l1 <= 1:
             raise ParameterError(f"l1_ratio={l1!r} must lie in [0, 1]")
@@ -206,13 +198,13 @@ class SeparationSettings:
                                  "activations sparse: give one of them")
         if self.alpha > 0 and not self.spec.beta_divergence:
             raise ParameterError(f"alpha={self.alpha!r} needs a beta-divergence model, not model={self.model!r}")
-        set_("continuity", _positive_real(self.continuity, "continuity", allow_zero=True))
+        set_("continuity", check_finite_float(self.continuity, "continuity", allow_zero=True))
         if self.continuity > 0 and (self.model not in ("NMF", "NMFD") or self.sparsity_H is not None):
             raise ParameterError(f"continuity={self.continuity!r} needs model 'NMF' or 'NMFD' without sparsity_H "
                                  f"(got model={self.model!r}, sparsity_H={self.sparsity_H!r})")
         check_stft_params(self.n_fft, self.hop_length, self.window)
-        set_("power", _positive_real(self.power, "power"))
-        set_("mask_power", _positive_real(self.mask_power, "mask_power"))
+        set_("power", check_finite_float(self.power, "power"))
+        set_("mask_power", check_finite_float(self.mask_power, "mask_power"))
         if self.sr is not None:
             set_("sr", check_sample_rate(self.sr))
         try:
