@@ -859,12 +859,60 @@ def _hals_update(X: Tensor, P: Tensor, G: Tensor, l1: float, l2: float, floor: f
 
 
 class _Convolutive(BaseComponent):
-    """Shared by NMFD, NMF2D, NMF3D: full-padded convolution of H with the flipped W."""
+    """Shared by NMFD, NMF2D, NMF3D: full-padded convolution of H with the flipped W.
+
+    NMFD and NMF2D also compute their convolution in a *product form*: the
+    reconstruction as matrix products written into a workspace buffer (that
+    also holds the two MU terms computed from it, in place), and the
+    pull-backs of both terms as matrix products, in one call
+    (:meth:`_pull`). conv1d/conv2d allocated their output and the autograd
+    pull-backs one tensor of the data's size each, and torch's conv2d with one
+    output channel is slow here: per iteration NMFD at beta 0 went
+    4.19 -> 3.14 ms (``bench/speed.py``), NMF2D with a 3 x 3 kernel on a
+    1025 x 430 spectrogram, rank 8, 66 -> 26 ms at beta 1 and 99 -> 32 ms at
+    beta 0.5. Each path equals :meth:`BaseComponent._general_terms`
+    (``tests/test_nmf.py`` pins it).
+    """
 
     _ones_pullback_is_sum = True
 
     def _output_shape(self):
         return (self.H.shape[0], self.W.shape[0]) + tuple(h + k - 1 for h, k in zip(self.H.shape[2:], self.W.shape[2:]))
+
+    def _product_form(self, V: Tensor, W: Tensor) -> bool:
+        """Whether the MU terms for ``V`` take the product form (else the general path)."""
+        return False
+
+    def _reconstructs_in_layout(self, V):
+        return V.is_contiguous()
+
+    def _terms_buffer(self, V: Tensor, W: Tensor, ws: dict) -> Tensor:
+        """Two tensors of V's shape: the reconstruction, then divergence.py's scratch (the second MU term)."""
+        terms = div.workspace_buffer(ws, "terms", (2,) + tuple(V.shape), W)
+        ws["scratch"] = terms[1]
+        return terms
+
+    def _pull(self, which: str, G: Tensor, W: Tensor, H: Tensor, ws: dict) -> Tensor:
+        """Pull-backs of a stack G (k, *V.shape) to ``which``, (k, *param.shape); after :meth:`_reconstruct_into`."""
+        raise NotImplementedError
+
+    def _mu_terms(self, which, V, W, H, beta, ws):
+        if V.is_sparse or not V.is_contiguous() or not self._product_form(V, W):
+            return super()._mu_terms(which, V, W, H, beta, ws)
+        Y = self._reconstruct_into(V, W, H, ws)  # into ws["terms"][0]
+        terms = ws["terms"]
+        neg, pos = div.mu_terms(V, Y, beta, out=Y, cache=ws)  # in place: into terms[0] and terms[1]
+        if pos is None:  # beta = 1: the pull-back of ones is a sum
+            return self._pull(which, neg[None], W, H, ws)[0], self._ones_pullback(which, W, H)
+        if beta == 2:  # neg is V itself
+            terms[1].copy_(V)
+            neg = terms[1]
+        at = {terms[0].data_ptr(): 0, terms[1].data_ptr(): 1}
+        if neg.data_ptr() in at and pos.data_ptr() in at and neg.data_ptr() != pos.data_ptr():
+            pulled = self._pull(which, terms, W, H, ws)
+            return pulled[at[neg.data_ptr()]], pulled[at[pos.data_ptr()]]
+        pulled = self._pull(which, torch.stack([neg, pos]), W, H, ws)  # not where the workspace put them
+        return pulled[0], pulled[1]
 
 
 class NMFD(_Convolutive):
@@ -928,55 +976,37 @@ class NMFD(_Convolutive):
         return F.conv1d(H, W.flip(2), padding=W.shape[2] - 1)
 
 
-    # The convolution as one matrix product: Y[n] = Wf @ X[n] with Wf = W flipped along the lags
-    # (C, R T) and X[n] the T lagged copies of H[n] (R T, L_out), kept in the fit's workspace, so
-    # that the reconstruction and the terms computed from it are written into buffers, and both
-    # pull-backs are matrix products too (conv1d allocated its output, and the autograd pull-backs
-    # one more tensor each: NMFD at beta=0 went 4.19 -> 3.14 ms per iteration in bench/speed.py).
-    # Each path equals BaseComponent._general_terms (tests/test_nmf.py pins it).
-    def _reconstructs_in_layout(self, V):
-        return V.is_contiguous()
+    # Product form (see _Convolutive): Y[n] = Wf @ X[n] with Wf the templates with reversed lags
+    # (C, R T) and X[n] the T lagged copies of H[n] (R T, L_out), kept in the workspace.
+    def _product_form(self, V, W):
+        return True
 
     def _reconstruct_into(self, V, W, H, ws):
-        terms = div.workspace_buffer(ws, "terms", (2,) + tuple(V.shape), W)
-        ws["scratch"] = terms[1]  # divergence.py's scratch: the two MU terms share one buffer
-        return torch.matmul(_flipped(W), _lagged(H, W.shape[2], ws), out=terms[0])
+        return torch.matmul(_flipped(W), _lagged(H, W.shape[2], ws), out=self._terms_buffer(V, W, ws)[0])
+
+    def _pull(self, which, G, W, H, ws):
+        T = W.shape[2]
+        if which == "H":
+            return _pull_to_frames(G, _flipped(W), T, ws)
+        return _pull_to_templates(G, ws["lags"].view(H.shape[0], -1, G.shape[-1]), T)
 
     def _mu_terms(self, which, V, W, H, beta, ws):
-        if V.is_sparse or not V.is_contiguous():
+        if beta != 2 or V.is_sparse or not V.is_contiguous():
             return super()._mu_terms(which, V, W, H, beta, ws)
+        # beta = 2: neg pulls V back through the convolution; pos = A^T A x is a small convolution
+        # with the Gram kernels of the fixed factor: the reconstruction is never formed
         T = W.shape[2]
-        if beta == 2:
-            # neg pulls V back through the convolution; pos = A^T A x is a small convolution
-            # with the Gram kernels of the fixed factor: the reconstruction is never formed
-            if which == "H":
-                neg = _pull_to_frames(V[None], _flipped(W), T, ws)[0]
-                # K[r, q, d] = sum_{t - s = d} sum_c W[c, r, t] W[c, q, s], d = -(T-1) .. T-1
-                K = _diagonal_sums(torch.einsum("crt,cqs->rqts", W, W))
-                return neg, F.conv1d(H, K, padding=T - 1)
-            neg = _pull_to_templates(V[None], _lagged(H, T, ws), T)[0]
-            A = _autocorrelation(H, T)  # (R, R, 2T - 1), lag d at index d + T - 1
-            # pos[c, r, t] = sum_{q, s} W[c, q, s] A[q, r, t - s]
-            B = A[:, :, _lag_index(T, W.device).t()]  # (q, r, s, t)
-            Bm = B.permute(0, 2, 1, 3).reshape(W.shape[1] * T, W.shape[1] * T)  # (q s, r t)
-            return neg, (W.reshape(W.shape[0], -1) @ Bm).reshape(W.shape)
-        Y = self._reconstruct_into(V, W, H, ws)  # Y in ws["terms"][0], the lags of H in ws["lags"]
-        terms = ws["terms"]
-        neg, pos = div.mu_terms(V, Y, beta, out=Y, cache=ws)  # in place: into terms[0] and terms[1]
-        if pos is None:  # beta = 1: the pull-back of ones is a sum
-            stack, order = neg[None], (0,)
-        elif (neg.data_ptr(), pos.data_ptr()) in ((terms[0].data_ptr(), terms[1].data_ptr()),
-                                                   (terms[1].data_ptr(), terms[0].data_ptr())):
-            stack, order = terms, (0, 1) if neg.data_ptr() == terms[0].data_ptr() else (1, 0)
-        else:  # not where the workspace put them: pull a copy of both
-            stack, order = torch.stack([neg, pos]), (0, 1)
         if which == "H":
-            pulled = _pull_to_frames(stack, _flipped(W), T, ws)
-        else:
-            pulled = _pull_to_templates(stack, ws["lags"].view(H.shape[0], -1, Y.shape[2]), T)
-        if pos is None:
-            return pulled[0], self._ones_pullback(which, W, H)
-        return pulled[order[0]], pulled[order[1]]
+            neg = _pull_to_frames(V[None], _flipped(W), T, ws)[0]
+            # K[r, q, d] = sum_{t - s = d} sum_c W[c, r, t] W[c, q, s], d = -(T-1) .. T-1
+            K = _diagonal_sums(torch.einsum("crt,cqs->rqts", W, W))
+            return neg, F.conv1d(H, K, padding=T - 1)
+        neg = _pull_to_templates(V[None], _lagged(H, T, ws), T)[0]
+        A = _autocorrelation(H, T)  # (R, R, 2T - 1), lag d at index d + T - 1
+        # pos[c, r, t] = sum_{q, s} W[c, q, s] A[q, r, t - s]
+        B = A[:, :, _lag_index(T, W.device).t()]  # (q, r, s, t)
+        Bm = B.permute(0, 2, 1, 3).reshape(W.shape[1] * T, W.shape[1] * T)  # (q s, r t)
+        return neg, (W.reshape(W.shape[0], -1) @ Bm).reshape(W.shape)
 
     def _nndsvd_init(self, V, variant, generator):
         # NNDSVD of the batch-concatenated spectrogram, the same template at every lag
@@ -1039,6 +1069,49 @@ class NMF2D(_Convolutive):
     @staticmethod
     def reconstruct(H: Tensor, W: Tensor) -> Tensor:
         return F.conv2d(H, W.flip((2, 3)), padding=(W.shape[2] - 1, W.shape[3] - 1))
+
+    # Product form (see _Convolutive): for every tap (p, q) of the kernel the planes
+    # Z[p, q] = W[:, :, p, q] @ H (one matrix product for all taps), added into Y at offset (p, q);
+    # the pull-backs read the data at every tap offset into one buffer and take one product each.
+    # The tap buffers hold k1 k2 C times H's frames, so beyond PRODUCT_MAX_ENTRIES the fit keeps
+    # torch's conv2d (the general path).
+    PRODUCT_MAX_ENTRIES = 2 ** 25
+
+    def _product_form(self, V, W):
+        N, C, k1, k2 = V.shape[0], V.shape[1], W.shape[2], W.shape[3]
+        planes = k1 * k2 * C * N * (V.shape[2] - k1 + 1) * (V.shape[3] - k2 + 1)
+        return 2 * planes <= self.PRODUCT_MAX_ENTRIES
+
+    def _reconstruct_into(self, V, W, H, ws):
+        if not self._product_form(V, W):
+            return super()._reconstruct_into(V, W, H, ws)
+        N, R, a, b = H.shape
+        C, _, k1, k2 = W.shape
+        Y = self._terms_buffer(V, W, ws)[0]
+        Z = torch.matmul(_taps(W), H.reshape(N, R, a * b),
+                         out=div.workspace_buffer(ws, "planes", (N, k1 * k2 * C, a * b), W))
+        Z = Z.view(N, k1, k2, C, a, b)
+        Y.zero_()
+        for p in range(k1):
+            for q in range(k2):
+                Y[:, :, p:p + a, q:q + b] += Z[:, p, q]
+        return Y
+
+    def _pull(self, which, G, W, H, ws):
+        k, N, C, A, B = G.shape
+        _, R, a, b = H.shape
+        k1, k2 = W.shape[2], W.shape[3]
+        # S[m, p, q, c, x, y] = G[m, c, x + p, y + q]: the data seen by every tap
+        S = div.workspace_buffer(ws, "windows", (k * N, k1, k2, C, a, b), W)
+        Gm = G.reshape(k * N, C, A, B)
+        for p in range(k1):
+            for q in range(k2):
+                S[:, p, q].copy_(Gm[:, :, p:p + a, q:q + b])
+        S = S.view(k * N, k1 * k2 * C, a * b)
+        if which == "H":
+            return torch.matmul(_taps(W).t(), S).view(k, N, R, a, b)
+        P = torch.einsum("knqx,nrx->kqr", S.view(k, N, k1 * k2 * C, a * b), H.reshape(N, R, a * b))
+        return P.reshape(k, k1, k2, C, R).permute(0, 3, 4, 1, 2)
 
 
 
@@ -1121,6 +1194,11 @@ def _lag_index(T: int, device) -> Tensor:
     """``[t, s] -> t - s + T - 1``: where the lag ``t - s`` of two kernel taps sits in a (2T - 1)-long axis."""
     idx = torch.arange(T, device=device)
     return idx[:, None] - idx[None, :] + T - 1
+
+
+def _taps(W: Tensor) -> Tensor:
+    """NMF2D's templates (C, R, k1, k2) as the (k1 k2 C, R) matrix of the product form, rows (p, q, c)."""
+    return W.permute(2, 3, 0, 1).reshape(-1, W.shape[1])
 
 
 def _flipped(W: Tensor) -> Tensor:
