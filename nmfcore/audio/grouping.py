@@ -265,11 +265,14 @@ def component_pitches(separation, *, fmin: float = 30.0, fmax: float = 2000.0,
     ([220], 1)
     """
     min_salience = check_finite_float(min_salience, "min_salience")
-    profiles, _ = component_summaries(separation)
-    f0, salience = harmonic_salience(profiles, separation.freqs, fmin=fmin, fmax=min(fmax, separation.sr / 2))
-    out = f0.numpy().copy()
-    out[(salience < min_salience).numpy()] = np.nan
-    return out
+    key = ("pitches", fmin, fmax, min_salience)  # cached: component_order(by='pitch') reads them too
+    if key not in separation._cache:
+        profiles, _ = component_summaries(separation)
+        f0, salience = harmonic_salience(profiles, separation.freqs, fmin=fmin, fmax=min(fmax, separation.sr / 2))
+        out = f0.numpy().copy()
+        out[(salience < min_salience).numpy()] = np.nan
+        separation._cache[key] = out
+    return separation._cache[key].copy()
 
 
 def note_names(pitches) -> list[str]:
