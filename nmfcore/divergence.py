@@ -371,19 +371,26 @@ def multiplicative_step(param: torch.Tensor, neg: torch.Tensor, pos: torch.Tenso
     gamma = mu_exponent(beta)
     tiny = torch.finfo(param.dtype).tiny
     if isinstance(denom, torch.Tensor):
-        ratio = neg.div_(denom.clamp_min(tiny)) if neg.shape == torch.broadcast_shapes(neg.shape, denom.shape) \
+        ratio = neg.div_(denom.clamp_min(tiny)) if _broadcasts_to(denom.shape, neg.shape) \
             else neg / denom.clamp_min(tiny)
     else:
         ratio = neg / max(float(denom), tiny)
     factors = tuple(sorted(c for c in ((relax,) if isinstance(relax, (int, float)) else relax) if c > 1))
+    table = None
     if factors and not (l1 or l2):
         table, scale, offset = _relax_table(beta, factors, ratio.dtype, ratio.device)
+    if table is not None:
         log_m = ratio.clamp_min_(tiny).log_()
         cell = log_m.mul(scale).add_(offset).clamp_(0, table.numel() - 1).long()
         ratio = torch.take(table, cell).mul_(log_m).exp_()  # m ** exponent
     elif gamma != 1:
         ratio = ratio.pow_(gamma)
     return param.mul_(ratio)
+
+
+def _broadcasts_to(shape, target) -> bool:
+    """Whether a tensor of ``shape`` broadcasts to ``target`` (``torch.broadcast_shapes`` costs ~15 us a call)."""
+    return len(shape) <= len(target) and all(a in (1, b) for a, b in zip(reversed(shape), reversed(target)))
 
 
 _RELAX_LOG_RANGE = 60.0  # tables cover m in [e**-60, e**60] at most; beyond, the plain exponent
@@ -402,7 +409,8 @@ def _relax_table(beta: float, factors: tuple, dtype: torch.dtype, device) -> tup
     the grid finds them), else ``gamma``; the two end cells (and so everything
     beyond the range) take ``gamma``. The range is ``|log(m)| <= 60``, narrowed
     so that no relaxed ratio underflows to zero in ``dtype``. Returns ``(table, scale, offset)`` with
-    the cell of ``log(m)`` at ``floor(log(m) * scale + offset)``.
+    the cell of ``log(m)`` at ``floor(log(m) * scale + offset)``; ``table`` is None where no factor is
+    certified in any cell (beta = 0: there the relaxed step is the plain one).
     """
     key = (float(beta), factors, dtype, str(device))
     hit = _RELAX_TABLES.get(key)
@@ -424,7 +432,9 @@ def _relax_table(beta: float, factors: tuple, dtype: torch.dtype, device) -> tup
             ok = (value <= level).all(1) & torch.isfinite(value).all(1)
             best = torch.where(ok, torch.full_like(best, c), best)
     best[0] = best[-1] = 1.0
-    entry = ((gamma * best).to(dtype=dtype, device=device), n / (2 * span), n / 2)
+    # no factor certified anywhere (beta = 0): the plain step, without the table's passes
+    table = (gamma * best).to(dtype=dtype, device=device) if bool((best > 1).any()) else None
+    entry = (table, n / (2 * span), n / 2)
     if len(_RELAX_TABLES) > 64:
         _RELAX_TABLES.clear()
     _RELAX_TABLES[key] = entry

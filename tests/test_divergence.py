@@ -419,3 +419,29 @@ def test_mu_terms_allocate_scratch_only_where_needed(gen, beta):
         buf = Y.clone()
         div.mu_terms(V, buf, beta, out=buf, cache=cache)
         assert cache["scratch"] is first
+
+
+def test_relaxed_step_without_certified_factor_is_the_plain_step(gen):
+    """Equivalence: at beta = 0 no factor is certified anywhere, so the relaxed step skips the table
+    and gives exactly the plain step."""
+    table, _, _ = div._relax_table(0.0, (1.3, 1.9), torch.float32, "cpu")
+    assert table is None
+    assert div._relax_table(1.0, (1.3, 1.9), torch.float32, "cpu")[0] is not None
+    neg, pos = _positive(gen, 7, 5), _positive(gen, 7, 5)
+    X1 = _positive(gen, 7, 5)
+    X2 = X1.clone()
+    div.multiplicative_step(X1, neg.clone(), pos, 0.0, relax=(1.3, 1.9))
+    div.multiplicative_step(X2, neg.clone(), pos, 0.0)
+    assert torch.equal(X1, X2)
+
+
+@pytest.mark.parametrize("shape,target", [((3, 4), (3, 4)), ((1, 4), (3, 4)), ((4,), (3, 4)), ((3, 1), (3, 4)),
+                                          ((), (3, 4)), ((2, 4), (3, 4)), ((3, 4), (4,)), ((1, 3, 4), (3, 4)),
+                                          ((5, 1, 4), (5, 3, 4)), ((5, 2, 4), (5, 3, 4))])
+def test_broadcasts_to_agrees_with_torch(shape, target):
+    """Oracle: torch.broadcast_shapes -- a shape broadcasts to target iff broadcasting both gives target."""
+    try:
+        expected = torch.broadcast_shapes(shape, target) == torch.Size(target)
+    except RuntimeError:
+        expected = False
+    assert div._broadcasts_to(torch.Size(shape), torch.Size(target)) == expected
