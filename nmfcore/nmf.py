@@ -32,6 +32,7 @@ References
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 import warnings
@@ -861,7 +862,7 @@ def _hals_update(X: Tensor, P: Tensor, G: Tensor, l1: float, l2: float, floor: f
 class _Convolutive(BaseComponent):
     """Shared by NMFD, NMF2D, NMF3D: full-padded convolution of H with the flipped W.
 
-    NMFD and NMF2D also compute their convolution in a *product form*: the
+    NMFD, NMF2D and NMF3D also compute their convolution in a *product form*: the
     reconstruction as matrix products written into a workspace buffer (that
     also holds the two MU terms computed from it, in place), and the
     pull-backs of both terms as matrix products, in one call
@@ -1018,7 +1019,55 @@ class NMFD(_Convolutive):
         return W, H
 
 
-class NMF2D(_Convolutive):
+class _TapPlanes(_Convolutive):
+    """NMF2D and NMF3D: the product form of a convolution with a d-dimensional kernel.
+
+    For every tap ``t`` of the kernel the planes ``Z[t] = W[:, :, t] @ H`` (one
+    matrix product for all taps), added into Y at offset ``t``; the pull-backs
+    read the data at every tap offset into one buffer and take one product
+    each. The tap buffers hold (number of taps) x C times H's entries, so beyond
+    :attr:`PRODUCT_MAX_ENTRIES` the fit keeps torch's conv2d / conv3d (the
+    general path).
+    """
+
+    PRODUCT_MAX_ENTRIES = 2 ** 25
+
+    def _product_form(self, V, W):
+        taps, out = math.prod(W.shape[2:]), math.prod(v - k + 1 for v, k in zip(V.shape[2:], W.shape[2:]))
+        return 2 * taps * V.shape[0] * V.shape[1] * out <= self.PRODUCT_MAX_ENTRIES
+
+    def _reconstruct_into(self, V, W, H, ws):
+        if not self._product_form(V, W):
+            return super()._reconstruct_into(V, W, H, ws)
+        N, R, spatial = H.shape[0], H.shape[1], H.shape[2:]
+        C, kernel = W.shape[0], W.shape[2:]
+        Y = self._terms_buffer(V, W, ws)[0]
+        Z = torch.matmul(_taps(W), H.reshape(N, R, -1),
+                         out=div.workspace_buffer(ws, "planes", (N, math.prod(kernel) * C, math.prod(spatial)), W))
+        Z = Z.view(N, -1, C, *spatial)
+        Y.zero_()
+        for i, t in enumerate(itertools.product(*map(range, kernel))):
+            Y[(slice(None), slice(None)) + _window(t, spatial)] += Z[:, i]
+        return Y
+
+    def _pull(self, which, G, W, H, ws):
+        k, N, C = G.shape[:3]
+        R, spatial, kernel = H.shape[1], H.shape[2:], W.shape[2:]
+        n_taps = math.prod(kernel)
+        # S[m, t, c, x] = G[m, c, x + t]: the data seen by every tap
+        S = div.workspace_buffer(ws, "windows", (k * N, n_taps, C) + tuple(spatial), W)
+        Gm = G.reshape((k * N, C) + tuple(G.shape[3:]))
+        for i, t in enumerate(itertools.product(*map(range, kernel))):
+            S[:, i].copy_(Gm[(slice(None), slice(None)) + _window(t, spatial)])
+        S = S.view(k * N, n_taps * C, -1)
+        if which == "H":
+            return torch.matmul(_taps(W).t(), S).view((k, N, R) + tuple(spatial))
+        P = torch.einsum("knqx,nrx->kqr", S.view(k, N, n_taps * C, -1), H.reshape(N, R, -1))
+        d = len(kernel)
+        return P.reshape((k,) + tuple(kernel) + (C, R)).permute(0, d + 1, d + 2, *range(1, d + 1))
+
+
+class NMF2D(_TapPlanes):
     r"""Nonnegative Matrix Factor 2-D Deconvolution (NMF2D, [4]_).
 
     .. math::
@@ -1070,52 +1119,8 @@ class NMF2D(_Convolutive):
     def reconstruct(H: Tensor, W: Tensor) -> Tensor:
         return F.conv2d(H, W.flip((2, 3)), padding=(W.shape[2] - 1, W.shape[3] - 1))
 
-    # Product form (see _Convolutive): for every tap (p, q) of the kernel the planes
-    # Z[p, q] = W[:, :, p, q] @ H (one matrix product for all taps), added into Y at offset (p, q);
-    # the pull-backs read the data at every tap offset into one buffer and take one product each.
-    # The tap buffers hold k1 k2 C times H's frames, so beyond PRODUCT_MAX_ENTRIES the fit keeps
-    # torch's conv2d (the general path).
-    PRODUCT_MAX_ENTRIES = 2 ** 25
 
-    def _product_form(self, V, W):
-        N, C, k1, k2 = V.shape[0], V.shape[1], W.shape[2], W.shape[3]
-        planes = k1 * k2 * C * N * (V.shape[2] - k1 + 1) * (V.shape[3] - k2 + 1)
-        return 2 * planes <= self.PRODUCT_MAX_ENTRIES
-
-    def _reconstruct_into(self, V, W, H, ws):
-        if not self._product_form(V, W):
-            return super()._reconstruct_into(V, W, H, ws)
-        N, R, a, b = H.shape
-        C, _, k1, k2 = W.shape
-        Y = self._terms_buffer(V, W, ws)[0]
-        Z = torch.matmul(_taps(W), H.reshape(N, R, a * b),
-                         out=div.workspace_buffer(ws, "planes", (N, k1 * k2 * C, a * b), W))
-        Z = Z.view(N, k1, k2, C, a, b)
-        Y.zero_()
-        for p in range(k1):
-            for q in range(k2):
-                Y[:, :, p:p + a, q:q + b] += Z[:, p, q]
-        return Y
-
-    def _pull(self, which, G, W, H, ws):
-        k, N, C, A, B = G.shape
-        _, R, a, b = H.shape
-        k1, k2 = W.shape[2], W.shape[3]
-        # S[m, p, q, c, x, y] = G[m, c, x + p, y + q]: the data seen by every tap
-        S = div.workspace_buffer(ws, "windows", (k * N, k1, k2, C, a, b), W)
-        Gm = G.reshape(k * N, C, A, B)
-        for p in range(k1):
-            for q in range(k2):
-                S[:, p, q].copy_(Gm[:, :, p:p + a, q:q + b])
-        S = S.view(k * N, k1 * k2 * C, a * b)
-        if which == "H":
-            return torch.matmul(_taps(W).t(), S).view(k, N, R, a, b)
-        P = torch.einsum("knqx,nrx->kqr", S.view(k, N, k1 * k2 * C, a * b), H.reshape(N, R, a * b))
-        return P.reshape(k, k1, k2, C, R).permute(0, 3, 4, 1, 2)
-
-
-
-class NMF3D(_Convolutive):
+class NMF3D(_TapPlanes):
     r"""Nonnegative Matrix Factor 3-D Deconvolution (NMF3D).
 
     .. math::
@@ -1197,8 +1202,13 @@ def _lag_index(T: int, device) -> Tensor:
 
 
 def _taps(W: Tensor) -> Tensor:
-    """NMF2D's templates (C, R, k1, k2) as the (k1 k2 C, R) matrix of the product form, rows (p, q, c)."""
-    return W.permute(2, 3, 0, 1).reshape(-1, W.shape[1])
+    """NMF2D's / NMF3D's templates (C, R, *kernel) as the (taps C, R) matrix of the product form, rows (tap, c)."""
+    return W.permute(*range(2, W.dim()), 0, 1).reshape(-1, W.shape[1])
+
+
+def _window(tap, spatial) -> tuple:
+    """Slices of the output that the tap ``tap`` (one offset per axis) writes H's ``spatial`` extent to."""
+    return tuple(slice(t, t + n) for t, n in zip(tap, spatial))
 
 
 def _flipped(W: Tensor) -> Tensor:

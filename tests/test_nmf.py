@@ -325,37 +325,41 @@ def test_nmfd_product_form_equals_general_terms(gen, beta, which, N, T):
 
 @pytest.mark.parametrize("beta", TERM_BETAS)
 @pytest.mark.parametrize("which", ["W", "H"])
-@pytest.mark.parametrize("N, C, kernel", [(1, 1, (1, 1)), (1, 1, (3, 2)), (2, 3, (2, 4))])
-def test_nmf2d_product_form_equals_general_terms(gen, beta, which, N, C, kernel, monkeypatch):
-    """Oracle (equivalence): NMF2D's terms through the tap planes (reconstruction and terms in
-    workspace buffers, one product per pull-back) == the autograd path of conv2d, for a 1 x 1
-    kernel, one and several batches and channels; beyond PRODUCT_MAX_ENTRIES the fit keeps the
-    general path, with the same terms."""
-    R, (a, b) = 3, (7, 9)
-    V = rand(gen, N, C, a + kernel[0] - 1, b + kernel[1] - 1, low=0.1)
-    model = NMF2D(W=rand(gen, C, R, *kernel, low=0.1), H=rand(gen, N, R, a, b, low=0.1))
+@pytest.mark.parametrize("cls, N, C, kernel", [(NMF2D, 1, 1, (1, 1)), (NMF2D, 1, 1, (3, 2)), (NMF2D, 2, 3, (2, 4)),
+                                               (NMF3D, 1, 1, (1, 1, 1)), (NMF3D, 2, 2, (2, 1, 3))])
+def test_tap_plane_product_form_equals_general_terms(gen, beta, which, cls, N, C, kernel, monkeypatch):
+    """Oracle (equivalence): NMF2D's and NMF3D's terms through the tap planes (reconstruction and
+    terms in workspace buffers, one product per pull-back) == the autograd path of conv2d / conv3d,
+    for a 1 x 1 (x 1) kernel, one and several batches and channels; beyond PRODUCT_MAX_ENTRIES the
+    fit keeps the general path, with the same terms."""
+    R, spatial = 3, (7, 9, 4)[:len(kernel)]
+    V = rand(gen, N, C, *(n + k - 1 for n, k in zip(spatial, kernel)), low=0.1)
+    model = cls(W=rand(gen, C, R, *kernel, low=0.1), H=rand(gen, N, R, *spatial, low=0.1))
     W, H = model.W.detach(), model.H.detach()
     general = BaseComponent._general_terms(model, which, V, W, H, beta)
     ws = {}
     for _ in range(2):  # and with the workspace reused
         _assert_terms_equal(model._mu_terms(which, V, W, H, beta, ws), general)
     assert "planes" in ws and "windows" in ws
-    monkeypatch.setattr(NMF2D, "PRODUCT_MAX_ENTRIES", 1)
+    monkeypatch.setattr(cls, "PRODUCT_MAX_ENTRIES", 1)
     ws = {}
     _assert_terms_equal(model._mu_terms(which, V, W, H, beta, ws), general)
     assert "planes" not in ws and "windows" not in ws
 
 
-def test_nmf2d_fit_is_monotone_and_matches_conv_fit(gen, monkeypatch):
-    """Oracles: the NMF2D fit through the product form never increases the objective, and gives the
-    factors of the fit through conv2d (PRODUCT_MAX_ENTRIES = 1) up to float64 rounding."""
-    V = rand(gen, 1, 1, 12, 15, low=0.05)
+@pytest.mark.parametrize("cls, V_shape, W_shape, H_shape", [
+    (NMF2D, (1, 1, 12, 15), (1, 3, 3, 2), (1, 3, 10, 14)),
+    (NMF3D, (1, 2, 6, 7, 5), (2, 3, 2, 3, 2), (1, 3, 5, 5, 4))])
+def test_tap_plane_fit_is_monotone_and_matches_conv_fit(gen, monkeypatch, cls, V_shape, W_shape, H_shape):
+    """Oracles: the NMF2D / NMF3D fit through the product form never increases the objective, and gives
+    the factors of the fit through conv2d / conv3d (PRODUCT_MAX_ENTRIES = 1) up to float64 rounding."""
+    V = rand(gen, *V_shape, low=0.05)
     runs = []
-    for cap in (NMF2D.PRODUCT_MAX_ENTRIES, 1):
-        monkeypatch.setattr(NMF2D, "PRODUCT_MAX_ENTRIES", cap)
-        m = NMF2D(W=rand(gen.manual_seed(3), 1, 3, 3, 2, low=0.1), H=rand(gen, 1, 3, 10, 14, low=0.1))
+    for cap in (cls.PRODUCT_MAX_ENTRIES, 1):
+        monkeypatch.setattr(cls, "PRODUCT_MAX_ENTRIES", cap)
+        m = cls(W=rand(gen.manual_seed(3), *W_shape, low=0.1), H=rand(gen, *H_shape, low=0.1))
         n, losses = record_losses(m, V, beta=1, max_iter=40)
-        assert_non_increasing(losses, what=f"NMF2D product form cap={cap}")
+        assert_non_increasing(losses, what=f"{cls.__name__} product form cap={cap}")
         runs.append((m.W.detach(), m.H.detach()))
     torch.testing.assert_close(runs[0][0], runs[1][0], rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(runs[0][1], runs[1][1], rtol=1e-9, atol=1e-12)
