@@ -1046,8 +1046,8 @@ class _TapPlanes(_Convolutive):
                          out=div.workspace_buffer(ws, "planes", (N, math.prod(kernel) * C, math.prod(spatial)), W))
         Z = Z.view(N, -1, C, *spatial)
         Y.zero_()
-        for i, t in enumerate(itertools.product(*map(range, kernel))):
-            Y[(slice(None), slice(None)) + _window(t, spatial)] += Z[:, i]
+        for i, window in enumerate(_tap_windows(kernel, spatial)):
+            Y[window] += Z[:, i]
         return Y
 
     def _pull(self, which, G, W, H, ws):
@@ -1057,8 +1057,8 @@ class _TapPlanes(_Convolutive):
         # S[m, t, c, x] = G[m, c, x + t]: the data seen by every tap
         S = div.workspace_buffer(ws, "windows", (k * N, n_taps, C) + tuple(spatial), W)
         Gm = G.reshape((k * N, C) + tuple(G.shape[3:]))
-        for i, t in enumerate(itertools.product(*map(range, kernel))):
-            S[:, i].copy_(Gm[(slice(None), slice(None)) + _window(t, spatial)])
+        for i, window in enumerate(_tap_windows(kernel, spatial)):
+            S[:, i].copy_(Gm[window])
         S = S.view(k * N, n_taps * C, -1)
         if which == "H":
             return torch.matmul(_taps(W).t(), S).view((k, N, R) + tuple(spatial))
@@ -1206,9 +1206,11 @@ def _taps(W: Tensor) -> Tensor:
     return W.permute(*range(2, W.dim()), 0, 1).reshape(-1, W.shape[1])
 
 
-def _window(tap, spatial) -> tuple:
-    """Slices of the output that the tap ``tap`` (one offset per axis) writes H's ``spatial`` extent to."""
-    return tuple(slice(t, t + n) for t, n in zip(tap, spatial))
+def _tap_windows(kernel, spatial):
+    """For every tap of the kernel, in :func:`_taps`'s order, the index (batch, channel, then one slice
+    per axis) of the output region it writes H's ``spatial`` extent to."""
+    for tap in itertools.product(*map(range, kernel)):
+        yield (slice(None), slice(None)) + tuple(slice(t, t + n) for t, n in zip(tap, spatial))
 
 
 def _flipped(W: Tensor) -> Tensor:
