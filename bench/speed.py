@@ -264,14 +264,24 @@ def best_times(jobs, device, rounds: int = 5) -> dict:
 
     The jobs take turns within each round, so that a slow stretch of a shared
     machine falls on every library alike instead of on whichever was being
-    timed then: the benchmark reports ratios.
+    timed then: the benchmark reports ratios. Before each job the process
+    idles for ``SETTLE_S``: after a BLAS call OpenBLAS's worker threads (used
+    by NumPy and scikit-learn) keep spinning on the cores for a while, and a
+    torch job started in that window ran ~2x slower (nmfcore's 7 HALS
+    iterations right after scikit-learn's CD: 106-133 ms; after 0.2 s idle:
+    58-67 ms; CD itself was not affected; 2026-12-02, 2-core VM).
     """
     best = {job: float("inf") for job in jobs}
     for _ in range(rounds):
         for job in jobs:
             r, n = job
+            if device == "cpu":
+                time.sleep(SETTLE_S)
             best[job] = min(best[job], timed(lambda: r.run(n), device, repeat=1))
     return best
+
+
+SETTLE_S = 0.25  # idle time before each timed job (see best_times)
 
 
 def measure(runners, target: float, args, label: str) -> dict:
