@@ -17,6 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 CI_RUN = (ROOT / ".ci" / "run").read_text()
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
 def setup_commands() -> list[str]:
@@ -46,13 +47,12 @@ def test_install_steps_pin_the_cpu_torch(which):
 
 
 def test_pyproject_keeps_an_open_torch_range():
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    torch_deps = [d for d in deps if re.match(r"torch\b", d)]
+    torch_deps = [d for d in PROJECT["dependencies"] if re.match(r"torch\b", d)]
     assert torch_deps and all("==" not in d and "<" not in d for d in torch_deps), torch_deps
 
 
-def test_extras_named_in_the_test_command_exist():
-    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+def test_extras_named_in_the_setup_commands_exist():
+    extras = PROJECT["optional-dependencies"]
     for command in setup_commands():
         for group in re.findall(r'-e "\.\[([^\]]*)\]"', command):
             assert set(group.split(",")) <= set(extras), (group, sorted(extras))
