@@ -107,7 +107,7 @@ def test_bad_mask_power(power):
 @pytest.mark.parametrize("n_fft, hop, B", [(256, 64, 7), (256, 256, 3), (100, 30, 9), (64, 48, 5), (16, 16, 1),
                                            (2048, 512, 1)])
 def test_overlap_add_fold_equals_torch_fold(gen, n_fft, hop, B):
-    # oracle: torch.nn.functional.fold (col2im), which OverlapAdd used before its strided additions
+    # oracle: torch.nn.functional.fold (col2im), which OverlapAdd used before its contiguous additions
     from nmfcore.audio.spectral import OverlapAdd, get_window
 
     ola = OverlapAdd(10 * n_fft, n_fft=n_fft, hop_length=hop, window=get_window("hann", n_fft))
