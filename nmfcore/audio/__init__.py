@@ -14,12 +14,15 @@ io          load_audio, write_audio (AudioWriter), audio_bytes, resample, safe o
 spectral    stft, istft, spectrogram, alpha-Wiener soft masks
 models      MODELS registry (NMF, NMFD, NMF2D; PLCA/SI-PLCA when present)
 separation  SeparationSettings, separate, Separation; supervised separation
+guided      separate_guided, refine: marks of where each source sounds (Mark, mark_weights)
 grouping    component_order (by centroid or pitch), component_pitches, auto_group (clustering)
 evaluation  si_sdr, bss_eval, evaluate, oracle masks, best (oracle) grouping
 """
 
 from .evaluation import (best_grouping, bss_eval, bss_eval_backend, evaluate, match_sources, oracle_sources,
                          si_sdr, si_sdr_matrix)
+from .guided import (GuidedSeparation, Mark, check_marks, mark_weights, parse_marks, refine, separate_guided,
+                     source_blocks)
 from .grouping import (auto_group, component_centroids, component_features, component_order, component_pitches,
                        harmonic_salience, kmeans, note_names, spectral_clustering)
 from .io import (AudioError, AudioWriter, OutputExistsError, audio_bytes, load_audio, output_path, resample,
@@ -39,4 +42,6 @@ __all__ = [
     "spectral_clustering", "component_pitches", "harmonic_salience", "note_names",
     "stft", "istft", "spectrogram", "soft_masks",
     "si_sdr_matrix", "match_sources", "bss_eval", "bss_eval_backend", "oracle_sources", "best_grouping",
+    "separate_guided", "refine", "GuidedSeparation", "Mark", "parse_marks", "check_marks", "mark_weights",
+    "source_blocks",
 ]

@@ -370,6 +370,11 @@ class Separation:
         W, H = self.factors
         return self.settings.spec.layout.component(W, H, r)
 
+    def _component_frames(self, r: int, a: int, b: int) -> Tensor:
+        """Frames ``a:b`` of component ``r``'s model spectrogram (the masks of :meth:`render`)."""
+        W, H = self.factors
+        return self.settings.spec.layout.component_frames(W, H, r, a, b)
+
     def component_spectrogram(self, r: int) -> np.ndarray:
         """Model spectrogram (freq, frames) of component ``r``."""
         check_groups([[r]], self.rank)
@@ -452,12 +457,11 @@ class Separation:
         if not groups:
             return
         s = self.settings
-        W, H = self.factors
-        win, layout = ola.window, s.spec.layout
+        win = ola.window
         ch = self.n_channels
         channels = [self.mixture[c].to(win.device) for c in range(ch)] if win.device.type != "cpu" else self.mixture
         for a, b in frame_blocks(ola.n_frames):
-            bank = MaskBank(lambda r: layout.component_frames(W, H, r, a, b), self.rank, s.mask_power)
+            bank = MaskBank(lambda r: self._component_frames(r, a, b), self.rank, s.mask_power)
             masks = [bank.group_mask(g) for g in groups] if ch > 1 else None  # reused by every channel
             out = ola.block(a, b)
             for c in range(ch):

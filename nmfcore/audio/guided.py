@@ -1,0 +1,756 @@
+r"""Guided separation: the user marks where each source sounds, the factorisation follows.
+
+The user draws boxes on the mixture's spectrogram, each a :class:`Mark`
+``(source, t0, t1, f0, f1)`` in seconds and Hz with a confidence ``weight``
+in [0, 1]: "only source ``s`` sounds here", or with ``absent=True`` "source
+``s`` is silent here". :func:`mark_weights` turns the marks into
+per-source time-frequency weights :math:`A_s(f, t) \in [0, 1]` on the STFT
+grid:
+
+* a mark "only ``s`` here" of weight ``w`` sets :math:`A_{s'} = 1 - w` for
+  every other source :math:`s'` in its box (and :math:`A_s = 1`);
+* a mark "``s`` absent" of weight ``w`` sets :math:`A_s = 1 - w` in its box;
+* everywhere else :math:`A_s = 1`;
+* where boxes overlap, marks are applied in order of increasing weight,
+  and in the order given among equal weights: **the higher-weight mark wins,
+  and of two equal weights the later one**.
+
+The model gives every source a block of ``k`` components (the settings'
+``rank`` shared as evenly as possible) and reconstructs the magnitude
+spectrogram ``V`` (freq, frames) as
+
+.. math::
+    \hat V = \sum_s A_s \odot (W_s H_s^T)
+
+which is linear in ``W`` and ``H``, so the beta-divergence multiplicative
+updates apply unchanged (Lefèvre, Bach and Févotte [1]_). The objective is
+
+.. math::
+    d_\beta(V \,|\, \hat V) + \lambda c \sum_s \langle 1[A_s = 0], W_s H_s^T \rangle,
+    \qquad c = \textstyle\sum V^\beta / \sum V,
+
+whose second term (``penalty`` :math:`= \lambda`) makes a source's own
+energy cost where a certain mark (weight 1) excludes it. For beta = 1,
+:math:`\lambda = 1` and marks of weight 1 this is Bryan and Mysore's
+posterior-regularised PLCA [2]_ (their E-step posteriors reweighted by
+:math:`A_s`, the M-step normalised by the unweighted sums): the update of
+``H`` is :math:`H_s \leftarrow H_s \odot ((A_s \odot V / \hat V)^T W_s) /
+(1^T W_s)`. Without the penalty a source is merely left out of the model in
+the boxes of the others ("don't care"); with it, it is also pushed to
+silence there, which shapes its templates and activations from few marks.
+With :math:`\lambda = 0` the model is the weighted one alone.
+
+What the weight does: with ``w = 1`` the other sources are removed from the
+model in the box and penalised there (their masks are 0: the box goes
+entirely to ``s``). With ``w < 1`` their contribution to the model is
+scaled by ``1 - w`` and nothing is penalised, so a source that really
+sounds in the box can still explain it by being louder there: the fit is
+bent, the source is not silenced (its mask keeps the share
+:math:`(1 - w) P_{s'} / \hat V`). The closer ``w`` is to 1, the more the
+other sources win the box. The same weights shape the soft masks of the
+result (:class:`GuidedSeparation`), so the sources still sum to the
+mixture.
+
+A source with no marks gets no forced components: its block is fitted
+freely wherever the other sources' marks leave room, and the result lists it
+in :attr:`GuidedSeparation.unmarked`.
+
+References
+----------
+.. [1] A. Lefèvre, F. Bach and C. Févotte, "Semi-supervised NMF with
+   time-frequency annotations for single-channel source separation",
+   ISMIR 2012.
+.. [2] N. J. Bryan and G. J. Mysore, "An efficient posterior regularized
+   latent variable model for interactive sound source separation",
+   ICML 2013.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import divergence as _div
+from .._fit import run_iterations
+from ..exceptions import ParameterError
+from ..init import random_like_data
+from .separation import Callback, Separation, SeparationSettings, _model_data, _prepare, _recorder, check_device
+
+__all__ = ["Mark", "parse_marks", "check_marks", "mark_weights", "source_blocks", "GuidedSeparation",
+           "separate_guided", "refine", "guided_objective"]
+
+#: Default strength of the penalty on a source's energy where a certain mark excludes it (Bryan and
+#: Mysore's posterior regularisation for beta = 1); 0 gives the weighted model of Lefèvre et al. alone.
+DEFAULT_PENALTY = 1.0
+#: Iterations of a refinement (:func:`refine`) when not given: it starts from a fitted model.
+REFINE_ITER = 50
+
+_KEYS = ("source", "t0", "t1", "f0", "f1", "weight", "absent")
+
+
+@dataclass(frozen=True)
+class Mark:
+    """One annotation: a box of the spectrogram where a source is (or is not).
+
+    Parameters
+    ----------
+    source : int
+        Index of the source, from 0.
+    t0, t1 : float
+        Start and end in seconds (``t0 < t1``).
+    f0, f1 : float, default 0 and None
+        Lowest and highest frequency in Hz; ``f1=None`` means ``sr / 2``
+        (so ``Mark(s, t0, t1)`` marks a whole time span).
+    weight : float in [0, 1], default 1
+        The user's confidence: 1 "certainly only this source here" (the
+        others get weight 0 in the box), 0 no effect.
+    absent : bool, default False
+        The mark says that ``source`` is *not* in the box.
+
+    Examples
+    --------
+    >>> Mark(0, 1.0, 2.5, 200, 800).to_dict()
+    {'source': 0, 't0': 1.0, 't1': 2.5, 'f0': 200.0, 'f1': 800.0, 'weight': 1.0, 'absent': False}
+    """
+
+    source: int
+    t0: float
+    t1: float
+    f0: float = 0.0
+    f1: Optional[float] = None
+    weight: float = 1.0
+    absent: bool = False
+
+    def to_dict(self) -> dict:
+        """The mark as plain JSON-able data (the format :func:`parse_marks` reads)."""
+        return {"source": int(self.source), "t0": float(self.t0), "t1": float(self.t1), "f0": float(self.f0),
+                "f1": None if self.f1 is None else float(self.f1), "weight": float(self.weight),
+                "absent": bool(self.absent)}
+
+
+def _number(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ParameterError(f"{what}={value!r} must be a number")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ParameterError(f"{what}={value!r} must be a finite number")
+    return value
+
+
+def parse_marks(marks) -> list[Mark]:
+    """Marks from plain data: :class:`Mark` objects, tuples or dicts.
+
+    A tuple is ``(source, t0, t1)``, ``(source, t0, t1, f0, f1)`` or
+    ``(source, t0, t1, f0, f1, weight)``; a dict has the keys ``source``,
+    ``t0``, ``t1`` and optionally ``f0``, ``f1`` (null: ``sr / 2``),
+    ``weight`` and ``absent`` (the JSON format of the command line). Every
+    number must be finite; the values are checked against the audio by
+    :func:`check_marks`.
+
+    Raises
+    ------
+    ParameterError
+        Naming the mark (its index) and the bad value.
+
+    Examples
+    --------
+    >>> parse_marks([(1, 0.0, 2.0), {"source": 0, "t0": 2, "t1": 3, "f0": 100, "f1": 400, "weight": 0.8}])
+    [Mark(source=1, t0=0.0, t1=2.0, f0=0.0, f1=None, weight=1.0, absent=False), Mark(source=0, t0=2.0, t1=3.0, f0=100.0, f1=400.0, weight=0.8, absent=False)]
+    >>> parse_marks([(0, 1.0, float("nan"))])
+    Traceback (most recent call last):
+    ...
+    nmfcore.exceptions.ParameterError: marks[0]: t1=nan must be a finite number
+    """
+    if marks is None:
+        return []
+    if isinstance(marks, (str, bytes, Mapping)) or not isinstance(marks, Sequence):
+        raise ParameterError(f"marks must be a list of marks (Mark, tuple or dict), got {type(marks).__name__}")
+    out = []
+    for i, m in enumerate(marks):
+        where = f"marks[{i}]"
+        if isinstance(m, Mark):
+            d = m.to_dict()
+        elif isinstance(m, Mapping):
+            unknown = sorted(str(k) for k in m if k not in _KEYS)
+            if unknown:
+                raise ParameterError(f"{where} has unknown keys {unknown}; known: {list(_KEYS)}")
+            missing = [k for k in ("source", "t0", "t1") if k not in m]
+            if missing:
+                raise ParameterError(f"{where}={dict(m)!r} lacks {missing}")
+            d = dict(m)
+        elif isinstance(m, (tuple, list)) and len(m) in (3, 5, 6):
+            d = dict(zip(_KEYS, m))
+        else:
+            raise ParameterError(f"{where}={m!r} must be a Mark, a dict or a tuple (source, t0, t1[, f0, f1"
+                                 "[, weight]])")
+        s = d["source"]
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
+            raise ParameterError(f"{where}: source={s!r} must be an integer source index")
+        t0, t1 = _number(d["t0"], f"{where}: t0"), _number(d["t1"], f"{where}: t1")
+        f0 = _number(d.get("f0", 0.0), f"{where}: f0")
+        f1 = d.get("f1")
+        f1 = None if f1 is None else _number(f1, f"{where}: f1")
+        w = _number(d.get("weight", 1.0), f"{where}: weight")
+        absent = d.get("absent", False)
+        if not isinstance(absent, (bool, np.bool_)):
+            raise ParameterError(f"{where}: absent={absent!r} must be true or false")
+        out.append(Mark(int(s), t0, t1, f0, f1, w, bool(absent)))
+    return out
+
+
+def check_marks(marks, *, n_sources: int, duration: float, sr: int) -> list[Mark]:
+    """Parse (:func:`parse_marks`) and check marks against the audio.
+
+    Parameters
+    ----------
+    marks : list of Mark, tuple or dict
+    n_sources : int
+    duration : float
+        Length of the audio in seconds.
+    sr : int
+        Its sample rate (frequencies lie in [0, sr / 2]).
+
+    Returns
+    -------
+    list of Mark
+        With ``f1`` filled in (``sr / 2`` where it was None).
+
+    Raises
+    ------
+    ParameterError
+        A source index outside ``[0, n_sources)``, ``t1 <= t0``, times
+        outside ``[0, duration]``, frequencies outside ``[0, sr / 2]``,
+        ``f1 <= f0``, a weight outside [0, 1] or a non-finite number; the
+        message names the mark and the value.
+
+    Examples
+    --------
+    >>> check_marks([(0, 0.5, 1.0, 0, None)], n_sources=2, duration=2.0, sr=8000)[0].f1
+    4000.0
+    >>> check_marks([(2, 0.5, 1.0)], n_sources=2, duration=2.0, sr=8000)
+    Traceback (most recent call last):
+    ...
+    nmfcore.exceptions.ParameterError: marks[0]: source=2 is not a source index in [0, 2)
+    """
+    out = []
+    nyquist = sr / 2
+    for i, m in enumerate(parse_marks(marks)):
+        where = f"marks[{i}]"
+        if not 0 <= m.source < n_sources:
+            raise ParameterError(f"{where}: source={m.source} is not a source index in [0, {n_sources})")
+        if m.t1 <= m.t0:
+            raise ParameterError(f"{where}: t1={m.t1:g} s must be greater than t0={m.t0:g} s")
+        if m.t0 < 0 or m.t1 > duration + 1e-9:
+            bad = ("t0", m.t0) if m.t0 < 0 else ("t1", m.t1)
+            raise ParameterError(f"{where}: {bad[0]}={bad[1]:g} s lies outside the audio [0, {duration:g}] s")
+        f1 = nyquist if m.f1 is None else m.f1
+        for name, f in (("f0", m.f0), ("f1", f1)):
+            if not 0 <= f <= nyquist:
+                raise ParameterError(f"{where}: {name}={f:g} Hz lies outside [0, {nyquist:g}] Hz (sr / 2)")
+        if f1 <= m.f0:
+            raise ParameterError(f"{where}: f1={f1:g} Hz must be greater than f0={m.f0:g} Hz")
+        if not 0 <= m.weight <= 1:
+            raise ParameterError(f"{where}: weight={m.weight:g} must lie in [0, 1]")
+        out.append(Mark(m.source, m.t0, m.t1, m.f0, f1, m.weight, m.absent))
+    return out
+
+
+def _box(m: Mark, sr: int, n_fft: int, hop_length: int, n_bins: int, n_times: int) -> tuple[slice, slice]:
+    """Bins and frames of a checked mark: centres in [f0, f1) and [t0, t1), the end included when the box
+    reaches sr/2 or the last frame; at least one of each (the nearest)."""
+    def span(lo, hi, step, n, to_end):
+        a = min(n - 1, max(0, math.ceil(lo / step - 1e-9)))
+        b = n if to_end else min(n, max(0, math.ceil(hi / step - 1e-9)))
+        return slice(a, max(b, a + 1))
+
+    fs, ts = sr / n_fft, hop_length / sr
+    return (span(m.f0, m.f1, fs, n_bins, m.f1 >= sr / 2),
+            span(m.t0, m.t1, ts, n_times, m.t1 >= (n_times - 1) * ts))
+
+
+def mark_weights(marks, n_sources: int, *, sr: int, n_frames: int, n_fft: int = 2048,
+                 hop_length: int = 512) -> Tensor:
+    r"""Per-source time-frequency weights :math:`A_s(f, t)` of the marks, on the STFT grid.
+
+    See the module's description for the rules (a mark "only ``s``" of
+    weight ``w`` sets the other sources to ``1 - w`` in its box, "``s``
+    absent" sets ``s`` to ``1 - w``; the higher-weight mark wins where boxes
+    overlap, the later one among equal weights). A frame belongs to a box
+    when its centre time lies in ``[t0, t1)``, a bin when its frequency lies
+    in ``[f0, f1)`` (the box's last frame and the Nyquist bin are included
+    when it reaches them); a box narrower than one bin or one frame still
+    covers the nearest one.
+
+    Parameters
+    ----------
+    marks : list of Mark, tuple or dict
+        Already checked (:func:`check_marks`) or at least parsed;
+        ``f1=None`` means ``sr / 2``.
+    n_sources : int
+    sr : int
+    n_frames : int
+        Frames of the centred STFT (``1 + samples // hop_length``).
+    n_fft, hop_length : int, keyword-only
+
+    Returns
+    -------
+    torch.Tensor [shape=(n_sources, n_fft // 2 + 1, n_frames)], float32
+        Values in [0, 1], 1 where no mark applies.
+
+    Examples
+    --------
+    >>> A = mark_weights([(0, 0.0, 0.5)], 2, sr=8000, n_frames=126, n_fft=512, hop_length=128)
+    >>> A.shape, float(A[1, :, :31].max()), float(A[1, :, 32:].min()), float(A[0].min())
+    (torch.Size([2, 257, 126]), 0.0, 1.0, 1.0)
+    """
+    n_bins = n_fft // 2 + 1
+    A = torch.ones((n_sources, n_bins, n_frames))
+    parsed = parse_marks(marks)
+    order = sorted(range(len(parsed)), key=lambda i: parsed[i].weight)  # stable: later wins among equals
+    for i in order:
+        m = parsed[i]
+        if m.f1 is None:
+            m = Mark(m.source, m.t0, m.t1, m.f0, sr / 2, m.weight, m.absent)
+        fb, tb = _box(m, sr, n_fft, hop_length, n_bins, n_frames)
+        if m.absent:
+            A[m.source, fb, tb] = 1.0 - m.weight
+        else:
+            A[:, fb, tb] = 1.0 - m.weight
+            A[m.source, fb, tb] = 1.0
+    return A
+
+
+def source_blocks(rank: int, n_sources: int) -> list[list[int]]:
+    """Components of each source: ``rank`` shared in consecutive blocks, the first ones one larger.
+
+    Examples
+    --------
+    >>> source_blocks(8, 3)
+    [[0, 1, 2], [3, 4, 5], [6, 7]]
+    >>> source_blocks(2, 3)
+    Traceback (most recent call last):
+    ...
+    nmfcore.exceptions.ParameterError: n_sources=3 is more than the rank=2 components: each source needs at least one (raise the rank)
+    """
+    if n_sources > rank:
+        raise ParameterError(f"n_sources={n_sources} is more than the rank={rank} components: each source "
+                             "needs at least one (raise the rank)")
+    q, r = divmod(rank, n_sources)
+    out, start = [], 0
+    for s in range(n_sources):
+        k = q + (s < r)
+        out.append(list(range(start, start + k)))
+        start += k
+    return out
+
+
+# ------------------------------------------------------------------ the model
+def _spans(groups) -> list[tuple[int, int]]:
+    return [(g[0], g[-1] + 1) for g in groups]
+
+
+def _reconstruct(W: Tensor, H: Tensor, A: Tensor, spans, marked) -> Tensor:
+    r"""``sum_s A_s * (W_s H_s^T)`` (freq, frames); unmarked sources skip their all-ones weight."""
+    Y = None
+    for s, (a, b) in enumerate(spans):
+        P = W[:, a:b] @ H[:, a:b].t()
+        if marked[s]:
+            P.mul_(A[s])
+        Y = P if Y is None else Y.add_(P)
+    return Y
+
+
+def _excluded(A: Tensor) -> Tensor:
+    """``1[A == 0]``: the bins a certain mark (weight 1) takes from a source, where the penalty acts."""
+    return (A == 0).to(A.dtype)
+
+
+def _penalty_value(W, H, A, spans, marked, lam_c: float) -> float:
+    # lam c sum_s <1[A_s = 0], W_s H_s^T> = lam c sum_s sum(W_s * (1[A_s = 0] H_s))
+    if not lam_c:
+        return 0.0
+    total = 0.0
+    for s, (a, b) in enumerate(spans):
+        if marked[s]:
+            total += float((W[:, a:b] * (_excluded(A[s]) @ H[:, a:b])).sum())
+    return lam_c * total
+
+
+def guided_objective(V: Tensor, W: Tensor, H: Tensor, A: Tensor, groups, beta: float, penalty: float) -> float:
+    r"""The objective :math:`d_\beta(V|\hat V) + \lambda c \sum_s \langle 1[A_s = 0], W_s H_s^T\rangle`.
+
+    Shape
+    -----
+    - V: :math:`(F, T)`, the spectrogram; W: :math:`(F, R)`; H: :math:`(T, R)`
+    - A: :math:`(S, F, T)`; ``groups``: consecutive blocks of components, one per source.
+
+    Examples
+    --------
+    >>> V = torch.ones(3, 4); W = torch.ones(3, 2); H = torch.ones(4, 2) / 2
+    >>> guided_objective(V, W, H, torch.ones(2, 3, 4), [[0], [1]], 1.0, 1.0)
+    0.0
+    """
+    spans = _spans(groups)
+    marked = [bool((A[s] < 1).any()) for s in range(len(spans))]
+    Y = _reconstruct(W, H, A, spans, marked)
+    c = _penalty_scale(V, beta)
+    return float(_div.beta_divergence(V, Y, beta)) + _penalty_value(W, H, A, spans, marked, penalty * c)
+
+
+def _penalty_scale(V: Tensor, beta: float) -> float:
+    """``c = sum(V**beta) / sum(V)``: puts the penalty in the divergence's units (1 for beta = 1)."""
+    if beta == 1:
+        return 1.0
+    total = float(V.sum(dtype=torch.float64))
+    return float(V.double().pow(beta).sum()) / total if total > 0 else 1.0
+
+
+def _terms(which: str, V: Tensor, W: Tensor, H: Tensor, A: Tensor, spans, marked, beta: float,
+           lam_c: float) -> tuple[Tensor, Tensor]:
+    r"""(neg, pos) of the multiplicative update of ``which`` (closed form; the tests pin it to autograd's
+    vector-Jacobian product of the reconstruction).
+
+    Here, for source ``s`` with output-space terms ``n, p`` of :func:`nmfcore.divergence.mu_terms`:
+    neg_s = (A_s * n) @ other_s and pos_s = (A_s * p + lam c 1[A_s = 0]) @ other_s
+    (transposed for H), the penalty's gradient joining the positive part.
+    """
+    Y = _reconstruct(W, H, A, spans, marked)
+    neg_out, pos_out = _div.mu_terms(V, Y, beta, out=Y, cache={})
+    X = W if which == "W" else H
+    neg, pos = torch.empty_like(X), torch.empty_like(X)
+    for s, (a, b) in enumerate(spans):
+        other = (H if which == "W" else W)[:, a:b]
+        n_s, p_s = neg_out, pos_out
+        if marked[s]:
+            n_s = neg_out * A[s]
+            p_s = A[s].clone() if pos_out is None else pos_out * A[s]
+            if lam_c:
+                p_s.add_(_excluded(A[s]), alpha=lam_c)
+        if which == "W":
+            neg[:, a:b] = n_s @ other
+            pos[:, a:b] = other.sum(0) if p_s is None else p_s @ other
+        else:
+            neg[:, a:b] = n_s.t() @ other
+            pos[:, a:b] = other.sum(0) if p_s is None else p_s.t() @ other
+    return neg, pos
+
+
+def _fit(V: Tensor, W: Tensor, H: Tensor, A: Tensor, groups, *, beta: float, penalty: float, n_iter: int,
+         tol: float, callback: Optional[Callback]) -> int:
+    """Multiplicative updates of ``W`` and ``H`` in place (V (F, T), W (F, R), H (T, R)); returns iterations.
+
+    The objective never increases: each step is the majorisation-minimisation
+    update of :func:`nmfcore.divergence.multiplicative_step` for a model linear
+    in the updated factor, with the linear penalty in the positive part.
+    """
+    spans = _spans(groups)
+    marked = [bool((A[s] < 1).any()) for s in range(len(spans))]
+    lam_c = penalty * _penalty_scale(V, beta)
+
+    def step():
+        for which, X in (("W", W), ("H", H)):
+            neg, pos = _terms(which, V, W, H, A, spans, marked, beta, lam_c)
+            _div.multiplicative_step(X, neg, pos, beta)
+
+    def loss():
+        Y = _reconstruct(W, H, A, spans, marked)
+        return float(_div.beta_divergence(V, Y, beta)) + _penalty_value(W, H, A, spans, marked, lam_c)
+
+    return run_iterations(step, loss, max_iter=n_iter, tol=tol, callback=callback)
+
+
+# ----------------------------------------------------------------- the result
+@dataclass(eq=False)
+class GuidedSeparation(Separation):
+    """The result of :func:`separate_guided`: a :class:`~nmfcore.audio.Separation` whose groups are known.
+
+    :meth:`sources` needs no grouping (the block of each source is used), and
+    the masks include the marks' weights: component ``r`` of source ``s`` has
+    the model spectrogram :math:`A_s \\odot (w_r h_r^T)`, so the sources
+    still sum to the mixture.
+
+    Attributes
+    ----------
+    marks : list of Mark
+        The checked marks (``f1`` filled in).
+    n_sources : int
+    groups : list of list of int
+        The components of each source.
+    weights : torch.Tensor [shape=(n_sources, freq, frames)]
+        The weights :math:`A_s` of :func:`mark_weights` (on the fit's device).
+    penalty : float
+        The penalty strength :math:`\\lambda` used.
+    unmarked : list of int
+        Sources with no mark of their own ("only ``s``" or "``s`` absent"):
+        no component was forced for them.
+    objective : float
+        The final objective (divergence plus penalty) in the units of the data.
+    """
+
+    marks: list = field(default_factory=list)
+    n_sources: int = 0
+    groups: list = field(default_factory=list)
+    weights: Optional[Tensor] = field(repr=False, default=None)
+    penalty: float = DEFAULT_PENALTY
+    unmarked: list = field(default_factory=list)
+    objective: float = float("nan")
+
+    def _source_of(self, r: int) -> int:
+        for s, g in enumerate(self.groups):
+            if r in g:
+                return s
+        raise ParameterError(f"component {r} is in no source block")
+
+    def _component_tensor(self, r: int) -> Tensor:
+        return super()._component_tensor(r) * self.weights[self._source_of(r)]
+
+    def _component_frames(self, r: int, a: int, b: int) -> Tensor:
+        return super()._component_frames(r, a, b) * self.weights[self._source_of(r), :, a:b]
+
+    @property
+    def reconstruction(self) -> np.ndarray:
+        if "reconstruction" not in self._cache:
+            W, H = self.factors
+            spans = _spans(self.groups)
+            marked = [bool((self.weights[s] < 1).any()) for s in range(self.n_sources)]
+            self._cache["reconstruction"] = _reconstruct(W, H, self.weights, spans, marked).cpu().numpy()
+        return self._cache["reconstruction"]
+
+    def sources(self, groups=None) -> Tensor:
+        """Waveforms (n_sources, channels, samples), one per source; ``groups`` defaults to :attr:`groups`."""
+        return super().sources(self.groups if groups is None else groups)
+
+    def source_blocks(self, groups=None, *, components: bool = False):
+        """:meth:`Separation.source_blocks` with the sources' own groups by default."""
+        return super().source_blocks(self.groups if groups is None else groups, components=components)
+
+    def residual(self, groups=None) -> Tensor:
+        return super().residual(self.groups if groups is None else groups)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["weights"] = self.weights.cpu()
+        return state
+
+
+# ------------------------------------------------------------- the functions
+def _check_penalty(penalty) -> float:
+    if isinstance(penalty, bool) or not isinstance(penalty, numbers.Real) or not 0 <= penalty < float("inf"):
+        raise ParameterError(f"penalty={penalty!r} must be a finite number >= 0")
+    return float(penalty)
+
+
+def _check_settings(settings) -> SeparationSettings:
+    settings = SeparationSettings() if settings is None else settings
+    if not isinstance(settings, SeparationSettings):
+        raise ParameterError(f"settings must be a SeparationSettings, got {type(settings).__name__}")
+    if settings.model != "NMF":
+        raise ParameterError(f"guided separation works with model='NMF', not model={settings.model!r}")
+    if settings.sparsity_H is not None or settings.alpha > 0 or settings.continuity > 0:
+        raise ParameterError("guided separation takes no sparsity_H, alpha or continuity (got "
+                             f"sparsity_H={settings.sparsity_H!r}, alpha={settings.alpha!r}, "
+                             f"continuity={settings.continuity!r})")
+    return settings
+
+
+def _n_sources(marks, n_sources) -> int:
+    if n_sources is None:
+        parsed = parse_marks(marks)
+        if not parsed:
+            raise ParameterError("n_sources is None and there are no marks: give n_sources")
+        return 1 + max(m.source for m in parsed)
+    if isinstance(n_sources, bool) or not isinstance(n_sources, numbers.Integral) or n_sources < 1:
+        raise ParameterError(f"n_sources={n_sources!r} must be a positive integer")
+    return int(n_sources)
+
+
+def _run(V: Tensor, W: Tensor, H: Tensor, settings, sr, marks, n_sources, groups, penalty, n_iter, callback,
+         device) -> tuple:
+    """Weights, scaled fit, rescaling: returns (A, H, n_iter, losses, objective)."""
+    A = mark_weights(marks, n_sources, sr=sr, n_frames=V.shape[1], n_fft=settings.n_fft,
+                     hop_length=settings.hop_length).to(device)
+    losses: list = []
+    peak = float(V.max())
+    if peak == 0:
+        return A, H.zero_(), 0, [(0, 0.0)], 0.0
+    scale = 2.0 ** math.floor(math.log2(peak))  # exact: fit V / scale, carry the scale in H
+    Vs = V / scale
+    H /= scale
+    record = _recorder(losses, callback)
+    unit = scale ** settings.beta
+    n = _fit(Vs, W, H, A, groups, beta=settings.beta, penalty=penalty, n_iter=n_iter, tol=settings.tol,
+             callback=lambda i, loss: record(i, loss * unit))
+    objective = guided_objective(Vs, W, H, A, groups, settings.beta, penalty) * unit
+    H *= scale
+    return A, H, int(n), losses, objective
+
+
+def _result(settings, sr, y, V, W, H, A, n_iter, losses, objective, timings, keep_components, t_start, marks,
+            n_sources, groups, penalty) -> GuidedSeparation:
+    marked = {m.source for m in marks}
+    sep = GuidedSeparation(settings=settings, sr=sr, mixture=y, W=W.cpu().numpy(), H=H.t().cpu().numpy(),
+                           spectrogram=V.cpu().numpy(), losses=losses, n_iter=n_iter, timings=timings,
+                           factors=(W, H), marks=marks, n_sources=n_sources, groups=groups, weights=A,
+                           penalty=penalty, unmarked=[s for s in range(n_sources) if s not in marked],
+                           objective=objective)
+    if keep_components:
+        sep.components  # noqa: B018 (computes and caches the waveforms)
+    timings["total"] = perf_counter() - t_start
+    return sep
+
+
+def separate_guided(y, sr: int, marks, settings: Optional[SeparationSettings] = None,
+                    n_sources: Optional[int] = None, *, penalty: float = DEFAULT_PENALTY,
+                    callback: Optional[Callback] = None, keep_components: bool = True) -> GuidedSeparation:
+    r"""Separate a recording into sources that follow the user's marks.
+
+    Fits the weighted model of the module's description (a block of
+    components per source; the marks' weights :math:`A_s` decide which
+    block may explain which bins) by multiplicative updates from a seeded
+    random start, then masks the mixture's STFT with
+    :math:`A_s \odot (W_s H_s^T)` per component.
+
+    Parameters
+    ----------
+    y : torch.Tensor or numpy.ndarray [shape=(channels, samples) or (samples,)]
+        The mixture.
+    sr : int
+        Its sample rate.
+    marks : list of Mark, tuple or dict
+        The annotations, in seconds and Hz of the input (see :class:`Mark`
+        and :func:`parse_marks`); may be empty.
+    settings : SeparationSettings, optional
+        ``model`` must be 'NMF'; ``rank`` is the total number of components,
+        shared among the sources (:func:`source_blocks`); ``beta``,
+        ``n_iter``, ``tol``, ``seed``, the STFT and ``mask_power`` apply as
+        in :func:`~nmfcore.audio.separate`.
+    n_sources : int, optional
+        Number of sources (default: one more than the largest marked index).
+        Sources without marks get no forced components.
+    penalty : float, default 1.0, keyword-only
+        :math:`\lambda`: how much a source's energy costs where a mark of
+        weight 1 excludes it (1: Bryan and Mysore's posterior regularisation
+        for KL; 0: the weighted model alone).
+    callback, keep_components
+        As for :func:`~nmfcore.audio.separate`.
+
+    Returns
+    -------
+    GuidedSeparation
+        ``sources()`` gives one waveform per source; ``unmarked`` lists the
+        sources with no marks.
+
+    Raises
+    ------
+    ParameterError
+        A bad mark (:func:`check_marks`), more sources than components, a
+        model other than NMF.
+    AudioError
+        Bad audio (as for :func:`~nmfcore.audio.separate`).
+
+    Shape
+    -----
+    - y: :math:`(C, N)` or :math:`(N,)`; sources(): :math:`(S, C, N)`
+    - factors: W :math:`(F, R)`, H :math:`(T, R)`; weights :math:`(S, F, T)`
+
+    Examples
+    --------
+    A low tone during the first second, a high one during the second; one
+    mark each is enough:
+
+    >>> sr = 8000
+    >>> t = torch.arange(2 * sr) / sr
+    >>> low, high = torch.sin(2 * torch.pi * 300 * t) * (t < 1), torch.sin(2 * torch.pi * 2000 * t) * (t > 0.7)
+    >>> s = SeparationSettings(rank=2, n_fft=512, hop_length=128)
+    >>> sep = separate_guided(low + high, sr, [(0, 0.1, 0.6), (1, 1.2, 1.9)], s)
+    >>> est = sep.sources()
+    >>> est.shape, sep.groups, sep.unmarked
+    (torch.Size([2, 1, 16000]), [[0], [1]], [])
+    >>> bool(torch.corrcoef(torch.stack([est[0, 0], low]))[0, 1] > 0.99)
+    True
+    """
+    t_start = perf_counter()
+    settings = _check_settings(settings)
+    penalty = _check_penalty(penalty)
+    n_sources = _n_sources(marks, n_sources)
+    groups = source_blocks(settings.rank, n_sources)
+    timings: dict = {}
+    y, sr = _prepare(y, sr, settings, timings)  # resampled if settings.sr asks: marks are checked against it
+    marks = check_marks(marks, n_sources=n_sources, duration=y.shape[-1] / sr, sr=sr)
+    device = check_device(settings.device)
+    Vm, _, _ = _model_data(y, settings, device, timings)
+    V = Vm.t()  # (freq, frames) view
+    t = perf_counter()
+    gen = torch.Generator().manual_seed(settings.seed)
+    W, Ht = random_like_data(V.cpu(), (V.shape[0], settings.rank), (V.shape[1], settings.rank), settings.rank, gen)
+    W, H = W.to(device), Ht.to(device)
+    A, H, n_iter, losses, objective = _run(V, W, H, settings, sr, marks, n_sources, groups, penalty,
+                                           settings.n_iter, callback, device)
+    timings["fit"] = perf_counter() - t
+    return _result(settings, sr, y, V, W, H, A, n_iter, losses, objective, timings, keep_components, t_start,
+                   marks, n_sources, groups, penalty)
+
+
+def refine(previous: GuidedSeparation, marks, *, n_iter: Optional[int] = None, penalty: Optional[float] = None,
+           callback: Optional[Callback] = None, keep_components: bool = True) -> GuidedSeparation:
+    """Fit again with new marks, starting from a previous result's factors (the interactive loop).
+
+    The mixture, its spectrogram, the settings and the sources are those of
+    ``previous``; only the marks change (give the whole list: old and new).
+    With the same marks the fit continues where it stopped, so the objective
+    is no higher than ``previous.objective``.
+
+    Parameters
+    ----------
+    previous : GuidedSeparation
+    marks : list of Mark, tuple or dict
+    n_iter : int, optional, keyword-only
+        Iterations (default ``min(settings.n_iter, REFINE_ITER)``).
+    penalty : float, optional, keyword-only
+        Default: the previous one.
+    callback, keep_components
+        As for :func:`separate_guided`.
+
+    Examples
+    --------
+    >>> sr = 8000
+    >>> t = torch.arange(2 * sr) / sr
+    >>> y = torch.sin(2 * torch.pi * 300 * t) * (t < 1) + torch.sin(2 * torch.pi * 2000 * t) * (t > 0.7)
+    >>> first = separate_guided(y, sr, [(0, 0.1, 0.6)], SeparationSettings(rank=2, n_fft=512, hop_length=128),
+    ...                         n_sources=2)
+    >>> first.unmarked
+    [1]
+    >>> again = refine(first, first.marks + [Mark(1, 1.2, 1.9)])
+    >>> again.unmarked, again.sources().shape
+    ([], torch.Size([2, 1, 16000]))
+    """
+    if not isinstance(previous, GuidedSeparation):
+        raise ParameterError(f"previous must be a GuidedSeparation (from separate_guided), got "
+                             f"{type(previous).__name__}")
+    t_start = perf_counter()
+    settings = previous.settings
+    penalty = previous.penalty if penalty is None else _check_penalty(penalty)
+    if n_iter is None:
+        n_iter = min(settings.n_iter, REFINE_ITER)
+    elif isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral) or n_iter < 1:
+        raise ParameterError(f"n_iter={n_iter!r} must be a positive integer")
+    sr, y = previous.sr, previous.mixture
+    marks = check_marks(marks, n_sources=previous.n_sources, duration=y.shape[-1] / sr, sr=sr)
+    W0, H0 = previous.factors
+    device = W0.device
+    V = torch.as_tensor(previous.spectrogram, device=device)
+    W, H = W0.clone(), H0.clone()
+    timings: dict = {}
+    t = perf_counter()
+    A, H, n, losses, objective = _run(V, W, H, settings, sr, marks, previous.n_sources,
+                                      previous.groups, penalty, int(n_iter), callback, device)
+    timings["fit"] = perf_counter() - t
+    return _result(settings, sr, y, V, W, H, A, n, losses, objective, timings, keep_components, t_start, marks,
+                   previous.n_sources, previous.groups, penalty)
