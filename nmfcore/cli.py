@@ -120,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--groups", default=None, metavar="SPEC",
                      help="explicit groups of component indices, e.g. '0,1;2-5' (components in no group are "
                           "written as 'residual')")
+    g.add_argument("--marks", default=None, metavar="FILE",
+                   help="guided separation: a JSON file of marks saying where each source sounds, "
+                        '{"marks": [{"source": 0, "t0": 0.5, "t1": 2.0, "f0": 0, "f1": null, "weight": 1.0, '
+                        '"absent": false}, ...]} (seconds, Hz, sources from 0 to --sources - 1; f0, f1, weight '
+                        "and absent optional: whole band, certain, 'only this source here'); model NMF only")
     g.add_argument("--names", default=None, help="comma-separated source names for the files")
     g.add_argument("--components", action="store_true", help="also write every component's waveform")
     g.add_argument("--format", choices=("wav", "flac"), default="wav", help="output format (default wav)")
@@ -220,6 +225,7 @@ def _separate_one(path: Path, root: Path, folder: str, args, settings, groups, n
     from . import __version__
     from .audio import (auto_group, component_centroids, component_order, component_pitches, load_audio,
                         note_names, separate)
+    from .audio.guided import separate_marked
 
     files = _plan_outputs(root, folder, names, settings.rank if args.components else None, args)
 
@@ -235,12 +241,16 @@ def _separate_one(path: Path, root: Path, folder: str, args, settings, groups, n
         bars[0].update(iteration - bars[0].n)
         bars[0].set_postfix(loss=f"{loss:.4g}", refresh=False)
 
+    grouping = "manual" if groups is not None else "auto"
     try:
-        sep = separate(y, sr, settings, callback=progress, keep_components=False)  # rendered as they are written
+        if args.marks is not None:  # guided separation (nmfcore.audio.guided): the marks decide the groups
+            sep = separate_marked(y, sr, args.marks, settings, len(names), groups=groups, callback=progress)
+            groups, grouping = sep.groups, "marks"
+        else:
+            sep = separate(y, sr, settings, callback=progress, keep_components=False)  # rendered as written
     finally:
         for bar in bars:
             bar.close()
-    grouping = "manual" if groups is not None else "auto"
     if groups is None:
         groups = auto_group(sep, len(names), seed=settings.seed)
     t = perf_counter()

@@ -289,3 +289,73 @@ def test_same_seed_same_factors_and_pickle():
     assert torch.equal(a.factors[0], b.factors[0]) and torch.equal(a.factors[1], b.factors[1])
     c = pickle.loads(pickle.dumps(a))
     torch.testing.assert_close(c.sources(), a.sources())
+
+
+# ------------------------------------------------------------ command line
+def _cli(argv, capsys):
+    from nmfcore.cli import main
+
+    code = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+CLI_FAST = ["--n-fft", "256", "--hop", "64", "--iter", "30", "--rank", "4", "-q"]
+
+
+def test_cli_separate_with_marks(tmp_path, capsys):
+    import json
+
+    from nmfcore.audio import load_audio, write_audio
+
+    y, _ = two_sources()
+    mix = write_audio(tmp_path / "mix.wav", y, SR)
+    marks = tmp_path / "marks.json"
+    marks.write_text(json.dumps({"marks": [{"source": 0, "t0": 0.0, "t1": 0.4},
+                                           {"source": 1, "t0": 1.0, "t1": 1.5, "f0": 1000, "f1": None,
+                                            "weight": 0.9}]}))
+    code, out, err = _cli(["separate", mix, "-o", tmp_path / "out", "--marks", marks] + CLI_FAST, capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "out" / "mix" / "summary.json").read_text())
+    assert summary["grouping"] == "marks" and summary["groups"] == [[0, 1], [2, 3]]
+    stems = [load_audio(p)[0] for p in summary["files"]["sources"]]
+    torch.testing.assert_close(stems[0] + stems[1], load_audio(mix)[0], atol=2e-4, rtol=0)
+
+
+@pytest.mark.parametrize("content, message", [
+    ('[{"source": 2, "t0": 0, "t1": 1}]', r"marks\[0\]: source=2 is not a source index in \[0, 2\)"),
+    ('[{"source": 0, "t0": 1, "t1": 0.5}]', r"marks\[0\]: t1=0.5 s must be greater than t0=1 s"),
+    ('[{"source": 0, "t0": 0, "t1": 9}]', r"t1=9 s lies outside the audio \[0, 2\] s"),
+    ('[{"source": 0, "t0": 0, "t1": 1, "f1": 9000}]', r"f1=9000 Hz lies outside \[0, 4000\] Hz"),
+    ('[{"source": 0, "t0": NaN, "t1": 1}]', r"t0=nan must be a finite number"),
+    ('{"marks": [], "extra": 1}', r"must hold a list of marks or"),
+    ('[{"source": 0, "t0": 0', r"is not valid JSON"),
+])
+def test_cli_bad_marks_one_error_line(tmp_path, capsys, content, message):
+    import re
+
+    from nmfcore.audio import write_audio
+
+    y, _ = two_sources()
+    mix = write_audio(tmp_path / "mix.wav", y, SR)
+    marks = tmp_path / "marks.json"
+    marks.write_text(content)
+    code, _, err = _cli(["separate", mix, "-o", tmp_path / "out", "--marks", marks] + CLI_FAST, capsys)
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error:"), err
+    assert re.search(message, lines[0]) and "marks.json" in lines[0], lines[0]
+
+
+def test_cli_marks_and_groups_conflict(tmp_path, capsys):
+    from nmfcore.audio import write_audio
+
+    y, _ = two_sources()
+    mix = write_audio(tmp_path / "mix.wav", y, SR)
+    marks = tmp_path / "marks.json"
+    marks.write_text("[]")
+    code, _, err = _cli(["separate", mix, "-o", tmp_path / "out", "--marks", marks, "--groups", "0;1"] + CLI_FAST,
+                        capsys)
+    assert code == 2 and "--marks and --groups" in err
+    code, _, err = _cli(["separate", mix, "-o", tmp_path / "out2", "--marks", tmp_path / "none.json"] + CLI_FAST,
+                        capsys)
+    assert code == 2 and "cannot be read" in err

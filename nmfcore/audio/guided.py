@@ -67,6 +67,7 @@ References
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -83,8 +84,8 @@ from ..exceptions import ParameterError
 from ..init import random_like_data
 from .separation import Callback, Separation, SeparationSettings, _model_data, _prepare, _recorder, check_device
 
-__all__ = ["Mark", "parse_marks", "check_marks", "mark_weights", "source_blocks", "GuidedSeparation",
-           "separate_guided", "refine", "guided_objective"]
+__all__ = ["Mark", "parse_marks", "check_marks", "load_marks", "mark_weights", "source_blocks", "GuidedSeparation",
+           "separate_guided", "refine", "separate_marked", "guided_objective"]
 
 #: Default strength of the penalty on a source's energy where a certain mark excludes it (Bryan and
 #: Mysore's posterior regularisation for beta = 1); 0 gives the weighted model of Lefèvre et al. alone.
@@ -754,3 +755,75 @@ def refine(previous: GuidedSeparation, marks, *, n_iter: Optional[int] = None, p
     timings["fit"] = perf_counter() - t
     return _result(settings, sr, y, V, W, H, A, n, losses, objective, timings, keep_components, t_start, marks,
                    previous.n_sources, previous.groups, penalty)
+
+
+# ------------------------------------------------------------ marks files
+def load_marks(path) -> list[Mark]:
+    """Marks from a JSON file (the format of ``nmfcore separate --marks``).
+
+    The file holds a list of marks, or an object ``{"marks": [...]}``; each
+    mark is an object with the keys of :class:`Mark` (times in seconds,
+    frequencies in Hz, source indices from 0)::
+
+        {"marks": [
+          {"source": 0, "t0": 0.5, "t1": 2.0},
+          {"source": 1, "t0": 3.0, "t1": 3.5, "f0": 200, "f1": 800, "weight": 0.8},
+          {"source": 0, "t0": 4.0, "t1": 6.0, "absent": true}
+        ]}
+
+    ``f0`` defaults to 0, ``f1`` to ``null`` (half the sample rate: the
+    whole band), ``weight`` to 1 (certain), ``absent`` to false ("only this
+    source here"). The values are checked against each recording when it is
+    separated (:func:`check_marks`).
+
+    Raises
+    ------
+    ParameterError
+        The file cannot be read, is not JSON, or a mark is malformed; the
+        message names the file and the mark.
+
+    Examples
+    --------
+    >>> import json, tempfile, os
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+    ...     json.dump({"marks": [{"source": 1, "t0": 0, "t1": 1.5}]}, fh)
+    >>> load_marks(fh.name)
+    [Mark(source=1, t0=0.0, t1=1.5, f0=0.0, f1=None, weight=1.0, absent=False)]
+    >>> os.remove(fh.name)
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except OSError as exc:
+        raise ParameterError(f"marks file '{path}' cannot be read: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ParameterError(f"marks file '{path}' is not valid JSON: {exc}") from None
+    if isinstance(data, Mapping):
+        unknown = sorted(set(data) - {"marks"})
+        if "marks" not in data or unknown:
+            raise ParameterError(f"marks file '{path}' must hold a list of marks or {{\"marks\": [...]}}, "
+                                 f"got the keys {sorted(data)}")
+        data = data["marks"]
+    if not isinstance(data, list):
+        raise ParameterError(f"marks file '{path}' must hold a list of marks, got {type(data).__name__}")
+    try:
+        return parse_marks(data)
+    except ParameterError as exc:
+        raise ParameterError(f"marks file '{path}': {exc}") from None
+
+
+def separate_marked(y, sr: int, marks_file, settings: SeparationSettings, n_sources: int, *, groups=None,
+                    callback: Optional[Callback] = None) -> GuidedSeparation:
+    """:func:`separate_guided` with the marks of a JSON file (:func:`load_marks`), for the command line.
+
+    The components are not rendered yet (``keep_components=False``); the
+    sources are the result's :attr:`~GuidedSeparation.groups`, so explicit
+    ``groups`` are refused.
+    """
+    if groups is not None:
+        raise ParameterError("--marks and --groups both say which components form a source: give one of them")
+    marks = load_marks(marks_file)
+    try:
+        return separate_guided(y, sr, marks, settings, n_sources, callback=callback, keep_components=False)
+    except ParameterError as exc:
+        raise ParameterError(f"marks file '{marks_file}': {exc}") from None
