@@ -169,7 +169,7 @@ BAD_MARKS = [
     ([(0, "a", 1.0)], r"t0='a' must be a number"),
     ([{"source": 0, "t0": 0.1, "t1": 1.0, "colour": "red"}], r"unknown keys \['colour'\]"),
     ([{"source": 0, "t0": 0.1}], r"lacks \['t1'\]"),
-    ([(0, 0.1)], r"marks\[0\]=\(0, 0.1\) must be a Mark, a dict or a tuple"),
+    ([(0, 0.1)], r"marks\[0\]=\(0, 0.1\) must be a Mark, a dict or a tuple \(source, t0, t1\[, f0, f1\[, weight\[, absent"),
     ([{"source": 0, "t0": 0.1, "t1": 1.0, "absent": "yes"}], r"absent='yes' must be true or false"),
     ("0 0.1 1.0", r"marks must be a list of marks"),
 ]

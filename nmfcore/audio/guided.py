@@ -70,6 +70,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import warnings
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Mapping, Optional, Sequence
@@ -80,7 +81,7 @@ from torch import Tensor
 
 from .. import divergence as _div
 from .._fit import run_iterations
-from ..exceptions import ParameterError
+from ..exceptions import ConvergenceWarning, ParameterError
 from ..init import random_like_data
 from .separation import Callback, Separation, SeparationSettings, _model_data, _prepare, _recorder, check_device
 
@@ -148,8 +149,8 @@ def _number(value, what: str) -> float:
 def parse_marks(marks) -> list[Mark]:
     """Marks from plain data: :class:`Mark` objects, tuples or dicts.
 
-    A tuple is ``(source, t0, t1)``, ``(source, t0, t1, f0, f1)`` or
-    ``(source, t0, t1, f0, f1, weight)``; a dict has the keys ``source``,
+    A tuple is ``(source, t0, t1)``, ``(source, t0, t1, f0, f1)``,
+    ``(source, t0, t1, f0, f1, weight)`` or ``(..., weight, absent)``; a dict has the keys ``source``,
     ``t0``, ``t1`` and optionally ``f0``, ``f1`` (null: ``sr / 2``),
     ``weight`` and ``absent`` (the JSON format of the command line). Every
     number must be finite; the values are checked against the audio by
@@ -186,11 +187,11 @@ def parse_marks(marks) -> list[Mark]:
             if missing:
                 raise ParameterError(f"{where}={dict(m)!r} lacks {missing}")
             d = dict(m)
-        elif isinstance(m, (tuple, list)) and len(m) in (3, 5, 6):
+        elif isinstance(m, (tuple, list)) and len(m) in (3, 5, 6, 7):
             d = dict(zip(_KEYS, m))
         else:
             raise ParameterError(f"{where}={m!r} must be a Mark, a dict or a tuple (source, t0, t1[, f0, f1"
-                                 "[, weight]])")
+                                 "[, weight[, absent]]])")
         s = d["source"]
         if isinstance(s, bool) or not isinstance(s, numbers.Integral):
             raise ParameterError(f"{where}: source={s!r} must be an integer source index")
@@ -586,8 +587,10 @@ def _run(V: Tensor, W: Tensor, H: Tensor, settings, sr, marks, n_sources, groups
     H /= scale
     record = _recorder(losses, callback)
     unit = scale ** settings.beta
-    n = _fit(Vs, W, H, A, groups, beta=settings.beta, penalty=penalty, n_iter=n_iter, tol=settings.tol,
-             callback=lambda i, loss: record(i, loss * unit))
+    with warnings.catch_warnings():  # as in separate(): stopping at n_iter is the caller's choice
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        n = _fit(Vs, W, H, A, groups, beta=settings.beta, penalty=penalty, n_iter=n_iter, tol=settings.tol,
+                 callback=lambda i, loss: record(i, loss * unit))
     objective = guided_objective(Vs, W, H, A, groups, settings.beta, penalty) * unit
     H *= scale
     return A, H, int(n), losses, objective
