@@ -414,27 +414,46 @@ def _penalty_scale(V: Tensor, beta: float) -> float:
     return float(V.double().pow(beta).sum()) / total if total > 0 else 1.0
 
 
+def _pos_weights(A: Tensor, marked, lam_c: float) -> list:
+    """For beta = 1, the output-space positive terms ``A_s + lam c 1[A_s = 0]`` of every source, which do not
+    change during the fit (None where they are all ones: the pull-back is then a sum)."""
+    out = []
+    for s, m in enumerate(marked):
+        if not m:
+            out.append(None)
+            continue
+        P = A[s] + lam_c * _excluded(A[s]) if lam_c else A[s]
+        out.append(None if bool((P == 1).all()) else P)
+    return out
+
+
 def _terms(which: str, V: Tensor, W: Tensor, H: Tensor, A: Tensor, spans, marked, beta: float,
-           lam_c: float) -> tuple[Tensor, Tensor]:
+           lam_c: float, pos_weights: Optional[list] = None) -> tuple[Tensor, Tensor]:
     r"""(neg, pos) of the multiplicative update of ``which`` (closed form; the tests pin it to autograd's
     vector-Jacobian product of the reconstruction).
 
     Here, for source ``s`` with output-space terms ``n, p`` of :func:`nmfcore.divergence.mu_terms`:
     neg_s = (A_s * n) @ other_s and pos_s = (A_s * p + lam c 1[A_s = 0]) @ other_s
-    (transposed for H), the penalty's gradient joining the positive part.
+    (transposed for H), the penalty's gradient joining the positive part. For beta = 1, ``p`` is all
+    ones, so the positive terms are fixed (:func:`_pos_weights`, computed once per fit).
     """
     Y = _reconstruct(W, H, A, spans, marked)
     neg_out, pos_out = _div.mu_terms(V, Y, beta, out=Y, cache={})
+    if pos_out is None and pos_weights is None:
+        pos_weights = _pos_weights(A, marked, lam_c)
     X = W if which == "W" else H
     neg, pos = torch.empty_like(X), torch.empty_like(X)
     for s, (a, b) in enumerate(spans):
         other = (H if which == "W" else W)[:, a:b]
-        n_s, p_s = neg_out, pos_out
-        if marked[s]:
-            n_s = neg_out * A[s]
-            p_s = A[s].clone() if pos_out is None else pos_out * A[s]
+        n_s = neg_out * A[s] if marked[s] else neg_out
+        if pos_out is None:
+            p_s = pos_weights[s]
+        elif marked[s]:
+            p_s = pos_out * A[s]
             if lam_c:
                 p_s.add_(_excluded(A[s]), alpha=lam_c)
+        else:
+            p_s = pos_out
         if which == "W":
             neg[:, a:b] = n_s @ other
             pos[:, a:b] = other.sum(0) if p_s is None else p_s @ other
@@ -455,10 +474,11 @@ def _fit(V: Tensor, W: Tensor, H: Tensor, A: Tensor, groups, *, beta: float, pen
     spans = _spans(groups)
     marked = [bool((A[s] < 1).any()) for s in range(len(spans))]
     lam_c = penalty * _penalty_scale(V, beta)
+    fixed = _pos_weights(A, marked, lam_c) if beta == 1 else None
 
     def step():
         for which, X in (("W", W), ("H", H)):
-            neg, pos = _terms(which, V, W, H, A, spans, marked, beta, lam_c)
+            neg, pos = _terms(which, V, W, H, A, spans, marked, beta, lam_c, fixed)
             _div.multiplicative_step(X, neg, pos, beta)
 
     def loss():
