@@ -49,7 +49,7 @@ from torch.nn.modules.utils import _pair, _single, _triple
 from . import divergence as div
 from . import _fit
 from ._fit import run_iterations
-from ._hoyer import l1_for_sparseness, project_columns
+from ._hoyer import project_columns
 from .penalties import temporal_continuity, temporal_continuity_terms
 from ._validation import (check_beta_for_data, check_fraction, check_nonnegative_float,
                           check_nonnegative_tensor, check_positive_int, check_rank, make_generator,

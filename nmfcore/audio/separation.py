@@ -52,7 +52,7 @@ from ..init import INIT_METHODS, nndsvd
 from ..trainer import BetaMu
 from .io import AudioError, as_waveform, check_sample_rate, resample
 from .models import MATRIX, MODELS, ModelSpec
-from .spectral import (MaskBank, OverlapAdd, check_stft_params, frame_blocks, get_window, n_frames, spectrogram,
+from .spectral import (MaskBank, OverlapAdd, check_stft_params, frame_blocks, get_window, spectrogram,
                        stft_frames)
 
 __all__ = ["SeparationSettings", "Separation", "separate", "learn_dictionary", "separate_supervised",
