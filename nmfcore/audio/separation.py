@@ -673,7 +673,7 @@ def _penalty(V: Tensor, settings: SeparationSettings, model) -> dict:
     registered models without penalties keep working); ``continuity`` made absolute."""
     out = {"alpha": settings.alpha, "l1_ratio": settings.l1_ratio} if settings.alpha > 0 else {}
     if settings.continuity > 0:
-        frames = V.shape[model._time_axis]  # V's time axis is that of H in both NMF and NMFD
+        frames = V.shape[model.time_axis]  # V's time axis is that of H in both NMF and NMFD
         scale = float((V if settings.beta == 1 else V.pow(settings.beta)).sum(dtype=torch.float64))
         out["continuity"] = settings.continuity * scale / (settings.rank * frames)
     return out
