@@ -44,12 +44,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import divergence as _div
-from .._fit import run_iterations
-from .._validation import check_beta, check_finite_float, check_rank
+from .._validation import check_beta, check_finite_float, check_fraction, check_int, check_rank, is_int
 from ..exceptions import ConvergenceWarning, ParameterError
 from ..init import INIT_METHODS, nndsvd
-from ..trainer import BetaMu
 from .io import AudioError, as_waveform, check_sample_rate, resample
 from .models import MATRIX, MODELS, ModelSpec
 from .spectral import (MaskBank, OverlapAdd, check_stft_params, frame_blocks, get_window, spectrogram,
@@ -59,12 +56,6 @@ __all__ = ["SeparationSettings", "Separation", "separate", "learn_dictionary", "
            "check_groups", "check_device"]
 
 Callback = Callable[[int, float], Optional[bool]]
-
-
-def _int_at_least(value, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ParameterError(f"{name}={value!r} must be an integer >= {low}")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -177,22 +168,17 @@ class SeparationSettings:
         check_rank(self.rank)
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
         set_("beta", check_beta(self.beta))
-        set_("n_iter", _int_at_least(self.n_iter, "n_iter", 1))
+        set_("n_iter", check_int(self.n_iter, "n_iter", low=1))
         set_("tol", check_finite_float(self.tol, "tol", allow_zero=True))
         set_("kernel_size", self._check_kernel(self.kernel_size))
         if self.init is not None and self.init not in INIT_METHODS:
             raise ParameterError(f"init={self.init!r} must be one of {INIT_METHODS} or None")
-        set_("seed", _int_at_least(self.seed, "seed", 0))
+        set_("seed", check_int(self.seed, "seed", low=0))
         if self.sparsity_H is not None:
             s = self.sparsity_H
-            if isinstance(s, bool) or not isinstance(s, numbers.Real) or not 0 < s < 1:
-                raise ParameterError(f"sparsity_H={s!r} must lie in (0, 1) or be None")
-            set_("sparsity_H", float(s))
+            set_("sparsity_H", check_fraction(s, "sparsity_H", low_inclusive=False, high_inclusive=False))
         set_("alpha", check_finite_float(self.alpha, "alpha", allow_zero=True))
-        l1 = self.l1_ratio
-        if isinstance(l1, bool) or not isinstance(l1, numbers.Real) or not 0 <= l1 <= 1:
-            raise ParameterError(f"l1_ratio={l1!r} must lie in [0, 1]")
-        set_("l1_ratio", float(l1))
+        set_("l1_ratio", check_fraction(self.l1_ratio, "l1_ratio", low_inclusive=True, high_inclusive=True))
         if self.alpha > 0 and self.sparsity_H is not None:
             raise ParameterError(f"alpha={self.alpha!r} and sparsity_H={self.sparsity_H!r} are two ways to make "
                                  "activations sparse: give one of them")
@@ -219,7 +205,7 @@ class SeparationSettings:
             if not k or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in k):
                 raise ParameterError(f"kernel_size={k!r} must be a positive integer or a tuple of them")
             return tuple(int(v) for v in k)
-        return _int_at_least(k, "kernel_size", 1)
+        return check_int(k, "kernel_size", low=1)
 
     @property
     def spec(self) -> ModelSpec:
@@ -281,7 +267,7 @@ def check_groups(groups, n_components: int) -> list[list[int]]:
             raise ParameterError(f"groups={groups!r}: each group must be a list of component indices, got {g!r}")
         members = []
         for r in g:
-            if isinstance(r, bool) or not isinstance(r, numbers.Integral) or not 0 <= r < n_components:
+            if not is_int(r) or not 0 <= r < n_components:
                 raise ParameterError(f"groups={groups!r}: component {r!r} is not an index in "
                                      f"[0, {n_components})")
             if int(r) in seen:
@@ -365,10 +351,21 @@ class Separation:
         state["_cache"] = {}
         return state
 
+    def cached(self, key, compute: Callable[[], object]):
+        """``compute()``, computed once per separation and kept under ``key``.
+
+        For values derived from the factors that several functions read (the
+        component spectrograms, :func:`~nmfcore.audio.grouping.component_summaries`,
+        the pitches); the cache is dropped when the separation is pickled.
+        """
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
     # -------------------------------------------------------- spectrograms
     def _component_tensor(self, r: int) -> Tensor:
         W, H = self.factors
-        return self.settings.spec.layout.component(W, H, r)
+        return self.settings.spec.layout.component(H, W, r)
 
     def component_spectrogram(self, r: int) -> np.ndarray:
         """Model spectrogram (freq, frames) of component ``r``."""
@@ -377,17 +374,13 @@ class Separation:
 
     @property
     def component_spectrograms(self) -> np.ndarray:
-        if "component_spectrograms" not in self._cache:
-            self._cache["component_spectrograms"] = np.stack(
-                [self._component_tensor(r).cpu().numpy() for r in range(self.rank)])
-        return self._cache["component_spectrograms"]
+        return self.cached("component_spectrograms", lambda: np.stack(
+            [self._component_tensor(r).cpu().numpy() for r in range(self.rank)]))
 
     @property
     def reconstruction(self) -> np.ndarray:
-        if "reconstruction" not in self._cache:
-            W, H = self.factors
-            self._cache["reconstruction"] = self.settings.spec.layout.reconstruct(W, H).cpu().numpy()
-        return self._cache["reconstruction"]
+        W, H = self.factors
+        return self.cached("reconstruction", lambda: self.settings.spec.layout.reconstruct(H, W).cpu().numpy())
 
     def masks(self) -> np.ndarray:
         """Soft masks (R, freq, frames) of all components; they sum to one in every bin."""
@@ -457,7 +450,7 @@ class Separation:
         ch = self.n_channels
         channels = [self.mixture[c].to(win.device) for c in range(ch)] if win.device.type != "cpu" else self.mixture
         for a, b in frame_blocks(ola.n_frames):
-            bank = MaskBank(lambda r: layout.component_frames(W, H, r, a, b), self.rank, s.mask_power)
+            bank = MaskBank(lambda r: layout.component_frames(H, W, r, a, b), self.rank, s.mask_power)
             masks = [bank.group_mask(g) for g in groups] if ch > 1 else None  # reused by every channel
             out = ola.block(a, b)
             for c in range(ch):
@@ -570,16 +563,14 @@ def _prepare(y, sr, settings: SeparationSettings, timings: dict) -> tuple[Tensor
     return y, sr
 
 
-def _model_data(y: Tensor, settings: SeparationSettings, device, timings: dict, *,
-                contiguous: bool = False) -> tuple[Tensor, tuple, float]:
+def _model_data(y: Tensor, settings: SeparationSettings, device, timings: dict) -> tuple[Tensor, tuple, float]:
     """The spectrogram of the mono mix in the model's layout, its kernel and its peak.
 
     Zeros are floored at 1e-7 of the peak for ``beta <= 0`` (infinite there).
     Only one copy of the spectrogram is kept. For NMF, V (frames, freq) is the
     transposed view of the (freq, frames) spectrogram: NMF's fit works in that
     layout (no copy, and with an odd number of bins its products are faster
-    than in the contiguous one); ``contiguous=True`` makes the copy for fits
-    that want it.
+    than in the contiguous one).
     """
     s = settings
     t = perf_counter()
@@ -587,8 +578,6 @@ def _model_data(y: Tensor, settings: SeparationSettings, device, timings: dict, 
     S = spectrogram(mono.to(device), n_fft=s.n_fft, hop_length=s.hop_length, window=s.window, power=s.power)
     kernel = _check_kernel_fits(settings, S)
     V = s.spec.layout.to_model(S)
-    if contiguous:
-        V = V.contiguous()
     del S
     peak = float(V.max())
     if s.beta <= 0 and peak > 0:
@@ -802,50 +791,27 @@ def learn_dictionary(examples, sr: int, settings: Optional[SeparationSettings] =
     return _normalise_templates(W).cpu()
 
 
-class _PartlyFixed(torch.nn.Module):
-    """A model whose templates are fixed dictionaries followed by free templates."""
-
-    def __init__(self, reconstruct, W_fixed: Tensor, W_free: Tensor, H: Tensor):
-        super().__init__()
-        self.reconstruct = reconstruct
-        self.register_buffer("W_fixed", W_fixed)
-        self.W_free = torch.nn.Parameter(W_free)
-        self.H = torch.nn.Parameter(H)
-
-    def W(self) -> Tensor:
-        return torch.cat([self.W_fixed, self.W_free], 1)
-
-    def forward(self) -> Tensor:
-        return self.reconstruct(self.H, self.W())
-
-
 def _fit_partly_fixed(model_cls, V: Tensor, W_fixed: Tensor, n_free: int, H_shape: tuple,
                       settings: SeparationSettings, callback) -> tuple[Tensor, Tensor, int]:
-    """Semi-supervised fit: H and the free templates by multiplicative updates (BetaMu), W_fixed frozen."""
+    """Semi-supervised fit: H and the free templates learnt, the columns of ``W_fixed`` frozen
+    (``fit(frozen_W_columns=...)``)."""
     gen = torch.Generator().manual_seed(settings.seed)
     shape = list(W_fixed.shape)
     shape[1] = n_free
-    scale = float(V.max())
-    Vs = V / scale  # the divergence is homogeneous: fit at unit scale, rescale H after
     W_free = _normalise_templates(torch.rand(shape, generator=gen) + 0.1).to(V.device, V.dtype)
+    W0 = torch.cat([W_fixed.to(V.dtype), W_free], 1)
     H = (torch.rand(H_shape, generator=gen) + 0.1).to(V.device, V.dtype)
-    H *= float(Vs.mean()) / float(model_cls.reconstruct(H, torch.cat([W_fixed, W_free], 1)).mean())
-    model = _PartlyFixed(model_cls.reconstruct, W_fixed, W_free, H)
-    opt = BetaMu([model.H, model.W_free], beta=settings.beta)
-
-    def closure():
-        return Vs, model()
-
-    def loss():
-        with torch.no_grad():
-            return float(_div.beta_divergence(Vs, model(), settings.beta)) * scale ** settings.beta
-
+    H *= float(V.mean()) / float(model_cls.reconstruct(H, W0).mean())
+    model = model_cls(W=W0, H=H)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        n_iter = run_iterations(lambda: opt.step(closure), loss, max_iter=settings.n_iter, tol=settings.tol,
-                                callback=callback)
-    with torch.no_grad():
-        return model.W().detach(), model.H.detach() * scale, n_iter
+        # the activations first, for the random free templates (fit updates W, then H)
+        model.W.requires_grad_(False)
+        model.fit(V, beta=settings.beta, tol=0, max_iter=1)
+        model.W.requires_grad_(True)
+        n_iter = model.fit(V, beta=settings.beta, tol=settings.tol, max_iter=settings.n_iter, callback=callback,
+                           frozen_W_columns=range(W_fixed.shape[1]))
+    return model.W.detach(), model.H.detach(), n_iter
 
 
 def separate_supervised(y, sr: int, dictionaries: Sequence[Tensor], settings: Optional[SeparationSettings] = None,
@@ -898,7 +864,7 @@ def separate_supervised(y, sr: int, dictionaries: Sequence[Tensor], settings: Op
         raise ParameterError(f"supervised separation needs a beta-divergence model, not model={settings.model!r}")
     if isinstance(dictionaries, Tensor) or not isinstance(dictionaries, Sequence) or not dictionaries:
         raise ParameterError("dictionaries must be a non-empty list of template tensors, one per source")
-    n_free = _int_at_least(n_free, "n_free", 0)
+    n_free = check_int(n_free, "n_free", low=0)
     if n_free > 0 and (settings.alpha > 0 or settings.continuity > 0):
         raise ParameterError(f"alpha={settings.alpha!r} and continuity={settings.continuity!r} are not supported "
                              f"with free templates (n_free={n_free}): use 0 or n_free=0")
@@ -906,8 +872,7 @@ def separate_supervised(y, sr: int, dictionaries: Sequence[Tensor], settings: Op
     timings: dict = {}
     y, sr = _prepare(y, sr, settings, timings)
     device = check_device(settings.device)
-    # the autograd updates of free templates want one layout; model.fit takes V's own
-    V, kernel, peak = _model_data(y, settings, device, timings, contiguous=n_free > 0)
+    V, kernel, peak = _model_data(y, settings, device, timings)
     n_freq = settings.n_fft // 2 + 1
     groups, start = [], 0
     for i, D in enumerate(dictionaries):

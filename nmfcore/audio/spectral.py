@@ -26,12 +26,12 @@ References
 
 from __future__ import annotations
 
-import numbers
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
+from .._validation import check_finite_float, check_positive_int
 from ..exceptions import ParameterError
 
 __all__ = ["WINDOWS", "get_window", "check_stft_params", "stft", "istft", "spectrogram", "n_frames",
@@ -75,8 +75,7 @@ def check_stft_params(n_fft, hop_length, window) -> tuple[int, int, str]:
     nmfcore.exceptions.ParameterError: window='hann' with n_fft=1024 and hop_length=1024 cannot be inverted (its squared overlap-add has zeros): use hop_length <= n_fft // 2
     """
     for name, value in (("n_fft", n_fft), ("hop_length", hop_length)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ParameterError(f"{name}={value!r} must be a positive integer")
+        check_positive_int(value, name)
     if n_fft < 16:
         raise ParameterError(f"n_fft={n_fft} must be at least 16")
     if hop_length > n_fft:
@@ -356,8 +355,7 @@ class MaskBank:
     """
 
     def __init__(self, component: Callable[[int], Tensor], n: int, power: float = 2.0):
-        if isinstance(power, bool) or not isinstance(power, numbers.Real) or not 0 < power < float("inf"):
-            raise ParameterError(f"mask_power={power!r} must be a finite positive number")
+        power = check_finite_float(power, "mask_power")
         if n < 1:
             raise ParameterError(f"soft masks need at least one component, got {n}")
         self.component, self.n, self.power = component, n, float(power)
