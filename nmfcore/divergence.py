@@ -329,11 +329,11 @@ _TORCH_FAST_EXPONENTS = (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0, 3.0)  # torch.pow spec
 def power(Y: torch.Tensor, p: float, *, out: torch.Tensor | None = None, approx: bool = True) -> torch.Tensor:
     r"""``Y ** p`` for positive ``Y`` by the cheapest route (the fit loop's only power).
 
-    ``torch.pow`` with a general exponent costs about 20 times a multiplication
-    on the CPU. Exponents torch special-cases go to ``torch.pow``; ``p = +-1.5``
+    ``torch.pow`` with a general exponent costs many multiplications on the
+    CPU. Exponents torch special-cases go to ``torch.pow``; ``p = +-1.5``
     (beta = 0.5, the usual choice for music, and 3.5) is a square root or
-    reciprocal square root cubed (13 times faster, within 4 ulp); any other
-    exponent is ``exp(p log Y)`` (twice as fast; relative error
+    reciprocal square root cubed (much faster, within 4 ulp); any other
+    exponent is ``exp(p log Y)`` (faster than ``pow``; relative error
     :math:`|p \log Y|` ulp, harmless in an update), or, with
     ``approx=False``, ``torch.pow`` (the loss, whose sum may be dominated by tiny ``Y``).
 

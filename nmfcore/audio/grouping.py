@@ -32,9 +32,9 @@ and its *activation envelope* :math:`e_r(t) = \sum_f Y_r(f, t)`.
   leave a source with one stray component; ``method='kmeans'`` runs
   k-means++ on the features instead.
 
-How well this works is measured in ``bench/separation.py``: clustering
+How well this works is measured by the separation benchmark: clustering
 without references stays well below the best grouping of the same
-components (see the README section on separation quality).
+components (see the benchmark records).
 
 References
 ----------
@@ -244,11 +244,10 @@ def component_pitches(separation, *, fmin: float = 30.0, fmax: float = 2000.0,
     """Estimated fundamental frequency in Hz of every component, NaN where it is unpitched or silent.
 
     :func:`harmonic_salience` of each component's spectral profile; a
-    component is pitched when its salience reaches ``min_salience``. On the
-    development mixtures (``bench/separation.py``) the bass templates come
-    out at the notes of the bass line (E2-D3), hi-hat and snare templates
-    score 1.4-1.8 (unpitched) and harmonic ones 3-14, hence the default 2.5.
-    A template that covers several notes reports the dominant one.
+    component is pitched when its salience reaches ``min_salience``; the
+    default lies between the scores of the unpitched (hi-hat, snare) and the
+    harmonic templates of the development mixtures of the separation
+    benchmark. A template that covers several notes reports the dominant one.
 
     Examples
     --------

@@ -108,12 +108,11 @@ class SeparationSettings:
         given relative to the data, the weight being ``continuity *
         sum(V**beta) / (rank * frames)``, so that it does not depend on the
         recording's level or length. It penalises frame-to-frame jumps of
-        each activation, so that a component follows a sound that lasts. On
-        ``bench/separation.py`` 0.1 raised the mean SDR of the best grouping
-        of KL-NMF (n_fft 4096, hop 1024) from 4.6 to 4.8 dB and of the
-        automatic grouping from 0.6 to 2.5 dB at no extra time (setting K);
-        with it the fit's update of H is Virtanen's heuristic, not proven to
-        decrease the objective at every step.
+        each activation, so that a component follows a sound that lasts
+        (on the separation benchmark it raised the SDR of the automatic
+        grouping, at no extra time); with it the fit's update of H is
+        Virtanen's heuristic, not proven to decrease the objective at every
+        step.
     n_fft, hop_length : int, default 2048, 512
         STFT size and hop in samples.
     window : {'hann', 'hamming', 'blackman', 'bartlett', 'rect'}, default 'hann'
@@ -124,8 +123,8 @@ class SeparationSettings:
         the components' modelled magnitudes, which is what a magnitude model
         fitted with KL describes (Liutkus and Badeau, "Generalized Wiener
         filtering with fractional power spectrograms", ICASSP 2015); it beat
-        the Wiener-like 2 by about 0.2 dB SDR in 13 of 14 settings of
-        ``bench/separation.py``. Larger values approach binary masks.
+        the Wiener-like 2 in almost every setting of the separation
+        benchmark. Larger values approach binary masks.
     sr : int, optional
         Resample the mixture to this rate first; ``None`` keeps its rate.
     device : str, default 'cpu'
