@@ -196,7 +196,32 @@ class Operator:
         return self.reconstruct(H, W)
 
     def pull(self, which: str, G: Tensor, W: Tensor, H: Tensor, workspace: Workspace) -> Tensor:
-        """Pull-backs of a stack ``G`` of shape ``(k, *V.shape)`` to ``which``: ``(k, *factor.shape)``."""
+        r"""Pull-backs :math:`J^T G_i` of a stack of data-sized tensors to the factor ``which``.
+
+        Parameters
+        ----------
+        which : {'W', 'H'}
+        G : torch.Tensor [shape=(k, *V.shape)]
+            Output-space tensors (e.g. the two terms of :func:`~nmfcore.divergence.mu_terms`).
+        W, H : torch.Tensor
+            The factors.
+        workspace : Workspace
+            Scratch buffers (the result may live in one until the next call).
+
+        Returns
+        -------
+        torch.Tensor [shape=(k, *factor.shape)]
+
+        Examples
+        --------
+        >>> import torch
+        >>> from nmfcore._workspace import Workspace
+        >>> W, H = torch.ones(3, 2), torch.ones(4, 2)
+        >>> MatrixProduct().pull("W", torch.ones(1, 4, 3), W, H, Workspace())[0]
+        tensor([[4., 4.],
+                [4., 4.],
+                [4., 4.]])
+        """
         _, p = vjp(self.reconstruct, which, W, H)
         return torch.stack([p(g) for g in G])
 
@@ -211,8 +236,31 @@ class Operator:
     def terms(self, which: str, V: Tensor, W: Tensor, H: Tensor, beta: float, workspace: Workspace):
         r"""``(neg, pos)``: the parts of the gradient of :math:`d_\beta(V | A(H, W))` with respect to ``which``.
 
-        ``pos`` may be a broadcastable sum (beta = 1); either may live in a
-        workspace buffer until the next call.
+        Parameters
+        ----------
+        which : {'W', 'H'}
+        V : torch.Tensor
+            Data of the operator's output shape (sparse where :meth:`sparse_native`).
+        W, H : torch.Tensor
+        beta : float
+        workspace : Workspace
+            Scratch buffers and cached values of ``V``.
+
+        Returns
+        -------
+        neg, pos : torch.Tensor
+            Non-negative, ``grad = pos - neg``; ``pos`` may be a broadcastable
+            sum (beta = 1); either may live in a workspace buffer until the
+            next call.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from nmfcore._workspace import Workspace
+        >>> W, H, V = torch.ones(3, 2), torch.ones(4, 2), torch.full((4, 3), 4.0)
+        >>> neg, pos = MatrixProduct().terms("H", V, W, H, 1.0, Workspace())
+        >>> neg[0], pos   # V / Y pulled back; the sum of W's rows
+        (tensor([6., 6.]), tensor([3., 3.]))
         """
         if beta == 1 and self.ones_pullback_is_sum and not V.is_sparse:
             Y, pull = vjp(self.reconstruct, which, W, H)
@@ -221,7 +269,28 @@ class Operator:
         return general_terms(self.reconstruct, which, V, W, H, beta)
 
     def loss(self, V: Tensor, W: Tensor, H: Tensor, beta: float, workspace: Optional[Workspace] = None) -> Tensor:
-        r""":math:`d_\beta(V | A(H, W))`; ``workspace`` caches the terms of ``V`` alone."""
+        r""":math:`d_\beta(V | A(H, W))`, summed.
+
+        Parameters
+        ----------
+        V, W, H : torch.Tensor
+        beta : float
+        workspace : Workspace, optional
+            Caches the terms of ``V`` alone (bound to this ``V``) and holds the
+            reconstruction; None: the plain :func:`~nmfcore.divergence.beta_divergence`.
+
+        Returns
+        -------
+        torch.Tensor
+            Zero-dimensional.
+
+        Examples
+        --------
+        >>> import torch
+        >>> W, H = torch.ones(3, 2), torch.ones(4, 2)
+        >>> float(MatrixProduct().loss(torch.full((4, 3), 3.0), W, H, 2))   # 12 entries of (3 - 2)**2 / 2
+        6.0
+        """
         V = V.to_dense() if V.is_sparse else V
         if workspace is None:
             return div.beta_divergence(V, self.reconstruct(H, W), beta)
