@@ -96,6 +96,11 @@ def is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def is_real(value) -> bool:
+    """Whether ``value`` is a real number (not a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_int(value, name: str, *, low: int, high: int | None = None) -> int:
     """An integer ``>= low`` (and ``<= high`` if given), as an int."""
     if not is_int(value) or value < low or (high is not None and value > high):

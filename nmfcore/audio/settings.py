@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -163,7 +162,7 @@ class SeparationSettings:
     def _check_kernel(k):
         if isinstance(k, (list, tuple)):
             k = tuple(k)
-            if not k or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in k):
+            if not k or not all(is_int(v) and v >= 1 for v in k):
                 raise ParameterError(f"kernel_size={k!r} must be a positive integer or a tuple of them")
             return tuple(int(v) for v in k)
         return check_int(k, "kernel_size", low=1)
