@@ -36,6 +36,7 @@ from torch import Tensor
 from .. import nmf as _nmf
 from ..exceptions import ParameterError
 from ..init import INIT_METHODS
+from ..operators import Deconvolution, TapPlanes
 
 __all__ = ["ModelSpec", "MODELS", "register_model", "Layout", "MATRIX", "CONV1D", "CONV2D"]
 
@@ -52,15 +53,15 @@ class Layout:
     def from_model(self, Y: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def reconstruct(self, W: Tensor, H: Tensor) -> Tensor:
-        """Spectrogram (F, T) of the whole model."""
+    def reconstruct(self, H: Tensor, W: Tensor) -> Tensor:
+        """Spectrogram (F, T) of the whole model (arguments in the order of the models' ``reconstruct(H, W)``)."""
         raise NotImplementedError
 
-    def component(self, W: Tensor, H: Tensor, r: int) -> Tensor:
+    def component(self, H: Tensor, W: Tensor, r: int) -> Tensor:
         """Spectrogram (F, T) of component ``r`` alone."""
-        return self.reconstruct(W[:, r:r + 1], H[:, r:r + 1])
+        return self.reconstruct(H[:, r:r + 1], W[:, r:r + 1])
 
-    def component_frames(self, W: Tensor, H: Tensor, r: int, a: int, b: int) -> Tensor:
+    def component_frames(self, H: Tensor, W: Tensor, r: int, a: int, b: int) -> Tensor:
         """Frames ``a:b`` of :meth:`component` (F, b - a), computed from the activations they need only.
 
         For convolutive models frame ``t`` depends on activations ``t - k + 1 .. t``
@@ -68,7 +69,7 @@ class Layout:
         """
         k, L = W.shape[-1], H.shape[-1]
         j0, j1 = max(0, a - k + 1), min(L, b)
-        part = self.reconstruct(W[:, r:r + 1], H[:, r:r + 1, ..., j0:j1])
+        part = self.reconstruct(H[:, r:r + 1, ..., j0:j1], W[:, r:r + 1])
         return part[:, a - j0:b - j0]
 
     def export(self, W: Tensor, H: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -95,13 +96,13 @@ class _Matrix(Layout):
     def from_model(self, Y):
         return Y.t()
 
-    def reconstruct(self, W, H):
+    def reconstruct(self, H, W):
         return W @ H.t()
 
-    def component(self, W, H, r):
+    def component(self, H, W, r):
         return torch.outer(W[:, r], H[:, r])
 
-    def component_frames(self, W, H, r, a, b):
+    def component_frames(self, H, W, r, a, b):
         return torch.outer(W[:, r], H[a:b, r])
 
     def export(self, W, H):
@@ -118,8 +119,8 @@ class _Conv1d(Layout):
     def from_model(self, Y):
         return Y[0]
 
-    def reconstruct(self, W, H):
-        return _nmf.NMFD.reconstruct(H, W)[0]
+    def reconstruct(self, H, W):
+        return Deconvolution.reconstruct(H, W)[0]
 
     def export(self, W, H):
         return W.detach().cpu().numpy(), H.detach()[0].cpu().numpy()
@@ -135,8 +136,8 @@ class _Conv2d(Layout):
     def from_model(self, Y):
         return Y[0, 0]
 
-    def reconstruct(self, W, H):
-        return _nmf.NMF2D.reconstruct(H, W)[0, 0]
+    def reconstruct(self, H, W):
+        return TapPlanes.reconstruct(H, W)[0, 0]
 
     def export(self, W, H):
         # (1, R, kf, kt) -> (kf, R, kt): frequency first, as for the other models
@@ -245,42 +246,3 @@ register_model(ModelSpec(
     init_methods=("random",),
     build=lambda shape, rank, kernel, gen: _nmf.NMF2D(shape, rank, kernel, generator=gen),
 ))
-
-
-def _register_plca():
-    """Register PLCA and SI-PLCA once :mod:`nmfcore.plca` exists (reference API: ``Z`` and ``norm``)."""
-    try:
-        from .. import plca as _plca
-    except ImportError:
-        return
-    import inspect
-
-    def fit_plca(model, V, *, beta, tol, max_iter, init, seed, sparsity_H, callback):
-        kwargs = {"callback": callback} if "callback" in inspect.signature(model.fit).parameters else {}
-        out = model.fit(V, tol=tol, max_iter=max_iter, **kwargs)
-        n_iter, norm = out if isinstance(out, tuple) else (out, float(V.sum()))
-        model._audio_norm = float(norm)
-        return int(n_iter)
-
-    def factors(model):
-        # V ~ norm * H diag(Z) W^T (or its convolution): fold Z and norm into H
-        Z = model.Z.detach().reshape((1, -1) + (1,) * (model.H.ndim - 2))
-        return model.W.detach(), model.H.detach() * Z * getattr(model, "_audio_norm", 1.0)
-
-    common = dict(init_methods=(), fit=fit_plca, factors=factors, beta_divergence=False)
-    for name, cls_name, layout, conv, label, build in (
-            ("PLCA", "PLCA", MATRIX, False, "PLCA",
-             lambda shape, rank, kernel, gen, c="PLCA": getattr(_plca, c)(shape, rank)),
-            ("SIPLCA", "SIPLCA", CONV1D, True, "Shift-invariant PLCA (SI-PLCA)",
-             lambda shape, rank, kernel, gen, c="SIPLCA": getattr(_plca, c)(shape, rank, kernel[0])),
-            ("SIPLCA2", "SIPLCA2", CONV2D, True, "2-D shift-invariant PLCA (SI-PLCA2)",
-             lambda shape, rank, kernel, gen, c="SIPLCA2": getattr(_plca, c)(shape, rank, kernel))):
-        if hasattr(_plca, cls_name):
-            register_model(ModelSpec(
-                name=name, label=label,
-                description="Probabilistic latent component analysis, fitted by EM (beta and init do not apply).",
-                convolutive=conv, kernel_help=MODELS["NMFD" if layout is CONV1D else "NMF2D"].kernel_help
-                if conv else "", layout=layout, build=build, **common))
-
-
-_register_plca()
