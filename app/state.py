@@ -63,6 +63,7 @@ class Keys:
     RUN = "run"
     STOP = "stop"
     AUTO_GROUP = "auto_group"
+    RESET = "reset_settings"
     # internal (not widgets)
     RESULTS = "_results"             # OrderedDict result key -> ResultBundle
     SHOWN = "_shown_key"             # key of the result on display

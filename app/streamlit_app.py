@@ -97,7 +97,11 @@ def _on_model_change() -> None:
 def settings_sidebar():
     """The model and fit settings; returns frozen settings, or None with an error shown."""
     sb = st.sidebar
-    sb.header("Model and fit")
+    head, reset = sb.columns([3, 2], vertical_alignment="bottom")
+    head.header("Model and fit")
+    # (drawn first: it also brings the buttons' code to the browser before the Run button needs it)
+    reset.button("Reset", key=Keys.RESET, on_click=_reset_settings, icon=":material/restart_alt:",
+                 help="Every setting back to the chosen model's starting values.")
     choices = services.models()
     by_name = {m.name: m for m in choices}
     if state.get(Keys.MODEL) not in by_name:
@@ -193,6 +197,18 @@ def settings_sidebar():
     return settings
 
 
+def _reset_settings() -> None:
+    """Every setting back to the chosen model's starting values."""
+    general, model = _general_defaults(), services.model_choice(state.get(Keys.MODEL))
+    for key in (Keys.RANK, Keys.BETA_CASE, Keys.BETA_VALUE, Keys.N_ITER, Keys.TOL, Keys.SPARSE_ON, Keys.SPARSITY,
+                Keys.CONTINUITY, Keys.SEED, Keys.N_FFT, Keys.HOP):
+        state.set_value(key, general[key])
+    for key, value in model_values(model).items():
+        state.set_value(key, value)
+    if model.inits:
+        state.set_value(Keys.INIT, general[Keys.INIT] if general[Keys.INIT] in model.inits else model.inits[0])
+
+
 # -------------------------------------------------------------------- input
 def input_section():
     """Uploader (or the bundled example), a segment picker for long files, and a player.
@@ -266,8 +282,9 @@ def _finish(job) -> None:
                                      "showing the factors reached so far.")
 
 
-def fit_section(audio, settings):
-    """Run/Stop buttons, progress and loss curve.
+def fit_section(audio, settings, controls):
+    """Run/Stop buttons (in ``controls``, a container above the input and fit columns), progress and
+    loss curve.
 
     Returns ``(bundle, progress, chart)``: the result on display (or None)
     and the placeholders :func:`follow_job` draws into while a fit runs.
@@ -288,7 +305,9 @@ def fit_section(audio, settings):
             state.set_job(job)
             state.count_fit()
     running = job is not None
-    run_col, stop_col, info_col = st.columns([1, 1, 3], vertical_alignment="center")
+    # the buttons sit in a block of their own: the browser shows a block once the code of all its
+    # elements has loaded, and the input column waits for the uploader's and the player's
+    run_col, stop_col, info_col = controls.columns([1, 1, 4], vertical_alignment="center")
     run_col.button("Run", type="primary", key=Keys.RUN, on_click=state.request_run, width="stretch",
                    disabled=running or audio is None or settings is None or bool(problem),
                    icon=":material/play_arrow:")
@@ -541,11 +560,12 @@ def main() -> None:
     st.title("nmfcore · source separation with NMF")
     st.caption("Factorise a recording's spectrogram into templates and activations, listen to every "
                "component, group them into sources and download the stems.")
+    controls = st.container()  # Run and Stop, drawn once the input is known
     top_left, top_right = st.columns([2, 3], gap="large")
     with top_left:
         audio = input_section()
     with top_right:
-        bundle, progress, chart = fit_section(audio, settings)
+        bundle, progress, chart = fit_section(audio, settings, controls)
     if audio is None:
         follow_job(progress, chart)
         return

@@ -693,3 +693,13 @@ def test_progress_is_estimated_between_reports():
     assert services.progress_text(job).startswith("iteration ≈15 / 200")
     job.elapsed = 100.0  # never beyond the next report
     assert services.progress_text(job).startswith("iteration ≈19 / 200")
+
+
+def test_reset_returns_to_the_models_starting_values():
+    at = new_app()
+    at.selectbox(key="model").set_value("NMF2D").run()
+    at.slider(key="rank").set_value(3)
+    at.number_input(key="kernel_freq").set_value(40).run()
+    at.button(key="reset_settings").click().run()
+    assert at.slider(key="rank").value == 8 and at.number_input(key="kernel_freq").value == 4
+    assert at.selectbox(key="model").value == "NMF2D"
