@@ -197,6 +197,36 @@ def settings_sidebar():
     return settings
 
 
+PHONE_PX = 768  # narrower than this, Streamlit folds the sidebar away: the essentials also show in the page
+QUICK = {Keys.MODEL: "quick_model", Keys.RANK: "quick_rank", Keys.BETA_CASE: "quick_beta_case"}
+
+
+def _on_quick_change(main_key: str, quick_key: str) -> None:
+    state.set_value(main_key, state.get(quick_key))
+    if main_key == Keys.MODEL:
+        _on_model_change()
+
+
+def quick_settings() -> None:
+    """Model, rank and β in the page, shown on narrow screens only (where the sidebar is folded away);
+    they edit the same settings as the sidebar."""
+    by_name = {m.name: m for m in services.models()}
+    for main, quick in QUICK.items():
+        state.set_value(quick, state.get(main))
+    st.html(f"<style>@media (min-width: {PHONE_PX}px) {{ .st-key-quick_settings {{display: none;}} }}</style>")
+    with st.container(key="quick_settings"):
+        c1, c2, c3 = st.columns(3)
+        c1.selectbox("Model", list(by_name), key=QUICK[Keys.MODEL], format_func=lambda n: by_name[n].label,
+                     on_change=_on_quick_change, args=(Keys.MODEL, QUICK[Keys.MODEL]))
+        c2.slider("Rank", 1, 32, key=QUICK[Keys.RANK], on_change=_on_quick_change,
+                  args=(Keys.RANK, QUICK[Keys.RANK]))
+        if by_name[state.get(Keys.MODEL)].uses_beta:
+            c3.selectbox("Divergence β", list(services.BETA_CASES), key=QUICK[Keys.BETA_CASE],
+                         format_func=lambda c: services.BETA_CASES[c][0], on_change=_on_quick_change,
+                         args=(Keys.BETA_CASE, QUICK[Keys.BETA_CASE]))
+        st.caption("More settings in the sidebar (the » button at the top left).")
+
+
 def _reset_settings() -> None:
     """Every setting back to the chosen model's starting values."""
     general, model = _general_defaults(), services.model_choice(state.get(Keys.MODEL))
@@ -216,6 +246,9 @@ def input_section():
     Returns LoadedAudio (the part to fit) or None, with the reason on the page.
     """
     st.markdown("#### Input")
+    # the uploader's own line states its 200 MB ceiling, not the app's limit (in the caption below)
+    st.html(f"<style>.st-key-{Keys.UPLOAD} [data-testid='stFileUploaderDropzoneInstructions'] "
+            "{display: none;}</style>")
     # no type filter and a large widget limit: the service checks type and size, so that a refused
     # file gets a message on the page instead of a chip whose reason shows only on hover
     upload = st.file_uploader(
@@ -560,6 +593,7 @@ def main() -> None:
     st.title("nmfcore · source separation with NMF")
     st.caption("Factorise a recording's spectrogram into templates and activations, listen to every "
                "component, group them into sources and download the stems.")
+    quick_settings()
     controls = st.container()  # Run and Stop, drawn once the input is known
     top_left, top_right = st.columns([2, 3], gap="large")
     with top_left:

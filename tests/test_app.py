@@ -703,3 +703,25 @@ def test_reset_returns_to_the_models_starting_values():
     at.button(key="reset_settings").click().run()
     assert at.slider(key="rank").value == 8 and at.number_input(key="kernel_freq").value == 4
     assert at.selectbox(key="model").value == "NMF2D"
+
+
+def test_the_essential_settings_are_also_in_the_page_for_phones():
+    at = new_app()
+    assert at.selectbox(key="quick_model").value == at.selectbox(key="model").value
+    at.slider(key="quick_rank").set_value(5).run()
+    assert at.slider(key="rank").value == 5
+    at.selectbox(key="quick_beta_case").set_value("is").run()
+    assert at.selectbox(key="beta_case").value == "is"
+    at.selectbox(key="quick_model").set_value("NMF2D").run()  # with the model's own defaults
+    assert at.selectbox(key="model").value == "NMF2D" and at.number_input(key="kernel_freq").value == 4
+    at.slider(key="rank").set_value(6).run()  # the sidebar and the page show the same value
+    assert at.slider(key="quick_rank").value == 6
+
+
+def test_page_says_what_a_reload_does_and_labels_fit():
+    from app import services
+
+    at = new_app()
+    assert "a reload starts afresh" in texts(at)
+    assert all(len(label) <= 16 for label in services.INIT_LABELS.values())
+    assert not any("kernel_size" in m.description for m in services.models())

@@ -141,6 +141,8 @@ def test_rejected_uploads_say_why_on_the_page(server, browser, tmp_path):
     """A file over the size limit, or not audio, is refused with its reason in the page (not only in a
     chip's hover text), the page says what is shown instead, and Run is off."""
     page = open_app(browser, server)
+    page.wait_for_timeout(500)
+    assert not page.get_by_text("200MB per file").is_visible()  # the widget's ceiling is not the app's limit
     uploader = page.locator(".st-key-upload input[type=file]")
     big = tmp_path / "big.wav"
     big.write_bytes(b"RIFF" + bytes(21 * 2**20))
@@ -204,6 +206,21 @@ def test_nothing_is_fetched_from_other_hosts(server, browser, tmp_path):
     page.close()
 
 
+def test_phone_has_the_essential_settings_and_run_in_the_page(server, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page.goto(server)
+    page.wait_for_selector(AUDIO, timeout=60_000)
+    quick = page.locator(".st-key-quick_settings")
+    assert quick.is_visible()
+    assert page.get_by_role("slider", name="Rank").first.is_visible()
+    assert page.locator(".st-key-run button").is_visible()
+    save_screenshot(page, tmp_path, "app_phone.png")
+    page.close()
+    desktop = open_app(browser, server)
+    assert not desktop.locator(".st-key-quick_settings").is_visible()  # the sidebar has them
+    desktop.close()
+
+
 def test_upload_run_players_and_screenshot(server, browser, tmp_path):
     page = open_app(browser, server)
     assert page.get_by_text("Bundled example").count() >= 1
@@ -221,6 +238,10 @@ def test_upload_run_players_and_screenshot(server, browser, tmp_path):
     page.wait_for_function(f"document.querySelectorAll('[data-testid=\"stImage\"]').length >= {DEFAULT_RANK}",
                            timeout=30_000)
     assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1  # the loss curve
+    # every card's player is wide enough for its seek bar
+    widths = page.evaluate("() => Array.from(document.querySelectorAll('[class*=\"st-key-card_\"] audio'))"
+                           ".map(a => a.getBoundingClientRect().width)")
+    assert len(widths) == DEFAULT_RANK and min(widths) >= 250, widths
     shot = save_screenshot(page, tmp_path, "app_after_run.png")
     assert shot.stat().st_size > 10_000
 
