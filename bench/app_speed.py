@@ -82,8 +82,8 @@ def bench_browser(repeats: int, cpus: str | None, rank: int) -> list[dict]:
                 page = browser.new_page(viewport={"width": 1366, "height": 900})  # a new session: nothing cached
                 page.goto(url)
                 page.wait_for_selector(AUDIO, timeout=90_000)
-                # the page is loaded once the (empty) loss chart is drawn: plotly.js is in
-                page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg', timeout=90_000)
+                # the page is loaded once Run is usable (plotly.js loads with the first fit's chart)
+                page.wait_for_selector(".st-key-run button:not([disabled])", timeout=90_000)
                 page.wait_for_timeout(500)
                 t0 = time.perf_counter()
                 page.locator(".st-key-run button").click()
