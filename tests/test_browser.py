@@ -150,7 +150,7 @@ def test_rejected_uploads_say_why_on_the_page(server, browser, tmp_path):
     alert = page.locator('[data-testid="stAlertContentError"]').first
     alert.wait_for(timeout=60_000)
     assert "big.wav" in alert.inner_text() and "20 MB" in alert.inner_text()
-    assert page.get_by_text("go back to the bundled example").count() >= 1
+    page.get_by_text("go back to the bundled example").wait_for(timeout=30_000)  # drawn just after the error
     page.wait_for_selector(".st-key-run button[disabled]", timeout=30_000)
     assert page.get_by_text("File must be 20.0MB or smaller").count() == 0
     notes = tmp_path / "notes.txt"
