@@ -384,6 +384,7 @@ def fit_section(audio, settings, controls):
     else:
         info_col.caption("Press Run to factorise the spectrogram. Results stay while this tab is open; a "
                          "reload starts afresh, so download what you want to keep.")
+        chart.caption("Progress and the loss curve appear here during a fit.")
     return bundle, progress, chart
 
 
