@@ -38,7 +38,7 @@ from ..exceptions import ParameterError
 from ..init import INIT_METHODS
 from ..operators import Deconvolution, TapPlanes
 
-__all__ = ["ModelSpec", "MODELS", "register_model", "Layout", "MATRIX", "CONV1D", "CONV2D"]
+__all__ = ["ModelSpec", "MODELS", "register_model", "fit_solver", "Layout", "MATRIX", "CONV1D", "CONV2D"]
 
 
 class Layout:
@@ -194,6 +194,10 @@ class ModelSpec:
     beta_divergence : bool
         Whether the model minimises the beta-divergence with ``fit(beta=...)``
         and ``trainable_W`` (needed by supervised separation).
+    defaults : dict
+        :class:`~nmfcore.audio.SeparationSettings` values this model should
+        start from where the general defaults do not suit it (an app or
+        script applies them when the model is chosen).
     """
 
     name: str
@@ -207,9 +211,38 @@ class ModelSpec:
     fit: Callable = field(default=_fit_beta, repr=False, compare=False)
     factors: Callable = field(default=lambda m: (m.W.detach(), m.H.detach()), repr=False, compare=False)
     beta_divergence: bool = True
+    defaults: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 MODELS: dict[str, ModelSpec] = {}
+
+_PROBE_SHAPES = {0: (2, 2), 1: (1, 2, 2), 2: (1, 1, 2, 2)}  # the smallest V of each layout
+
+
+def fit_solver(model: str, beta: float, *, device: str = "cpu", sparsity_H=None, continuity: float = 0.0) -> str:
+    """The solver the pipeline's fit runs for these settings.
+
+    ``'projected_gradient'`` with a target sparseness of H (``sparse_fit``:
+    projected gradient steps on H, multiplicative updates on W); ``'mu'``
+    (multiplicative updates) or ``'hals'`` as the model's ``fit`` resolves
+    ``solver='auto'`` (MU with temporal continuity); ``'em'`` for models that
+    do not minimise a beta-divergence (PLCA and kin).
+
+    Examples
+    --------
+    >>> fit_solver("NMF", 2.0), fit_solver("NMF", 1.0), fit_solver("NMF", 2.0, sparsity_H=0.5)
+    ('hals', 'mu', 'projected_gradient')
+    """
+    spec = MODELS[model]
+    if not spec.beta_divergence:
+        return "em"
+    if sparsity_H is not None:
+        return "projected_gradient"
+    if continuity:
+        return "mu"
+    ndim = spec.layout.kernel_ndim
+    probe = spec.build(_PROBE_SHAPES[ndim], 1, (1,) * ndim, None)
+    return probe._resolve_solver("auto", float(beta), torch.device(device))
 
 
 def register_model(spec: ModelSpec) -> ModelSpec:
@@ -230,8 +263,8 @@ register_model(ModelSpec(
 ))
 register_model(ModelSpec(
     name="NMFD", label="NMF deconvolution (NMFD)",
-    description="Non-negative matrix factor deconvolution: each component is a spectro-temporal pattern of "
-                "kernel_size frames (a drum hit, a note with its attack), placed at the onsets in its activation.",
+    description="Non-negative matrix factor deconvolution: each component is a spectro-temporal pattern a few "
+                "frames long (a drum hit, a note with its attack), placed at the onsets in its activation.",
     convolutive=True, kernel_help="length T of each pattern in STFT frames (4-8 at hop 512 and 22 kHz, "
                                   "0.1-0.2 s)",
     layout=CONV1D,
@@ -239,10 +272,15 @@ register_model(ModelSpec(
 ))
 register_model(ModelSpec(
     name="NMF2D", label="NMF 2-D deconvolution (NMF2D)",
-    description="Non-negative matrix factor 2-D deconvolution: each component is a patch of kernel_size "
-                "(frequency bins, frames) shifted in both time and frequency.",
-    convolutive=True, kernel_help="(frequency bins, frames) of each patch, e.g. (16, 4); an int k means (k, k)",
+    description="Non-negative matrix factor 2-D deconvolution: each component is a spectral patch of a few "
+                "frames that can also move up and down the spectrum by a few frequency bins.",
+    convolutive=True, kernel_help="(frequency bins, frames) of each patch; the activations have one row per "
+                                  "frequency shift (bins of the spectrogram - patch bins + 1), so keep the "
+                                  "patch nearly as tall as the spectrogram: a small patch lets them copy it",
     layout=CONV2D,
     init_methods=("random",),
+    # 4 shifts of a 254-bin patch of a 512-point STFT: parts as meaningful as NMF's in seconds
+    # (bench/nmf2d_defaults.py; bench/README.md, 2026-12-03)
+    defaults={"rank": 8, "n_fft": 512, "hop_length": 256, "kernel_size": (254, 4), "n_iter": 100},
     build=lambda shape, rank, kernel, gen: _nmf.NMF2D(shape, rank, kernel, generator=gen),
 ))
