@@ -438,7 +438,8 @@ def _terms(which: str, V: Tensor, W: Tensor, H: Tensor, A: Tensor, spans, marked
     ones, so the positive terms are fixed (:func:`_pos_weights`, computed once per fit).
     """
     Y = _reconstruct(W, H, A, spans, marked)
-    neg_out, pos_out = _div.mu_terms(V, Y, beta, out=Y, cache={})
+    # in place (into Y) where no scratch buffer is needed
+    neg_out, pos_out = _div.mu_terms(V, Y, beta, out=Y) if beta in (1, 2) else _div.mu_terms(V, Y, beta)
     if pos_out is None and pos_weights is None:
         pos_weights = _pos_weights(A, marked, lam_c)
     X = W if which == "W" else H
