@@ -69,11 +69,16 @@ class BetaMu(Optimizer):
     def step(self, closure):
         """One update of every parameter; returns the divergence before the step.
 
-        ``closure()`` must return ``(target, prediction)``.
+        ``closure()`` must return ``(target, prediction)``. Afterwards each
+        updated parameter's ``.grad`` holds the gradient of
+        ``beta_div(prediction, target, beta)`` with respect to it (positive
+        minus negative part, without the penalties), at the point where it
+        was updated (the parameters before it in the groups already updated).
         """
         params = [p for g in self.param_groups for p in g["params"]]
         trainable = {p: p.requires_grad for p in params}
         loss = None
+        grads = {}
         try:
             for p in params:
                 p.requires_grad_(False)
@@ -96,6 +101,9 @@ class BetaMu(Optimizer):
                         pos_out = torch.ones_like(Yd)
                     neg, = torch.autograd.grad(Y, p, neg_out, retain_graph=True)
                     pos, = torch.autograd.grad(Y, p, pos_out)
+                    # the gradient of beta_div(Y, V, beta) at this point, as the reference leaves it
+                    # (set after the loop: a closure that calls zero_grad() would clear it)
+                    grads[p] = pos - neg
                     neg.clamp_min_(0)
                     pos.clamp_min_(0)
                     if group["orthogonal"]:
@@ -105,6 +113,8 @@ class BetaMu(Optimizer):
         finally:
             for p in params:
                 p.requires_grad_(trainable[p])
+        for p, g in grads.items():
+            p.grad = g
         return loss
 
 
