@@ -51,7 +51,7 @@ from . import _fit
 from ._fit import run_iterations
 from ._hoyer import l1_for_sparseness, project_columns
 from .penalties import temporal_continuity, temporal_continuity_terms
-from ._validation import (check_beta_for_data, check_fraction, check_nonnegative_float,
+from ._validation import (check_beta_for_data, check_fraction, check_mask, check_nonnegative_float,
                           check_nonnegative_tensor, check_positive_int, check_rank, make_generator,
                           memory_order, value_range)
 from .exceptions import ParameterError
@@ -101,8 +101,9 @@ class _Scaled:
     """
 
     def __init__(self, model: "BaseComponent", V: Tensor, beta: float, l1: float, l2: float, vmax: float,
-                 continuity: float = 0.0):
+                 continuity: float = 0.0, mask: Optional[Tensor] = None):
         self.model = model
+        self.mask = mask  # weights of the entries of V in the divergence (None: all 1)
         self.beta = beta
         self.W = model.W.detach()
         self.H = model.H.detach()
@@ -147,7 +148,11 @@ class _Scaled:
 
     def objective(self) -> float:
         """Divergence plus penalties, in the units of the original data."""
-        value = float(self.model._loss(self.V, self.W, self.H, self.beta, self.ws))
+        if self.mask is None:
+            value = float(self.model._loss(self.V, self.W, self.H, self.beta, self.ws))
+        else:
+            Y = self.model.reconstruct(self.H, self.W)
+            value = float((self.mask * div._elementwise(self.V, Y, self.beta, div.eps_for(Y.dtype))).sum())
         for name, X in (("W", self.W), ("H", self.H)):
             l1, l2 = self.penalty[name]
             if l1:
@@ -352,10 +357,34 @@ class BaseComponent(torch.nn.Module):
 
         return mu_step
 
+    def _masked_mu_step(self, prob: _Scaled, beta: float) -> Callable[[], None]:
+        """MU for the weighted divergence ``sum M d(V | Y)``: the mask multiplies both output-space terms,
+        pulled back by the general vector-Jacobian product (no fast path)."""
+        M = prob.mask
+
+        def step():
+            for which, X, train in (("W", prob.W, prob.train_W), ("H", prob.H, prob.train_H)):
+                if not train:
+                    continue
+                Y, pull = self._vjp(which, prob.W, prob.H)
+                neg_out, pos_out = div.mu_terms(prob.V, Y, beta)
+                # here neg = J^T (M V Y**(beta-2)), pos = J^T (M Y**(beta-1))
+                neg = pull(neg_out * M)
+                pos = pull(M.expand_as(Y).contiguous() if pos_out is None else pos_out * M)
+                relax = MU_RELAX
+                if which == "H" and prob.continuity:
+                    tc_neg, tc_pos = temporal_continuity_terms(X, self._time_axis)
+                    neg = torch.add(neg, tc_neg, alpha=prob.continuity)
+                    pos = torch.add(pos, tc_pos, alpha=prob.continuity)
+                    relax = 1.0
+                div.multiplicative_step(X, neg, pos, beta, *prob.penalty[which], relax=relax)
+
+        return step
+
     def fit(self, V: Tensor, beta: float = 1, tol: float = 1e-4, max_iter: int = 200, verbose: bool = False,
             alpha: float = 0, l1_ratio: float = 0, *, init: Optional[str] = None, generator=None,
             callback: Optional[Callable[[int, float], Optional[bool]]] = None, solver: str = "auto",
-            check_every: int = 10, continuity: float = 0.0) -> int:
+            check_every: int = 10, continuity: float = 0.0, mask: Optional[Tensor] = None) -> int:
         r"""Learn the factors by minimising the beta-divergence to ``V``.
 
         The objective is
@@ -415,6 +444,13 @@ class BaseComponent(torch.nn.Module):
             beta = 1). With it, ``H`` takes Virtanen's multiplicative update,
             which is not proven monotone (the divergence's updates are), and
             ``solver='auto'`` is MU.
+        mask : torch.Tensor, optional, keyword-only
+            Non-negative weights (or booleans) broadcastable to ``V``: the
+            divergence becomes :math:`\sum m\, d_\beta(v | \hat v)`, so that
+            entries with weight 0 (missing or clipped bins) do not count. The
+            mask multiplies both output-space terms of the update before the
+            pull-back; the solver is MU (through the model's vector-Jacobian
+            product).
 
         Returns
         -------
@@ -425,7 +461,8 @@ class BaseComponent(torch.nn.Module):
         ------
         ParameterError
             Negative, NaN or infinite ``V``; shape, dtype or device mismatch;
-            ``beta <= 0`` with zeros in ``V``; ``l1_ratio`` outside [0, 1].
+            ``beta <= 0`` with zeros in ``V``; ``l1_ratio`` outside [0, 1];
+            a mask of the wrong shape or with negative weights.
 
         Examples
         --------
@@ -439,8 +476,11 @@ class BaseComponent(torch.nn.Module):
         (50, True, True)
         """
         V, beta, vmax = self._check_fit_input(V, beta)
-        if V.is_sparse and not self._sparse_native(beta, V):
+        M = check_mask(mask, V)
+        if V.is_sparse and (M is not None or not self._sparse_native(beta, V)):
             V = V.to_dense()
+        if M is not None and solver == "hals":
+            raise ParameterError("solver='hals' does not take a mask: use solver='mu' or 'auto'")
         tol = check_nonnegative_float(tol, "tol")
         max_iter = int(max_iter) if max_iter == 0 else check_positive_int(max_iter, "max_iter")
         check_every = check_positive_int(check_every, "check_every")
@@ -456,15 +496,18 @@ class BaseComponent(torch.nn.Module):
                                  f"not {type(self).__name__}")
         if continuity and solver == "hals":
             raise ParameterError(f"continuity={continuity!r} needs solver='mu' or 'auto', not 'hals'")
-        solver = "mu" if continuity else self._resolve_solver(solver, beta, V.device)
+        solver = "mu" if continuity or M is not None else self._resolve_solver(solver, beta, V.device)
         generator = make_generator(generator, V.device)
         if init is not None:
-            self._initialize(V, init, generator)
+            self._initialize(V if M is None else V * M, init, generator)
         with torch.no_grad():
-            prob = _Scaled(self, V, beta, alpha * l1_ratio, alpha * (1 - l1_ratio), vmax, continuity)
+            prob = _Scaled(self, V, beta, alpha * l1_ratio, alpha * (1 - l1_ratio), vmax, continuity, M)
             try:
-                step = self._make_solver_step(prob, beta, solver, prob.ws)
-                if solver == "mu" and V.is_cuda and not V.is_sparse and _fit.CUDA_GRAPHS \
+                if M is None:
+                    step = self._make_solver_step(prob, beta, solver, prob.ws)
+                else:
+                    step = self._masked_mu_step(prob, beta)
+                if solver == "mu" and M is None and V.is_cuda and not V.is_sparse and _fit.CUDA_GRAPHS \
                         and max_iter >= _fit.GRAPH_MIN_ITER:
                     step = _fit.cuda_graphed(step, V.device)
                 return run_iterations(step, prob.objective, max_iter=max_iter, tol=tol, check_every=check_every,

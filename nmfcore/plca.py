@@ -44,8 +44,8 @@ from torch.nn.modules.utils import _pair, _single, _triple
 from . import divergence as div
 from . import nmf as _nmf
 from ._fit import run_iterations
-from ._validation import (check_nonnegative_float, check_positive_int, check_rank, make_generator,
-                          value_range)
+from ._validation import (check_mask, check_nonnegative_float, check_positive_int, check_rank,
+                          make_generator, value_range)
 from .exceptions import ParameterError
 
 __all__ = ["BaseComponent", "PLCA", "SIPLCA", "SIPLCA2", "SIPLCA3", "log_posterior"]
@@ -208,21 +208,6 @@ def _broadcasts_to(a: Tensor, shape) -> bool:
         return tuple(torch.broadcast_shapes(a.shape, shape)) == tuple(shape)
     except RuntimeError:
         return False
-
-
-def _check_mask(mask, V: Tensor) -> Optional[Tensor]:
-    """A non-negative weight tensor broadcastable to ``V`` (booleans become 0/1), in V's dtype and device."""
-    if mask is None:
-        return None
-    if not isinstance(mask, Tensor):
-        raise ParameterError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
-    if not _broadcasts_to(mask, V.shape):
-        raise ParameterError(f"mask has shape {tuple(mask.shape)}, not broadcastable to V's {tuple(V.shape)}")
-    M = mask.detach().to(dtype=V.dtype, device=V.device)
-    value_range(M, "mask")
-    if not bool((M > 0).any()):
-        raise ParameterError("mask has no positive weight: nothing of V is observed")
-    return M
 
 
 # ------------------------------------------------------------------ models
@@ -429,7 +414,7 @@ class BaseComponent(torch.nn.Module):
         W, H, Z = self.W.detach(), self.H.detach(), self.Z.detach()
         alphas = {"W": _check_alpha(W_alpha, "W_alpha", W), "H": _check_alpha(H_alpha, "H_alpha", H),
                   "Z": _check_alpha(Z_alpha, "Z_alpha", Z)}
-        M = _check_mask(mask, V)
+        M = check_mask(mask, V)
         if init not in (None, "random"):
             raise ParameterError(f"init={init!r} must be None or 'random'")
         mass = float((V * M).sum(dtype=torch.float64) if M is not None else V.sum(dtype=torch.float64))
