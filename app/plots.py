@@ -126,22 +126,30 @@ def _layout(fig: go.Figure, *, title: str | None, height: int, margin_l: int = 6
 
 # ----------------------------------------------------------------- figures
 def loss_figure(iterations: Sequence[int], losses: Sequence[float], *, max_iter: int | None = None,
-                height: int = 260) -> go.Figure:
-    """Objective against iteration on a log y-axis (the live curve of a fit)."""
+                height: int = 260, curve: str = "loss") -> go.Figure:
+    """Objective against iteration (the live curve of a fit): a loss on a log y-axis, or
+    (``curve='log-likelihood'``, the EM models) the log-likelihood, which rises, on a linear one."""
     it = np.asarray(iterations, dtype=np.int64)
     ls = np.asarray(losses, dtype=np.float64)
-    keep = np.isfinite(ls) & (ls > 0)
+    loglik = curve == "log-likelihood"
+    keep = np.isfinite(ls) if loglik else np.isfinite(ls) & (ls > 0)
+    if loglik and keep.any() and it[keep].size > 1:
+        keep &= it > 0  # the random start is far below the rest and would flatten the curve
+    name = "log-likelihood" if loglik else "loss"
     fig = go.Figure(go.Scatter(x=it[keep], y=ls[keep], mode="lines+markers", marker=dict(size=4),
-                               line=dict(width=2), name="loss",
-                               hovertemplate="iteration %{x}<br>loss %{y:.4g}<extra></extra>"))
-    fig.update_yaxes(type="log", title="objective (log scale)", tickformat="~s")
+                               line=dict(width=2), name=name,
+                               hovertemplate=f"iteration %{{x}}<br>{name} %{{y:.5g}}<extra></extra>"))
+    if loglik:
+        fig.update_yaxes(title="log-likelihood per unit of mass")
+    else:
+        fig.update_yaxes(type="log", title="objective (log scale)", tickformat="~s")
     xr = [0, max_iter] if max_iter else None
     fig.update_xaxes(title="iteration", range=xr)
     if not keep.any():
-        fig.add_annotation(text="the loss appears here during a fit", showarrow=False, xref="paper", yref="paper",
-                           x=0.5, y=0.5, font=dict(color="gray"))
+        fig.add_annotation(text=f"the {name} appears here during a fit", showarrow=False, xref="paper",
+                           yref="paper", x=0.5, y=0.5, font=dict(color="gray"))
         fig.update_yaxes(showticklabels=False)
-    return _layout(fig, title="Loss", height=height)
+    return _layout(fig, title="Log-likelihood" if loglik else "Loss", height=height)
 
 
 def spectrogram_figure(S: np.ndarray, sr: int, hop_length: int, *, title: str, log_freq: bool = False,

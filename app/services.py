@@ -98,6 +98,7 @@ class ModelChoice:
     uses_beta: bool
     inits: tuple[str, ...]    # initialisations the model supports (empty: none apply)
     continuity: bool = False  # whether the engine accepts a temporal continuity weight for it
+    curve: str = "loss"       # what the fit reports: "loss" (falls) or "log-likelihood" (rises, EM models)
 
 
 def _kernel_dims(spec: Any) -> int:
@@ -138,8 +139,16 @@ def models() -> list[ModelChoice]:
             convolutive=bool(getattr(spec, "convolutive", False)),
             kernel_help=getattr(spec, "kernel_help", "") or "",
             kernel_dims=_kernel_dims(spec), uses_beta=_uses_beta(spec), inits=inits,
-            continuity=_accepts_continuity(name)))
+            continuity=_accepts_continuity(name), curve=getattr(spec, "curve", "loss") or "loss"))
     return out
+
+
+def curve_of(settings: Any) -> str:
+    """What the fit of these settings reports per iteration: ``'loss'`` or ``'log-likelihood'``."""
+    if settings is None:
+        return "loss"
+    spec = na.MODELS.get(getattr(settings, "model", None))
+    return getattr(spec, "curve", "loss") or "loss"
 
 
 def model_choice(name: str) -> ModelChoice:

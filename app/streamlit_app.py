@@ -98,9 +98,10 @@ def settings_sidebar():
             sb.caption(spec.kernel_help)
 
     with sb.expander("More settings"):
-        st.toggle("Sparse activations", key=Keys.SPARSE_ON,
-                  help="Constrain the Hoyer sparseness of every row of H.")
-        if state.get(Keys.SPARSE_ON):
+        if spec.uses_beta:  # the EM models have Dirichlet priors instead
+            st.toggle("Sparse activations", key=Keys.SPARSE_ON,
+                      help="Constrain the Hoyer sparseness of every row of H.")
+        if spec.uses_beta and state.get(Keys.SPARSE_ON):
             st.slider("Sparseness of H", 0.05, 0.95, step=0.05, key=Keys.SPARSITY)
         elif spec.continuity:
             st.slider("Temporal continuity", 0.0, 1.0, step=0.05, key=Keys.CONTINUITY,
@@ -121,7 +122,7 @@ def settings_sidebar():
             state.set_value(Keys.DEVICE, devices[0])
         st.selectbox("Device", devices, key=Keys.DEVICE, format_func=services.device_label)
 
-    sparsity = float(state.get(Keys.SPARSITY)) if state.get(Keys.SPARSE_ON) else None
+    sparsity = float(state.get(Keys.SPARSITY)) if spec.uses_beta and state.get(Keys.SPARSE_ON) else None
     continuity = float(state.get(Keys.CONTINUITY)) if spec.continuity and sparsity is None else 0.0
     try:
         settings = services.build_settings(
@@ -229,7 +230,8 @@ def fit_section(audio, settings):
         progress.progress(1.0, text=f"{status}: {sep.n_iter} iterations in {bundle.elapsed:.2f} s")
         its, vals = zip(*bundle.losses) if bundle.losses else ((), ())
         # no key: the live chart and this one share an id scheme, so the browser updates it in place
-        chart.plotly_chart(plots.loss_figure(its, vals, max_iter=bundle.settings.n_iter), config=PLOT_CONFIG)
+        chart.plotly_chart(plots.loss_figure(its, vals, max_iter=bundle.settings.n_iter,
+                                             curve=services.curve_of(bundle.settings)), config=PLOT_CONFIG)
         if note:
             info_col.caption(note)
         elif settings is not None and bundle.key != services.result_key(audio, settings):
@@ -239,8 +241,8 @@ def fit_section(audio, settings):
     else:
         info_col.caption("Press Run to factorise the spectrogram.")
         # an empty loss chart from the start: the page also loads plotly before the first fit
-        chart.plotly_chart(plots.loss_figure([], [], max_iter=settings.n_iter if settings else None),
-                           config=PLOT_CONFIG)
+        chart.plotly_chart(plots.loss_figure([], [], max_iter=settings.n_iter if settings else None,
+                                             curve=services.curve_of(settings)), config=PLOT_CONFIG)
     return bundle, progress, chart
 
 
@@ -258,7 +260,8 @@ def follow_job(progress, chart) -> None:
     while not job.done:
         now = time.perf_counter()
         last = job.last
-        text = "starting…" if last is None else f"iteration {last[0]} / {job.settings.n_iter} · loss {last[1]:.4g}"
+        curve = services.curve_of(job.settings)
+        text = "starting…" if last is None else f"iteration {last[0]} / {job.settings.n_iter} · {curve} {last[1]:.4g}"
         if job.phase == "finishing":
             text = "masks, inverse STFT and grouping… " + text
         if job.stop_requested:
@@ -267,7 +270,8 @@ def follow_job(progress, chart) -> None:
         if now - drawn >= REDRAW_S and len(job.losses) > shown:
             its, vals = zip(*list(job.losses))
             shown = len(its)
-            chart.plotly_chart(plots.loss_figure(its, vals, max_iter=job.settings.n_iter), config=PLOT_CONFIG)
+            chart.plotly_chart(plots.loss_figure(its, vals, max_iter=job.settings.n_iter, curve=curve),
+                               config=PLOT_CONFIG)
             drawn = now
         time.sleep(POLL_S)
     _finish(job)

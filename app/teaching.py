@@ -7,7 +7,11 @@ streamlit.
 
 from __future__ import annotations
 
-__all__ = ["beta_name", "objective_md", "model_md", "update_md", "knobs_md", "how_it_works_md"]
+__all__ = ["beta_name", "objective_md", "model_md", "update_md", "knobs_md", "how_it_works_md", "EM_MODELS",
+           "em_objective_md", "em_update_md"]
+
+#: Registry names of the probabilistic models fitted by EM (nmfcore.plca)
+EM_MODELS = ("PLCA", "SIPLCA")
 
 
 def beta_name(beta: float) -> str:
@@ -61,6 +65,17 @@ def model_md(model: str) -> str:
                 "\\overset{\\downarrow\\phi}{W_\\tau}\\, \\overset{\\tau\\rightarrow}{H_\\phi}$. A template "
                 "can be shifted up in frequency by $\\phi$ bins, so one template can play several "
                 "pitches (best with a log-frequency spectrogram).")
+    if model == "PLCA":
+        return ("**Model** (PLCA, probabilistic latent component analysis): the spectrogram divided by its "
+                "sum is read as a probability distribution over time-frequency bins, $P(f, t)$, and "
+                "explained by $R$ latent components $z$: $P(f, t) \\approx \\sum_z P(f|z)\\, P(z)\\, P(t|z)$. "
+                "$P(f|z)$ (a column of $W$) is the component's spectrum, $P(t|z)$ (a row of $H$) when it "
+                "sounds, $P(z)$ how much of the recording it explains. Each of them sums to one; it is NMF "
+                "with $W$, $\\mathrm{diag}(Z)$ and $H$ as probabilities.")
+    if model == "SIPLCA":
+        return ("**Model** (SI-PLCA, shift-invariant PLCA): $P(f, t) \\approx \\sum_z P(z) \\sum_\\tau "
+                "P(f, \\tau|z)\\, P(t - \\tau|z)$. A component is a distribution over a patch of $T$ frames "
+                "(its kernel), placed at the times where $P(t|z)$ has mass: NMFD with probabilities.")
     return (f"**Model** ({model}): a non-negative factorisation of the spectrogram into "
             "templates and activations; see the model's description above.")
 
@@ -103,6 +118,31 @@ def knobs_md() -> str:
             "- *STFT size / hop*: frequency versus time resolution of the spectrogram.")
 
 
+def em_objective_md() -> str:
+    """The objective of the EM models: the log-likelihood of the normalised spectrogram."""
+    return ("**Objective** (log-likelihood): with $v_{ft} = V_{ft} / \\sum V$ the fit maximises "
+            "$\\mathcal{L} = \\sum_{f,t} v_{ft} \\log \\hat v_{ft}$, the same as minimising the "
+            "Kullback-Leibler divergence of the model from the data (beta = 1; beta does not apply). "
+            "Dirichlet priors on $W$, $H$ and $Z$ would add $\\sum (\\alpha - 1) \\log p$ terms: "
+            "$\\alpha > 1$ smooths a distribution, $\\alpha < 1$ makes it sparse "
+            "(`fit(W_alpha=..., H_alpha=..., Z_alpha=...)` in `nmfcore.plca`; the app uses no priors). "
+            "The live curve shows $\\mathcal{L}$: it never decreases.")
+
+
+def em_update_md() -> str:
+    """The EM update (Smaragdis & Raj 2007) as the KL multiplicative step plus prior counts."""
+    return ("**Update rule** (expectation-maximisation): the E-step gives every bin's posterior over the "
+            "components, $P(z|f,t) = P(f|z) P(z) P(t|z) / \\hat v_{ft}$; the M-step sets each distribution "
+            "to its expected counts $\\sum v_{ft} P(z|f,t)$ (plus $\\alpha - 1$ with a prior), renormalised:\n\n"
+            "$$W \\leftarrow \\operatorname{normalise}\\Big(W \\odot \\big[(V / \\hat V)\\, H^\\top\\big]\\Big),"
+            "\\qquad H \\leftarrow \\operatorname{normalise}\\Big(H \\odot \\big[W^\\top (V / \\hat V)\\big]\\Big)$$\n\n"
+            "and $P(z)$ takes the total count of each component. This is the Kullback-Leibler multiplicative "
+            "update of NMF (exponent 1) followed by a normalisation, so each step cannot lower the likelihood. "
+            "For SI-PLCA the products become the correlations of the convolution, as in NMFD.")
+
+
 def how_it_works_md(model: str, beta: float) -> list[str]:
-    """The panel's paragraphs for this model and beta, in order."""
+    """The panel's paragraphs for this model and beta, in order (the EM models have no beta)."""
+    if model in EM_MODELS:
+        return [model_md(model), em_objective_md(), em_update_md(), knobs_md()]
     return [model_md(model), objective_md(beta), update_md(beta), knobs_md()]

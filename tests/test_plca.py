@@ -566,3 +566,70 @@ def test_base_component_needs_a_model():
     """BaseComponent alone has no shapes: a rank is enough to build it, as in the reference."""
     m = BaseComponent(rank=2)
     assert m.W is None and m.Z.shape == (2,)
+
+
+# ------------------------------------------------------------- in the product
+def test_audio_registry_offers_plca_and_siplca():
+    """The pipeline's registry has PLCA and SIPLCA as EM models (no beta, no init, a log-likelihood curve);
+    SIPLCA2 is not offered (not evaluated against NMF on the development audio)."""
+    from nmfcore.audio import MODELS
+
+    for name, conv in (("PLCA", False), ("SIPLCA", True)):
+        spec = MODELS[name]
+        assert spec.label and spec.description and spec.convolutive == conv
+        assert not spec.beta_divergence and spec.init_methods == () and spec.curve == "log-likelihood"
+    assert "SIPLCA2" not in MODELS
+    assert MODELS["NMF"].curve == "loss"
+
+
+@pytest.mark.parametrize("model, kernel", [("PLCA", 1), ("SIPLCA", 4)])
+def test_separate_with_plca_models(model, kernel):
+    """Invariants in the pipeline: components sum to the mixture; the reported log-likelihood never
+    decreases; the same seed gives the same separation; two tones separate (best grouping) above 15 dB."""
+    from _audio_signals import SR, two_sources
+
+    from nmfcore.audio import SeparationSettings, best_grouping, evaluate, separate
+
+    mix, refs = two_sources(seconds=1.0)
+    s = SeparationSettings(model=model, kernel_size=kernel, rank=2, n_fft=512, hop_length=128, n_iter=150, tol=0,
+                           seed=3)
+    sep = separate(mix, SR, s)
+    assert float((sep.components.sum(0) - sep.mixture).abs().max() / sep.mixture.abs().max()) < 1e-4
+    lls = [v for _, v in sep.losses]
+    assert len(lls) > 2 and all(b >= a - 1e-6 * abs(a) for a, b in zip(lls, lls[1:])), lls
+    assert all(v <= 0 for v in lls)
+    again = separate(mix, SR, s)
+    assert torch.equal(again.components, sep.components)
+    scores = evaluate(sep.sources(best_grouping(sep, refs)), refs, bss=False)["si_sdr"]
+    assert min(scores) > 15, scores
+
+
+def test_plca_in_the_pipeline_refuses_beta_penalties():
+    """alpha and sparsity_H belong to the beta-divergence models: a ParameterError naming them."""
+    from _audio_signals import SR, two_sources
+
+    from nmfcore.audio import SeparationSettings, separate
+
+    with pytest.raises(ParameterError, match=r"alpha=0.1 needs a beta-divergence model"):
+        SeparationSettings(model="PLCA", alpha=0.1)
+    mix, _ = two_sources(seconds=0.5)
+    with pytest.raises(ParameterError, match=r"sparsity_H=0.5 needs a beta-divergence model"):
+        separate(mix, SR, SeparationSettings(model="PLCA", rank=2, sparsity_H=0.5, n_fft=256, hop_length=64,
+                                             n_iter=5))
+
+
+def test_app_teaching_and_plot_for_em_models():
+    """The app's layers: EM text for PLCA models, a log-likelihood curve on a linear axis, the picker's data."""
+    pytest.importorskip("plotly")
+    from app import plots, services, teaching
+
+    md = " ".join(teaching.how_it_works_md("PLCA", 1.0))
+    assert "expectation-maximisation" in md and "Dirichlet" in md and "log-likelihood" in md
+    assert "SI-PLCA" in teaching.model_md("SIPLCA")
+    assert "Kullback-Leibler divergence" in " ".join(teaching.how_it_works_md("NMF", 1.0))
+    fig = plots.loss_figure([0, 10, 20], [-12.0, -10.5, -10.2], max_iter=50, curve="log-likelihood")
+    assert list(fig.data[0].y) == [-10.5, -10.2] and fig.layout.yaxis.type != "log"
+    assert "Log-likelihood" in fig.layout.title.text
+    choices = {m.name: m for m in services.models()}
+    assert not choices["PLCA"].uses_beta and choices["PLCA"].curve == "log-likelihood"
+    assert choices["SIPLCA"].kernel_dims == 1 and choices["NMF"].curve == "loss"

@@ -12,7 +12,7 @@ Modules
 -------
 io          load_audio, write_audio (AudioWriter), audio_bytes, resample, safe output paths
 spectral    stft, istft, spectrogram, alpha-Wiener soft masks
-models      MODELS registry (NMF, NMFD, NMF2D; PLCA/SI-PLCA when present)
+models      MODELS registry (NMF, NMFD, NMF2D, PLCA, SIPLCA)
 separation  SeparationSettings, separate, Separation; supervised separation
 grouping    component_order (by centroid or pitch), component_pitches, auto_group (clustering)
 evaluation  si_sdr, bss_eval, evaluate, oracle masks, best (oracle) grouping

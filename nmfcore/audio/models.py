@@ -9,6 +9,8 @@ model      V                   W                      H
 NMF        ``S.T`` (T, F)      (F, R)                 (T, R)
 NMFD       ``S[None]``         (F, R, k)              (1, R, T - k + 1)
 NMF2D      ``S[None, None]``   (1, R, kf, kt)         (1, R, F - kf + 1, T - kt + 1)
+PLCA       ``S.T`` (T, F)      (F, R)                 (T, R), times Z and norm
+SIPLCA     ``S[None]``         (F, R, k)              (1, R, T - k + 1), times Z and norm
 =========  ==================  =====================  ===========================
 
 Because every reconstruction is linear in each factor, component ``r``'s
@@ -26,6 +28,7 @@ True
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -34,6 +37,7 @@ import torch
 from torch import Tensor
 
 from .. import nmf as _nmf
+from .. import plca as _plca
 from ..exceptions import ParameterError
 from ..init import INIT_METHODS
 
@@ -193,6 +197,9 @@ class ModelSpec:
     beta_divergence : bool
         Whether the model minimises the beta-divergence with ``fit(beta=...)``
         and ``trainable_W`` (needed by supervised separation).
+    curve : {'loss', 'log-likelihood'}
+        What ``fit`` reports to the callback: a loss that never increases, or
+        (EM models) a log-likelihood that never decreases.
     """
 
     name: str
@@ -206,6 +213,7 @@ class ModelSpec:
     fit: Callable = field(default=_fit_beta, repr=False, compare=False)
     factors: Callable = field(default=lambda m: (m.W.detach(), m.H.detach()), repr=False, compare=False)
     beta_divergence: bool = True
+    curve: str = "loss"
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -247,40 +255,49 @@ register_model(ModelSpec(
 ))
 
 
-def _register_plca():
-    """Register PLCA and SI-PLCA once :mod:`nmfcore.plca` exists (reference API: ``Z`` and ``norm``)."""
-    try:
-        from .. import plca as _plca
-    except ImportError:
-        return
-    import inspect
+def _fit_em(model, V, *, beta, tol, max_iter, init, seed, sparsity_H, callback) -> int:
+    r"""Fit a PLCA-family model by EM (:meth:`nmfcore.plca.BaseComponent.fit`).
 
-    def fit_plca(model, V, *, beta, tol, max_iter, init, seed, sparsity_H, callback):
-        kwargs = {"callback": callback} if "callback" in inspect.signature(model.fit).parameters else {}
-        out = model.fit(V, tol=tol, max_iter=max_iter, **kwargs)
-        n_iter, norm = out if isinstance(out, tuple) else (out, float(V.sum()))
-        model._audio_norm = float(norm)
-        return int(n_iter)
+    ``beta`` and ``init`` do not apply; ``callback(iteration, loglik)`` gets the
+    log-likelihood per unit of mass, :math:`\sum v \log \hat v` with
+    :math:`v = V / \sum V` (it never decreases). The fit's ``norm`` is kept on the
+    model for :func:`_em_factors`.
+    """
+    if sparsity_H is not None:
+        raise ParameterError(f"sparsity_H={sparsity_H!r} needs a beta-divergence model, not {type(model).__name__} "
+                             "(its Dirichlet priors play that role in nmfcore.plca)")
+    V64 = V.double()
+    mass = float(V64.sum())
+    # sum v log v of the normalised data: the log-likelihood is this minus the fit's loss / mass
+    entropy = float(torch.xlogy(V64, V64).sum()) / mass - math.log(mass) if mass > 0 else 0.0
 
-    def factors(model):
-        # V ~ norm * H diag(Z) W^T (or its convolution): fold Z and norm into H
-        Z = model.Z.detach().reshape((1, -1) + (1,) * (model.H.ndim - 2))
-        return model.W.detach(), model.H.detach() * Z * getattr(model, "_audio_norm", 1.0)
+    def report(i, loss):
+        return callback(i, entropy - loss / mass) if callback is not None else False
 
-    common = dict(init_methods=(), fit=fit_plca, factors=factors, beta_divergence=False)
-    for name, cls_name, layout, conv, label, build in (
-            ("PLCA", "PLCA", MATRIX, False, "PLCA",
-             lambda shape, rank, kernel, gen, c="PLCA": getattr(_plca, c)(shape, rank)),
-            ("SIPLCA", "SIPLCA", CONV1D, True, "Shift-invariant PLCA (SI-PLCA)",
-             lambda shape, rank, kernel, gen, c="SIPLCA": getattr(_plca, c)(shape, rank, kernel[0])),
-            ("SIPLCA2", "SIPLCA2", CONV2D, True, "2-D shift-invariant PLCA (SI-PLCA2)",
-             lambda shape, rank, kernel, gen, c="SIPLCA2": getattr(_plca, c)(shape, rank, kernel))):
-        if hasattr(_plca, cls_name):
-            register_model(ModelSpec(
-                name=name, label=label,
-                description="Probabilistic latent component analysis, fitted by EM (beta and init do not apply).",
-                convolutive=conv, kernel_help=MODELS["NMFD" if layout is CONV1D else "NMF2D"].kernel_help
-                if conv else "", layout=layout, build=build, **common))
+    n_iter, norm = model.fit(V, tol=tol, max_iter=max_iter, generator=seed, callback=report)
+    model._audio_norm = float(norm)
+    return int(n_iter)
 
 
-_register_plca()
+def _em_factors(model):
+    """``(W, H)`` with ``Z`` and the fit's norm folded into ``H``: ``V ~ norm * H diag(Z) W^T`` (or its convolution)."""
+    Z = model.Z.detach().reshape((1, -1) + (1,) * (model.H.ndim - 2))
+    return model.W.detach(), model.H.detach() * Z * getattr(model, "_audio_norm", 1.0)
+
+
+_EM = dict(init_methods=(), fit=_fit_em, factors=_em_factors, beta_divergence=False, curve="log-likelihood")
+
+register_model(ModelSpec(
+    name="PLCA", label="Probabilistic latent component analysis (PLCA)",
+    description="PLCA: the spectrogram, normalised to sum to one, is a mixture of components, each a "
+                "spectrum P(f|z) times a time profile P(t|z) with weight P(z), fitted by EM.",
+    convolutive=False, kernel_help="", layout=MATRIX,
+    build=lambda shape, rank, kernel, gen: _plca.PLCA(shape, rank, generator=gen), **_EM,
+))
+register_model(ModelSpec(
+    name="SIPLCA", label="Shift-invariant PLCA (SI-PLCA)",
+    description="Shift-invariant PLCA: each component is a probability distribution over a patch of "
+                "kernel_size frames, placed at the onsets of its time profile, fitted by EM.",
+    convolutive=True, kernel_help=MODELS["NMFD"].kernel_help, layout=CONV1D,
+    build=lambda shape, rank, kernel, gen: _plca.SIPLCA(shape, rank, kernel[0], generator=gen), **_EM,
+))
