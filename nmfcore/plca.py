@@ -7,10 +7,11 @@ is the NMF family's with ``Z`` folded into the templates: PLCA is
 :class:`nmfcore.nmf.NMF`'s matrix product, SIPLCA / SIPLCA2 / SIPLCA3 are the
 convolutions of NMFD / NMF2D / NMF3D, of ``H`` and ``W * Z``.
 
-The fit is expectation-maximisation with Dirichlet priors, on the same
-machinery as the multiplicative updates: for one factor ``X`` the expected
+The fit is expectation-maximisation with Dirichlet priors, a solver on the
+seam of :mod:`nmfcore.solvers` (:class:`nmfcore.solvers.EM`) over the NMF
+family's operators and the one fit loop: for one factor ``X`` the expected
 counts of the E-step are the KL (beta = 1) multiplicative step's numerator,
-``X * J^T (V / Y)`` (the model's own pull-back of the ratio of data to
+``X * J^T (V / Y)`` (the operator's pull-back of the ratio of data to
 reconstruction), the M-step adds the prior counts ``alpha - 1``, clamps at
 zero and renormalises. ``W`` (with ``Z``) and then ``H`` (with ``Z``) take
 this step in turn, each from a fresh reconstruction, as the multiplicative
@@ -41,86 +42,16 @@ from torch import Tensor
 from torch.nn import Parameter
 from torch.nn.modules.utils import _pair, _single, _triple
 
-from . import divergence as div
 from . import nmf as _nmf
 from ._fit import run_iterations
 from ._validation import (check_mask, check_nonnegative_float, check_positive_int, check_rank,
                           make_generator, value_range)
 from .exceptions import ParameterError
+from .solvers.em import EM, EMProblem, normalise, per_component, prior_term
 
 __all__ = ["BaseComponent", "PLCA", "SIPLCA", "SIPLCA2", "SIPLCA3", "log_posterior"]
 
 Alpha = Union[float, Tensor]
-
-
-# ------------------------------------------------------------- the operators
-class _Operator:
-    """The one place where PLCA meets the NMF machinery.
-
-    ``reconstruct(H, A)`` is the NMF-family model's forward operator and
-    ``terms(which, V, A, H, mask)`` its two pull-backs at beta = 1, ``J^T (V / Y)``
-    and ``J^T 1`` (with a mask: ``J^T (M V / Y)`` and ``J^T M``), the very
-    terms of the KL multiplicative update, by the same fast paths (closed
-    forms of the matrix product, product forms of the convolutions).
-    """
-
-    def __init__(self, model_cls, A: Tensor, H: Tensor):
-        self.model = model_cls(W=A.detach(), H=H.detach(), trainable_W=False, trainable_H=False)
-        self.ws: dict = {}
-
-    def reconstruct(self, H: Tensor, A: Tensor) -> Tensor:
-        return self.model.reconstruct(H, A)
-
-    def terms(self, which: str, V: Tensor, A: Tensor, H: Tensor, mask: Optional[Tensor]):
-        if mask is None:
-            # here neg = J^T (V / Y), pos = J^T 1 (a sum over the other factor)
-            return self.model._mu_terms(which, V, A, H, 1.0, self.ws)
-        Y, pull = self.model._vjp(which, A, H)
-        # the weighted divergence sum M d(V | Y): neg = J^T (M V / Y), pos = J^T M
-        neg, _ = div.mu_terms(V * mask, Y, 1.0)
-        return pull(neg), pull(mask.expand_as(Y).contiguous())
-
-
-# ------------------------------------------------------------------ helpers
-def _component_dims(X: Tensor) -> list:
-    """Every axis but the rank axis (1; Z has only the rank axis)."""
-    return [d for d in range(X.ndim) if d != 1] if X.ndim > 1 else [0]
-
-
-def _per_component(v: Tensor, X: Tensor) -> Tensor:
-    """A (R,) vector shaped to broadcast along ``X``'s rank axis."""
-    return v.reshape((1, -1) + (1,) * (X.ndim - 2)) if X.ndim > 1 else v
-
-
-def _normalise(X: Tensor) -> Tensor:
-    """In place: every component of ``X`` sums to one (components summing to zero are left as they are)."""
-    s = X.sum(_component_dims(X), keepdim=X.ndim > 1)
-    return X.div_(torch.where(s > 0, s, torch.ones_like(s)))
-
-
-def _m_step(X: Tensor, counts: Tensor, alpha: Alpha) -> None:
-    """In place: ``X`` proportional to ``max(counts + alpha - 1, 0)`` per component.
-
-    The maximiser of ``sum (counts + alpha - 1) log X`` over the simplex of
-    each component (exact for ``alpha >= 1``; for ``alpha < 1`` the clamp is
-    the usual sparse MAP estimate [2]_). A component whose clamped counts are
-    all zero keeps its values.
-    """
-    if not (isinstance(alpha, numbers.Real) and alpha == 1):
-        counts = counts.add_(alpha - 1).clamp_min_(0)
-    dims = _component_dims(X)
-    s = counts.sum(dims, keepdim=X.ndim > 1)
-    keep = s <= 0
-    counts.div_(torch.where(keep, torch.ones_like(s), s))
-    X.copy_(torch.where(keep, X, counts))
-
-
-def _prior_term(X: Tensor, alpha: Alpha) -> Tensor:
-    """``sum (alpha - 1) log X`` (zeros floored at the dtype's tiny, so that it stays finite)."""
-    if isinstance(alpha, numbers.Real) and alpha == 1:
-        return X.new_zeros(())
-    logX = X.clamp_min(torch.finfo(X.dtype).tiny).log()
-    return (logX * (alpha - 1)).sum()
 
 
 def log_posterior(V: Tensor, model: "BaseComponent", W_alpha: Alpha = 1.0, H_alpha: Alpha = 1.0,
@@ -163,7 +94,7 @@ def log_posterior(V: Tensor, model: "BaseComponent", W_alpha: Alpha = 1.0, H_alp
         Vn = V / V.sum()
         Y = model.reconstruct(H, W, Z)
         value = torch.xlogy(Vn, Y).sum()
-        return value + _prior_term(W, W_alpha) + _prior_term(H, H_alpha) + _prior_term(Z, Z_alpha)
+        return value + prior_term(W, W_alpha) + prior_term(H, H_alpha) + prior_term(Z, Z_alpha)
 
 
 def _init_param(value, name: str, trainable: bool, generator, like: Optional[Tensor]) -> Optional[Parameter]:
@@ -184,7 +115,7 @@ def _init_param(value, name: str, trainable: bool, generator, like: Optional[Ten
             data = data.to(like.device)
     else:
         raise ParameterError(f"{name} must be a shape tuple or a tensor, got {type(value).__name__}")
-    return Parameter(_normalise(data), requires_grad=trainable)
+    return Parameter(normalise(data), requires_grad=trainable)
 
 
 def _check_alpha(alpha, name: str, X: Tensor) -> Alpha:
@@ -305,7 +236,7 @@ class BaseComponent(torch.nn.Module):
     @classmethod
     def reconstruct(cls, H: Tensor, W: Tensor, Z: Tensor) -> Tensor:
         """The NMF-family operator of ``H`` and the templates weighted by ``Z``."""
-        return cls._nmf_model.reconstruct(H, W * _per_component(Z, W))
+        return cls._nmf_model.reconstruct(H, W * per_component(Z, W))
 
     def _output_shape(self) -> tuple:
         """The shape of the reconstruction: (N, C) or (N, C, *(h + k - 1)) for the convolutions."""
@@ -423,95 +354,21 @@ class BaseComponent(torch.nn.Module):
         if init == "random":
             self._randomise(make_generator(generator, V.device))
         with torch.no_grad():
-            em = _EM(self, V, vmax, mass, M, alphas)
-            n_iter = run_iterations(em.step, em.loss, max_iter=max_iter, tol=tol, check_every=check_every,
-                                    callback=callback, verbose=verbose, desc=type(self).__name__)
-            return n_iter, em.norm()
+            prob = EMProblem(self._nmf_model.operator, self.W, self.H, self.Z, V, alphas=alphas, mass=mass,
+                             vmax=vmax, mask=M)
+            n_iter = run_iterations(EM(prob).step, prob.objective, max_iter=max_iter, tol=tol,
+                                    check_every=check_every, callback=callback, verbose=verbose,
+                                    desc=type(self).__name__)
+            return n_iter, prob.norm()
 
     def _randomise(self, generator):
         with torch.no_grad():
             for X in (self.W, self.H):
                 if X.requires_grad:
                     X.copy_(torch.randn(X.shape, generator=generator, dtype=X.dtype, device=X.device).abs_())
-                    _normalise(X.data)
+                    normalise(X.data)
             if self.Z.requires_grad:
                 self.Z.fill_(1.0 / self.rank)
-
-
-class _EM:
-    """The EM solver: per block the expected counts through :class:`_Operator`, then the M-step.
-
-    The data is divided by a power of two ``s`` (exact) so that its maximum lies
-    in [1, 2) and the templates carry the scale ``c = mass / s``: the
-    reconstruction is then of the data's size (floors at the dtype's epsilon
-    never bite, data from 1e-30 to 1e30 fits in float32) and the ratio
-    ``V / Y`` is that of the normalised data and model.
-    """
-
-    def __init__(self, model: BaseComponent, V: Tensor, vmax: float, mass: float, M: Optional[Tensor],
-                 alphas: dict):
-        self.model = model
-        self.W, self.H, self.Z = model.W.detach(), model.H.detach(), model.Z.detach()
-        self.train = {"W": model.W.requires_grad, "H": model.H.requires_grad, "Z": model.Z.requires_grad}
-        e = math.floor(math.log2(vmax)) if vmax > 0 else 0
-        self.s = s = 2.0 ** e
-        self.V = (V / s).contiguous() if s != 1.0 else V.contiguous()
-        self.c = mass / s
-        self.M = M
-        self.alphas = alphas
-        self.op = _Operator(model._nmf_model, self._templates(), self.H)
-        blocks = [b for b in ("W", "H") if self.train[b]]
-        if not blocks and self.train["Z"]:
-            blocks = ["W"]  # Z alone: its counts from either block
-        self.blocks = blocks
-
-    def _templates(self) -> Tensor:
-        """``W * Z * c``: the templates of the NMF-family operator (data-sized reconstruction)."""
-        return self.W * _per_component(self.Z * self.c, self.W)
-
-    def step(self) -> None:
-        for which in self.blocks:
-            A = self._templates()
-            neg, pos = self.op.terms(which, self.V, A, self.H, self.M)
-            X = A if which == "W" else self.H
-            # expected counts: the numerator of the KL multiplicative step, X * J^T (V / Y),
-            # in units of the normalised data (sum one)
-            counts = neg.mul_(X).div_(self.c)
-            if self.M is not None:
-                # weighted: X * J^T (M V / Y) / J^T M, brought back to the unweighted scale by J^T 1
-                ones = self.op.model._ones_pullback(which, A, self.H)
-                counts.mul_(ones).div_(pos.clamp_min(torch.finfo(counts.dtype).tiny))
-            if self.train["Z"]:
-                _m_step(self.Z, counts.sum(_component_dims(counts)), self.alphas["Z"])
-            if self.train[which]:
-                _m_step(self.W if which == "W" else self.H, counts, self.alphas[which])
-
-    def _reconstruction(self) -> Tensor:
-        return self.op.reconstruct(self.H, self._templates())
-
-    def loss(self) -> float:
-        """The mass times the negative log-posterior less the data's entropy (>= 0 without priors)."""
-        Y = self._reconstruction()
-        V = self.V
-        if self.M is not None:
-            # the model's scale on the observed entries (the KL-optimal one)
-            Y = Y * (float((V * self.M).sum()) / max(float((Y * self.M).sum()), torch.finfo(Y.dtype).tiny))
-            # here d(v | y) = v log(v / y) - v + y, weighted
-            kl = torch.xlogy(V, V) - torch.xlogy(V, Y.clamp_min(div.eps_for(Y.dtype))) - V + Y
-            data = float((self.M * kl).sum()) * self.s
-        else:
-            data = float(div.beta_divergence(V, Y, 1.0)) * self.s
-        prior = sum(float(_prior_term(X, self.alphas[n])) for n, X in (("W", self.W), ("H", self.H), ("Z", self.Z)))
-        return data - self.c * self.s * prior
-
-    def norm(self) -> Tensor:
-        """The scale of the data: ``V.sum()``, or with a mask the model's scale on the observed entries."""
-        dtype, device = self.W.dtype, self.W.device
-        if self.M is None:
-            return torch.tensor(self.c * self.s, dtype=dtype, device=device)
-        Yn = self.model.reconstruct(self.H, self.W, self.Z)
-        obs = float((Yn * self.M).sum(dtype=torch.float64))
-        return torch.tensor(self.c * self.s / obs if obs > 0 else 0.0, dtype=dtype, device=device)
 
 
 def _check_kernel(kernel_size, sizes):

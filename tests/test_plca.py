@@ -622,14 +622,18 @@ def test_app_teaching_and_plot_for_em_models():
     """The app's layers: EM text for PLCA models, a log-likelihood curve on a linear axis, the picker's data."""
     pytest.importorskip("plotly")
     from app import plots, services, teaching
+    from nmfcore.audio import SeparationSettings
 
-    md = " ".join(teaching.how_it_works_md("PLCA", 1.0))
-    assert "expectation-maximisation" in md and "Dirichlet" in md and "log-likelihood" in md
-    assert "SI-PLCA" in teaching.model_md("SIPLCA")
-    assert "Kullback-Leibler divergence" in " ".join(teaching.how_it_works_md("NMF", 1.0))
-    fig = plots.loss_figure([0, 10, 20], [-12.0, -10.5, -10.2], max_iter=50, curve="log-likelihood")
+    for model, kernel in (("PLCA", 1), ("SIPLCA", 4)):
+        fit = services.fit_description(SeparationSettings(model=model, kernel_size=kernel))
+        assert fit.solver == "em" and fit.beta is None
+        md = " ".join(teaching.how_it_works_md(fit))
+        assert "expectation-maximisation" in md and "Dirichlet" in md and "P(z)" in md
+    fig = plots.curve_figure([0, 10, 20], [-12.0, -10.5, -10.2], curve="log-likelihood", max_iter=50)
     assert list(fig.data[0].y) == [-10.5, -10.2] and fig.layout.yaxis.type != "log"
     assert "Log-likelihood" in fig.layout.title.text
+    assert plots.curve_figure([0, 10], [3.0, 2.0]).layout.yaxis.type == "log"
     choices = {m.name: m for m in services.models()}
     assert not choices["PLCA"].uses_beta and choices["PLCA"].curve == "log-likelihood"
     assert choices["SIPLCA"].kernel_dims == 1 and choices["NMF"].curve == "loss"
+    assert services.curve_of(SeparationSettings(model="SIPLCA")) == "log-likelihood"

@@ -40,8 +40,9 @@ from .. import nmf as _nmf
 from .. import plca as _plca
 from ..exceptions import ParameterError
 from ..init import INIT_METHODS
+from ..operators import Deconvolution, TapPlanes
 
-__all__ = ["ModelSpec", "MODELS", "register_model", "Layout", "MATRIX", "CONV1D", "CONV2D"]
+__all__ = ["ModelSpec", "MODELS", "register_model", "fit_solver", "Layout", "MATRIX", "CONV1D", "CONV2D"]
 
 
 class Layout:
@@ -56,15 +57,15 @@ class Layout:
     def from_model(self, Y: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def reconstruct(self, W: Tensor, H: Tensor) -> Tensor:
-        """Spectrogram (F, T) of the whole model."""
+    def reconstruct(self, H: Tensor, W: Tensor) -> Tensor:
+        """Spectrogram (F, T) of the whole model (arguments in the order of the models' ``reconstruct(H, W)``)."""
         raise NotImplementedError
 
-    def component(self, W: Tensor, H: Tensor, r: int) -> Tensor:
+    def component(self, H: Tensor, W: Tensor, r: int) -> Tensor:
         """Spectrogram (F, T) of component ``r`` alone."""
-        return self.reconstruct(W[:, r:r + 1], H[:, r:r + 1])
+        return self.reconstruct(H[:, r:r + 1], W[:, r:r + 1])
 
-    def component_frames(self, W: Tensor, H: Tensor, r: int, a: int, b: int) -> Tensor:
+    def component_frames(self, H: Tensor, W: Tensor, r: int, a: int, b: int) -> Tensor:
         """Frames ``a:b`` of :meth:`component` (F, b - a), computed from the activations they need only.
 
         For convolutive models frame ``t`` depends on activations ``t - k + 1 .. t``
@@ -72,7 +73,7 @@ class Layout:
         """
         k, L = W.shape[-1], H.shape[-1]
         j0, j1 = max(0, a - k + 1), min(L, b)
-        part = self.reconstruct(W[:, r:r + 1], H[:, r:r + 1, ..., j0:j1])
+        part = self.reconstruct(H[:, r:r + 1, ..., j0:j1], W[:, r:r + 1])
         return part[:, a - j0:b - j0]
 
     def export(self, W: Tensor, H: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -99,13 +100,13 @@ class _Matrix(Layout):
     def from_model(self, Y):
         return Y.t()
 
-    def reconstruct(self, W, H):
+    def reconstruct(self, H, W):
         return W @ H.t()
 
-    def component(self, W, H, r):
+    def component(self, H, W, r):
         return torch.outer(W[:, r], H[:, r])
 
-    def component_frames(self, W, H, r, a, b):
+    def component_frames(self, H, W, r, a, b):
         return torch.outer(W[:, r], H[a:b, r])
 
     def export(self, W, H):
@@ -122,8 +123,8 @@ class _Conv1d(Layout):
     def from_model(self, Y):
         return Y[0]
 
-    def reconstruct(self, W, H):
-        return _nmf.NMFD.reconstruct(H, W)[0]
+    def reconstruct(self, H, W):
+        return Deconvolution.reconstruct(H, W)[0]
 
     def export(self, W, H):
         return W.detach().cpu().numpy(), H.detach()[0].cpu().numpy()
@@ -139,8 +140,8 @@ class _Conv2d(Layout):
     def from_model(self, Y):
         return Y[0, 0]
 
-    def reconstruct(self, W, H):
-        return _nmf.NMF2D.reconstruct(H, W)[0, 0]
+    def reconstruct(self, H, W):
+        return TapPlanes.reconstruct(H, W)[0, 0]
 
     def export(self, W, H):
         # (1, R, kf, kt) -> (kf, R, kt): frequency first, as for the other models
@@ -200,6 +201,10 @@ class ModelSpec:
     curve : {'loss', 'log-likelihood'}
         What ``fit`` reports to the callback: a loss that never increases, or
         (EM models) a log-likelihood that never decreases.
+    defaults : dict
+        :class:`~nmfcore.audio.SeparationSettings` values this model should
+        start from where the general defaults do not suit it (an app or
+        script applies them when the model is chosen).
     """
 
     name: str
@@ -214,9 +219,38 @@ class ModelSpec:
     factors: Callable = field(default=lambda m: (m.W.detach(), m.H.detach()), repr=False, compare=False)
     beta_divergence: bool = True
     curve: str = "loss"
+    defaults: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 MODELS: dict[str, ModelSpec] = {}
+
+_PROBE_SHAPES = {0: (2, 2), 1: (1, 2, 2), 2: (1, 1, 2, 2)}  # the smallest V of each layout
+
+
+def fit_solver(model: str, beta: float, *, device: str = "cpu", sparsity_H=None, continuity: float = 0.0) -> str:
+    """The solver the pipeline's fit runs for these settings.
+
+    ``'projected_gradient'`` with a target sparseness of H (``sparse_fit``:
+    projected gradient steps on H, multiplicative updates on W); ``'mu'``
+    (multiplicative updates) or ``'hals'`` as the model's ``fit`` resolves
+    ``solver='auto'`` (MU with temporal continuity); ``'em'`` for models that
+    do not minimise a beta-divergence (PLCA and kin).
+
+    Examples
+    --------
+    >>> fit_solver("NMF", 2.0), fit_solver("NMF", 1.0), fit_solver("NMF", 2.0, sparsity_H=0.5)
+    ('hals', 'mu', 'projected_gradient')
+    """
+    spec = MODELS[model]
+    if not spec.beta_divergence:
+        return "em"
+    if sparsity_H is not None:
+        return "projected_gradient"
+    if continuity:
+        return "mu"
+    ndim = spec.layout.kernel_ndim
+    probe = spec.build(_PROBE_SHAPES[ndim], 1, (1,) * ndim, None)
+    return probe.resolve_solver("auto", float(beta), torch.device(device))
 
 
 def register_model(spec: ModelSpec) -> ModelSpec:
@@ -237,8 +271,8 @@ register_model(ModelSpec(
 ))
 register_model(ModelSpec(
     name="NMFD", label="NMF deconvolution (NMFD)",
-    description="Non-negative matrix factor deconvolution: each component is a spectro-temporal pattern of "
-                "kernel_size frames (a drum hit, a note with its attack), placed at the onsets in its activation.",
+    description="Non-negative matrix factor deconvolution: each component is a spectro-temporal pattern a few "
+                "frames long (a drum hit, a note with its attack), placed at the onsets in its activation.",
     convolutive=True, kernel_help="length T of each pattern in STFT frames (4-8 at hop 512 and 22 kHz, "
                                   "0.1-0.2 s)",
     layout=CONV1D,
@@ -246,11 +280,16 @@ register_model(ModelSpec(
 ))
 register_model(ModelSpec(
     name="NMF2D", label="NMF 2-D deconvolution (NMF2D)",
-    description="Non-negative matrix factor 2-D deconvolution: each component is a patch of kernel_size "
-                "(frequency bins, frames) shifted in both time and frequency.",
-    convolutive=True, kernel_help="(frequency bins, frames) of each patch, e.g. (16, 4); an int k means (k, k)",
+    description="Non-negative matrix factor 2-D deconvolution: each component is a spectral patch of a few "
+                "frames that can also move up and down the spectrum by a few frequency bins.",
+    convolutive=True, kernel_help="(frequency bins, frames) of each patch; the activations have one row per "
+                                  "frequency shift (bins of the spectrogram - patch bins + 1), so keep the "
+                                  "patch nearly as tall as the spectrogram: a small patch lets them copy it",
     layout=CONV2D,
     init_methods=("random",),
+    # 4 shifts of a 254-bin patch of a 512-point STFT: parts as meaningful as NMF's in seconds
+    # (bench/nmf2d_defaults.py; bench/README.md, 2026-12-03)
+    defaults={"rank": 8, "n_fft": 512, "hop_length": 256, "kernel_size": (254, 4), "n_iter": 100},
     build=lambda shape, rank, kernel, gen: _nmf.NMF2D(shape, rank, kernel, generator=gen),
 ))
 
@@ -296,8 +335,8 @@ register_model(ModelSpec(
 ))
 register_model(ModelSpec(
     name="SIPLCA", label="Shift-invariant PLCA (SI-PLCA)",
-    description="Shift-invariant PLCA: each component is a probability distribution over a patch of "
-                "kernel_size frames, placed at the onsets of its time profile, fitted by EM.",
+    description="Shift-invariant PLCA: each component is a probability distribution over a spectro-temporal "
+                "patch a few frames long, placed at the onsets of its time profile, fitted by EM.",
     convolutive=True, kernel_help=MODELS["NMFD"].kernel_help, layout=CONV1D,
     build=lambda shape, rank, kernel, gen: _plca.SIPLCA(shape, rank, kernel[0], generator=gen), **_EM,
 ))
