@@ -705,7 +705,7 @@ def test_progress_is_estimated_between_reports():
 
     from app import services
 
-    job = SimpleNamespace(settings=SimpleNamespace(n_iter=200), losses=[(0, 9.0), (10, 5.0)], times=[0.0, 10.0],
+    job = SimpleNamespace(settings=SimpleNamespace(n_iter=200, model="NMF"), losses=[(0, 9.0), (10, 5.0)], times=[0.0, 10.0],
                           last=(10, 5.0), elapsed=15.0, phase="fitting", stop_requested=False)
     assert services.progress_text(job).startswith("iteration ≈15 / 200")
     job.elapsed = 100.0  # never beyond the next report
