@@ -129,6 +129,35 @@ LOSS_VIEWS = {"from_first": "from the first report", "all": "all, from the start
               "relative": "relative to the final loss"}
 
 
+def loglik_figure(iterations: Sequence[int], logliks: Sequence[float], *, max_iter: int | None = None,
+                  height: int = 260) -> go.Figure:
+    """The log-likelihood per unit of mass against iteration, on a linear axis (the EM models' live curve;
+    it rises). The random start (iteration 0) is left out: far below the rest, it would flatten the curve."""
+    it = np.asarray(iterations, dtype=np.int64)
+    ls = np.asarray(logliks, dtype=np.float64)
+    keep = np.isfinite(ls)
+    if (keep & (it > 0)).any():
+        keep &= it > 0
+    fig = go.Figure(go.Scatter(x=it[keep], y=ls[keep], mode="lines+markers", marker=dict(size=4),
+                               line=dict(width=2), name="log-likelihood",
+                               hovertemplate="iteration %{x}<br>log-likelihood %{y:.6g}<extra></extra>"))
+    fig.update_yaxes(title="log-likelihood per unit of mass", nticks=5, automargin=True)
+    fig.update_xaxes(title="iteration", range=[0, max_iter] if max_iter else None)
+    if not keep.any():
+        fig.add_annotation(text="the log-likelihood appears here during a fit", showarrow=False, xref="paper",
+                           yref="paper", x=0.5, y=0.5, font=dict(color="gray"))
+        fig.update_yaxes(showticklabels=False)
+    return _layout(fig, title="Log-likelihood", height=height, margin_l=70)
+
+
+def curve_figure(iterations: Sequence[int], values: Sequence[float], *, curve: str = "loss",
+                 max_iter: int | None = None, view: str = "from_first") -> go.Figure:
+    """:func:`loss_figure` or, for ``curve='log-likelihood'`` (the EM models), :func:`loglik_figure`."""
+    if curve == "log-likelihood":
+        return loglik_figure(iterations, values, max_iter=max_iter)
+    return loss_figure(iterations, values, max_iter=max_iter, view=view)
+
+
 def loss_figure(iterations: Sequence[int], losses: Sequence[float], *, max_iter: int | None = None,
                 view: str = "from_first", height: int = 260) -> go.Figure:
     """Objective against iteration on a log y-axis (the live curve of a fit).

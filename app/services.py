@@ -112,6 +112,7 @@ class ModelChoice:
     inits: tuple[str, ...]    # initialisations the model supports (empty: none apply)
     continuity: bool = False  # whether the engine accepts a temporal continuity weight for it
     defaults: dict = dataclasses.field(default_factory=dict, compare=False)  # settings the model starts from
+    curve: str = "loss"       # what the fit reports: "loss" (falls) or "log-likelihood" (rises, EM models)
 
 
 def _accepts_continuity(name: str) -> bool:
@@ -128,8 +129,14 @@ def models() -> list[ModelChoice]:
     return [ModelChoice(name=name, label=spec.label, description=spec.description, convolutive=spec.convolutive,
                         kernel_help=spec.kernel_help, kernel_dims=spec.layout.kernel_ndim,
                         uses_beta=spec.beta_divergence, inits=tuple(spec.init_methods),
-                        continuity=_accepts_continuity(name), defaults=dict(spec.defaults))
+                        continuity=_accepts_continuity(name), defaults=dict(spec.defaults), curve=spec.curve)
             for name, spec in na.MODELS.items()]
+
+
+def curve_of(settings: Any) -> str:
+    """What the fit of these settings reports per iteration: ``'loss'`` or ``'log-likelihood'`` (EM models)."""
+    spec = na.MODELS.get(settings.model) if settings is not None else None
+    return spec.curve if spec is not None else "loss"
 
 
 def model_choice(name: str) -> ModelChoice:
@@ -414,7 +421,7 @@ def progress_text(job: "FitJob") -> str:
                 guess = min(n_iter, guess, it + (it - i0) - 1)
                 if guess > it:
                     it = guess
-        text = f"iteration {'≈' if it != last[0] else ''}{it} / {n_iter} · loss {last[1]:.4g}"
+        text = f"iteration {'≈' if it != last[0] else ''}{it} / {n_iter} · {curve_of(job.settings)} {last[1]:.4g}"
     if job.phase == "finishing":
         text = "masks, inverse STFT and grouping… " + text
     if job.stop_requested:
@@ -425,6 +432,8 @@ def progress_text(job: "FitJob") -> str:
 def reproduces_exactly(bundle: "ResultBundle") -> bool:
     """Whether a fit of real (non-silent) audio reached a loss of 0: the factors copied the data."""
     losses = bundle.losses
+    if curve_of(bundle.settings) != "loss":  # a log-likelihood is <= 0 anyway
+        return False
     return bool(losses) and len(losses) > 1 and losses[-1][1] <= 0.0 and float(np.max(bundle.separation.spectrogram)) > 0
 
 

@@ -154,9 +154,10 @@ def settings_sidebar():
     main_errors = sb.empty()
 
     with sb.expander("More settings"):
-        st.toggle("Sparse activations", key=Keys.SPARSE_ON,
-                  help="Constrain the Hoyer sparseness of every row of H.")
-        if state.get(Keys.SPARSE_ON):
+        if spec.uses_beta:  # the EM models have Dirichlet priors instead (nmfcore.plca)
+            st.toggle("Sparse activations", key=Keys.SPARSE_ON,
+                      help="Constrain the Hoyer sparseness of every row of H.")
+        if spec.uses_beta and state.get(Keys.SPARSE_ON):
             st.slider("Sparseness of H", 0.05, 0.95, step=0.05, key=Keys.SPARSITY)
         elif spec.continuity:
             st.slider("Temporal continuity", 0.0, 1.0, step=0.05, key=Keys.CONTINUITY,
@@ -179,7 +180,7 @@ def settings_sidebar():
             state.set_value(Keys.DEVICE, devices[0])
         st.selectbox("Device", devices, key=Keys.DEVICE, format_func=services.device_label)
 
-    sparsity = float(state.get(Keys.SPARSITY)) if state.get(Keys.SPARSE_ON) else None
+    sparsity = float(state.get(Keys.SPARSITY)) if spec.uses_beta and state.get(Keys.SPARSE_ON) else None
     continuity = float(state.get(Keys.CONTINUITY)) if spec.continuity and sparsity is None else 0.0
     try:
         settings = services.build_settings(
@@ -369,8 +370,9 @@ def fit_section(audio, settings, controls):
         progress.progress(1.0, text=f"{status}: {sep.n_iter} iterations in {bundle.elapsed:.2f} s")
         its, vals = zip(*bundle.losses) if bundle.losses else ((), ())
         # no key: the live chart and this one share an id scheme, so the browser updates it in place
-        chart.plotly_chart(plots.loss_figure(its, vals, max_iter=bundle.settings.n_iter,
-                                             view=state.get(Keys.LOSS_VIEW)), config=PLOT_CONFIG)
+        chart.plotly_chart(plots.curve_figure(its, vals, curve=services.curve_of(bundle.settings),
+                                              max_iter=bundle.settings.n_iter, view=state.get(Keys.LOSS_VIEW)),
+                           config=PLOT_CONFIG)
         if services.reproduces_exactly(bundle):
             st.warning("The model reproduces the spectrogram exactly (loss 0): its factors are large enough to "
                        "copy the data instead of explaining it, so the components mean little. Use fewer "
@@ -406,7 +408,8 @@ def follow_job(progress, chart) -> None:
         progress.progress(job.progress(), text=f"{services.progress_text(job)} · {job.elapsed:.1f} s")
         if now - drawn >= REDRAW_S and job.losses:
             its, vals = zip(*list(job.losses))
-            fig = plots.loss_figure(its, vals, max_iter=job.settings.n_iter, view=state.get(Keys.LOSS_VIEW))
+            fig = plots.curve_figure(its, vals, curve=services.curve_of(job.settings), max_iter=job.settings.n_iter,
+                                     view=state.get(Keys.LOSS_VIEW))
             signature = fig.to_json()
             if signature != shown:
                 chart.plotly_chart(fig, config=PLOT_CONFIG)

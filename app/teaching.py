@@ -80,6 +80,18 @@ def objective_md(beta: float | None, power: float = 1.0) -> str:
 
 def model_md(fit: FitDescription) -> str:
     """The model equation for the fit's model family."""
+    if fit.solver == "em" and fit.kernel_dims == 0:
+        return (f"**Model** ({fit.label}): the spectrogram divided by its sum is read as a probability "
+                "distribution over time-frequency bins and explained by $R$ latent components $z$: "
+                "$P(f, t) \\approx \\sum_z P(f|z)\\, P(z)\\, P(t|z)$. $P(f|z)$ (a column of $W$) is the "
+                "component's spectrum, $P(t|z)$ (a row of $H$) when it sounds, $P(z)$ how much of the "
+                "recording it explains; each sums to one. It is NMF with $W$, $\\mathrm{diag}(Z)$ and $H$ "
+                "as probabilities.")
+    if fit.solver == "em" and fit.kernel_dims == 1:
+        T = fit.kernel[0] if fit.kernel else "T"
+        return (f"**Model** ({fit.label}): $P(f, t) \\approx \\sum_z P(z) \\sum_\\tau P(f, \\tau|z)\\, "
+                f"P(t - \\tau|z)$ with $T = {T}$ frames. A component is a distribution over a spectrogram "
+                "patch, placed at the times where $P(t|z)$ has mass: NMFD with probabilities.")
     if fit.kernel_dims == 0:
         return (f"**Model** ({fit.label}): $V \\approx \\hat V = W H$. Each column of $W$ (frequency x rank) "
                 "is a spectral template, each row of $H$ (rank x frames) says how loud that "
@@ -123,7 +135,15 @@ def update_md(fit: FitDescription) -> str:
         return ("**Update rule** (expectation-maximisation): every iteration shares each bin of $V$ among "
                 "the components in proportion to their share of $\\hat V$ (E step), then re-estimates each "
                 "component's template and activation from its share (M step). The likelihood never decreases "
-                "and all factors stay non-negative and normalised.")
+                "and all factors stay non-negative and normalised. The M step is the Kullback-Leibler "
+                "multiplicative update of NMF (exponent 1) followed by a normalisation:\n\n"
+                "$$W \\leftarrow \\operatorname{normalise}\\Big(W \\odot \\big[(V / \\hat V)\\, H^\\top\\big]\\Big),"
+                "\\qquad H \\leftarrow \\operatorname{normalise}\\Big(H \\odot \\big[W^\\top (V / \\hat V)\\big]\\Big)$$\n\n"
+                "($W$ with $\\mathrm{diag}(Z)$ folded in; $P(z)$ takes each component's total share). "
+                "**Dirichlet priors** (`fit(W_alpha=, H_alpha=, Z_alpha=)` in `nmfcore.plca`; the app uses "
+                "none) add $\\alpha - 1$ to every share before the normalisation: $\\alpha > 1$ smooths a "
+                "distribution, $\\alpha < 1$ makes it sparse. The live curve is the log-likelihood "
+                "$\\sum v \\log \\hat v$ of the normalised spectrogram.")
     if fit.solver == "hals":
         return ("**Update rule** (hierarchical alternating least squares, HALS): for the Euclidean distance on "
                 "the CPU the engine updates one component at a time, exactly: with the others fixed, the best "

@@ -3,6 +3,7 @@
 Submodules
 ----------
 nmf         NMF, NMFD, NMF2D, NMF3D (the PyTorch NMF reference API)
+plca        PLCA, SIPLCA, SIPLCA2, SIPLCA3 (EM with Dirichlet priors)
 metrics     beta-divergences and sparseness
 trainer     BetaMu and SparsityProj optimisers for chained models
 divergence  the beta-divergence cases and the update exponent
@@ -12,14 +13,15 @@ audio       source separation: load, STFT, factorise, masks, ISTFT, grouping,
 cli         the ``nmfcore`` command line
 """
 
-from . import divergence, init, metrics, nmf, trainer
+from . import divergence, init, metrics, nmf, plca, trainer
 from .exceptions import ConvergenceWarning, NMFCoreError, ParameterError
 from .nmf import NMF, NMF2D, NMF3D, NMFD, BaseComponent
+from .plca import PLCA, SIPLCA, SIPLCA2, SIPLCA3
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "nmf", "metrics", "trainer", "divergence", "init",
-    "BaseComponent", "NMF", "NMFD", "NMF2D", "NMF3D",
+    "nmf", "plca", "metrics", "trainer", "divergence", "init",
+    "BaseComponent", "NMF", "NMFD", "NMF2D", "NMF3D", "PLCA", "SIPLCA", "SIPLCA2", "SIPLCA3",
     "NMFCoreError", "ParameterError", "ConvergenceWarning", "__version__",
 ]

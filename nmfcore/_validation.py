@@ -25,6 +25,7 @@ __all__ = [
     "check_int",
     "check_beta",
     "make_generator",
+    "check_mask",
     "memory_order",
 ]
 
@@ -165,3 +166,26 @@ def make_generator(generator, device=None) -> torch.Generator | None:
         g.manual_seed(int(generator))
         return g
     raise ParameterError(f"generator={generator!r} must be None, an int seed or a torch.Generator")
+
+
+def check_mask(mask, V: torch.Tensor) -> torch.Tensor | None:
+    """``mask`` as non-negative finite weights in ``V``'s dtype and device (booleans become 0 / 1).
+
+    It must broadcast to ``V``'s shape (without growing it) and have some
+    positive weight; ``None`` stays ``None``.
+    """
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        raise ParameterError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
+    try:
+        fits = tuple(torch.broadcast_shapes(mask.shape, V.shape)) == tuple(V.shape)
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ParameterError(f"mask has shape {tuple(mask.shape)}, not broadcastable to V's {tuple(V.shape)}")
+    M = mask.detach().to(dtype=V.dtype, device=V.device)
+    value_range(M, "mask")
+    if not bool((M > 0).any()):
+        raise ParameterError("mask has no positive weight: nothing of V is observed")
+    return M

@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     sep.add_argument("-o", "--output", required=True, metavar="DIR",
                      help="output folder; each input gets a sub-folder named after it")
     g = sep.add_argument_group("model")
-    g.add_argument("--model", default="NMF", help="NMF, NMFD or NMF2D (default NMF)")
+    g.add_argument("--model", default="NMF", help="NMF, NMFD, NMF2D, PLCA or SIPLCA (default NMF); "
+                                                  "PLCA and SIPLCA are fitted by EM (no --beta)")
     g.add_argument("--rank", type=int, default=8, help="number of components (default 8)")
     g.add_argument("--beta", type=float, default=1.0, help="beta-divergence: 2 Euclidean, 1 KL, 0 IS (default 1)")
     g.add_argument("--iter", dest="n_iter", type=int, default=200, help="maximum iterations (default 200)")

@@ -39,6 +39,7 @@ __all__ = [
     "mu_exponent",
     "auxiliary",
     "beta_divergence",
+    "elementwise_divergence",
     "divergence_sum",
     "divergence_of_zero",
     "mu_terms",
@@ -137,6 +138,21 @@ def beta_divergence(V: torch.Tensor, Y: torch.Tensor, beta: float) -> torch.Tens
     eps = eps_for(V.dtype)
     # elementwise clamp at 0 removes rounding below zero
     return _elementwise(V, Y, float(beta), eps).clamp_min_(0).sum()
+
+
+def elementwise_divergence(V: torch.Tensor, Y: torch.Tensor, beta: float) -> torch.Tensor:
+    r"""Elementwise :math:`d_\beta(v | y)`, the terms that :func:`beta_divergence` sums.
+
+    Finite and non-negative for zeros on either side (same floors); a weighted
+    divergence is ``(M * elementwise_divergence(V, Y, beta)).sum()``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> elementwise_divergence(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 1.0]), 2)
+    tensor([0.0000, 0.5000])
+    """
+    return _elementwise(V, Y, float(beta), eps_for(V.dtype)).clamp_min_(0)
 
 
 def divergence_sum(V: torch.Tensor, Y: torch.Tensor, beta: float, workspace: Workspace | None = None) -> torch.Tensor:

@@ -45,7 +45,7 @@ from torch.nn.modules.utils import _pair, _single, _triple
 
 from . import _fit
 from ._fit import run_iterations
-from ._validation import (check_beta_for_data, check_fraction, check_nonnegative_float,
+from ._validation import (check_beta_for_data, check_fraction, check_mask, check_nonnegative_float,
                           check_nonnegative_tensor, check_positive_int, check_rank, make_generator,
                           value_range)
 from .exceptions import ParameterError
@@ -116,6 +116,9 @@ class BaseComponent(torch.nn.Module):
 
     #: The axis of H (and V) that is time (None: the model has none).
     time_axis: Optional[int] = None
+    #: A sparse V at beta = 2 is densified up to this many entries (256 MiB in float32), so that its fit
+    #: is the dense fit exactly (see :meth:`fit`); beyond, the operator's sparse products.
+    SPARSE_DENSE_MAX_ENTRIES = 2 ** 26
     # A subclass keeping the rank on axis 1 of W and H may set this for the generic operator's
     # beta = 1 fast path (the pull-back of an all-ones output is a sum over the other axes).
     _ones_pullback_is_sum = False
@@ -211,7 +214,7 @@ class BaseComponent(torch.nn.Module):
             alpha: float = 0, l1_ratio: float = 0, *, init: Optional[str] = None, generator=None,
             callback: Optional[Callable[[int, float], Optional[bool]]] = None, solver: str = "auto",
             check_every: int = 10, continuity: float = 0.0,
-            frozen_W_columns: Optional[Sequence[int]] = None) -> int:
+            frozen_W_columns: Optional[Sequence[int]] = None, mask: Optional[Tensor] = None) -> int:
         r"""Learn the factors by minimising the beta-divergence to ``V``.
 
         The objective is
@@ -276,6 +279,13 @@ class BaseComponent(torch.nn.Module):
             (also through ``init``) while the other templates are learnt:
             semi-supervised NMF with a partly fixed dictionary.
             ``trainable_W=False`` freezes all of them.
+        mask : torch.Tensor, optional, keyword-only
+            Non-negative weights (or booleans) broadcastable to ``V``: the
+            divergence becomes :math:`\sum m\, d_\beta(v | \hat v)`, so that
+            entries with weight 0 (missing or clipped bins) do not count. The
+            mask multiplies both output-space terms of the update before the
+            operator's pull-back (:class:`~nmfcore.solvers.Problem`); the
+            solver is MU.
 
         Returns
         -------
@@ -287,7 +297,8 @@ class BaseComponent(torch.nn.Module):
         ParameterError
             Negative, NaN or infinite ``V``; shape, dtype or device mismatch;
             ``beta <= 0`` with zeros in ``V``; ``l1_ratio`` outside [0, 1];
-            ``frozen_W_columns`` outside ``range(rank)``.
+            ``frozen_W_columns`` outside ``range(rank)``; a mask of the wrong
+            shape or with negative weights.
 
         Examples
         --------
@@ -302,8 +313,15 @@ class BaseComponent(torch.nn.Module):
         """
         V, beta, vmax = self._check_fit_input(V, beta)
         operator = self.operator
-        if V.is_sparse and not operator.sparse_native(beta):
+        M = check_mask(mask, V)
+        # a sparse V at beta = 2 is densified up to SPARSE_DENSE_MAX_ENTRIES: the sparse products
+        # V W and V^T H round differently from the dense BLAS ones (1e-7 relative, up to 2e-4 in
+        # the factors after 5 HALS iterations), so that a sparse V gives the dense fit exactly
+        if V.is_sparse and (M is not None or not operator.sparse_native(beta)
+                            or (beta == 2 and math.prod(V.shape) <= self.SPARSE_DENSE_MAX_ENTRIES)):
             V = V.to_dense()
+        if M is not None and solver == "hals":
+            raise ParameterError("solver='hals' does not take a mask: use solver='mu' or 'auto'")
         tol = check_nonnegative_float(tol, "tol")
         max_iter = int(max_iter) if max_iter == 0 else check_positive_int(max_iter, "max_iter")
         check_every = check_positive_int(check_every, "check_every")
@@ -320,17 +338,18 @@ class BaseComponent(torch.nn.Module):
         if continuity and solver == "hals":
             raise ParameterError(f"continuity={continuity!r} needs solver='mu' or 'auto', not 'hals'")
         frozen = self._check_frozen_columns(frozen_W_columns)
-        solver = "mu" if continuity else self.resolve_solver(solver, beta, V.device)
+        solver = "mu" if continuity or M is not None else self.resolve_solver(solver, beta, V.device)
         generator = make_generator(generator, V.device)
         if init is not None:
             kept = self.W.detach()[:, frozen].clone() if frozen else None
-            self._initialize(V, init, generator)
+            self._initialize(V if M is None else V * M, init, generator)
             if kept is not None:
                 with torch.no_grad():
                     self.W[:, frozen] = kept
         with torch.no_grad():
             prob = Problem(operator, self.W, self.H, V, beta, l1=alpha * l1_ratio, l2=alpha * (1 - l1_ratio),
-                           continuity=continuity, time_axis=self.time_axis, vmax=vmax, frozen_W_columns=frozen)
+                           continuity=continuity, time_axis=self.time_axis, vmax=vmax, frozen_W_columns=frozen,
+                           mask=M)
             try:
                 step = (HALS(prob) if solver == "hals" else MultiplicativeUpdates(prob)).step
                 if solver == "mu" and V.is_cuda and not V.is_sparse and _fit.CUDA_GRAPHS \

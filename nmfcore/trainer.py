@@ -72,9 +72,14 @@ class BetaMu(Optimizer):
     def step(self, closure):
         """One update of every parameter; returns the divergence before the step.
 
-        ``closure()`` must return ``(target, prediction)``.
+        ``closure()`` must return ``(target, prediction)``. Afterwards each
+        updated parameter's ``.grad`` holds the gradient of
+        ``beta_div(prediction, target, beta)`` with respect to it (positive
+        minus negative part, without the penalties), at the point where it
+        was updated (the parameters before it in the groups already updated).
         """
         loss = None
+        grads = {}
         for group in self.param_groups:
             beta = group["beta"]
             for p in group["params"]:
@@ -93,11 +98,16 @@ class BetaMu(Optimizer):
                 neg, pos = pull_back(Y, p, [neg_out, pos_out], allow_unused=True)
                 if neg is None:  # the prediction does not depend on p
                     continue
+                # the gradient of beta_div(Y, V, beta) at this point, as the reference leaves it
+                # (set after the loop: a closure that calls zero_grad() would clear it)
+                grads[p] = pos - neg
                 neg.clamp_min_(0)
                 pos.clamp_min_(0)
                 if group["orthogonal"]:
                     pos.add_(p.sum(1, keepdim=True) - p, alpha=group["orthogonal"])
                 div.multiplicative_step(p, neg, pos, beta, group["l1_reg"], group["l2_reg"])
+        for p, g in grads.items():
+            p.grad = g
         return loss
 
 

@@ -331,6 +331,23 @@ def test_convolutive_models_run(model, kernel):
     assert n_audio(at) == 1 + 3 + 2 + 1
 
 
+def test_plca_model_runs_with_a_log_likelihood_curve():
+    """The EM models: no beta picker and no sparse toggle, the fit runs, the curve is the log-likelihood."""
+    at = make_fast(new_app(), rank=3)
+    at.selectbox(key="model").set_value("SIPLCA").run()
+    assert "beta_case" not in [w.key for w in at.selectbox]
+    assert "sparse_on" not in [w.key for w in at.toggle]
+    upload(at, "tones.wav", tone_wav(seconds=1.5))
+    run_fit(at)
+    assert not errors(at), errors(at)
+    assert n_audio(at) == 1 + 3 + 2 + 1
+    shown = at.session_state["_results"][at.session_state["_shown_key"]]
+    lls = [v for _, v in shown.losses]
+    assert lls and all(v <= 0 for v in lls)
+    at = open_tab(at, "How it works")
+    assert "expectation-maximisation" in texts(at)
+
+
 def test_a_kernel_longer_than_the_recording_is_stopped_before_run():
     at = new_app()
     at.selectbox(key="model").set_value("NMFD").run()
@@ -688,7 +705,7 @@ def test_progress_is_estimated_between_reports():
 
     from app import services
 
-    job = SimpleNamespace(settings=SimpleNamespace(n_iter=200), losses=[(0, 9.0), (10, 5.0)], times=[0.0, 10.0],
+    job = SimpleNamespace(settings=SimpleNamespace(n_iter=200, model="NMF"), losses=[(0, 9.0), (10, 5.0)], times=[0.0, 10.0],
                           last=(10, 5.0), elapsed=15.0, phase="fitting", stop_requested=False)
     assert services.progress_text(job).startswith("iteration ≈15 / 200")
     job.elapsed = 100.0  # never beyond the next report

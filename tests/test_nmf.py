@@ -511,6 +511,38 @@ def test_sparse_v_losses_equal_dense(gen, beta):
     assert lb == pytest.approx(la, rel=1e-9)
 
 
+@pytest.mark.parametrize("beta", [0.5, 1, 1.5, 2, 3])
+@pytest.mark.parametrize("alpha", [0, 0.1])
+@pytest.mark.parametrize("l1_ratio", [0, 0.5, 1])
+def test_sparse_coo_fit_allclose_to_dense_reference_form(beta, alpha, l1_ratio):
+    """Oracle (equivalence, the reference's form): NMF.fit on a sparse COO 800 x 800 target with about 5%
+    stored entries, rank 16, float32, 5 iterations, torch.allclose (default tolerances) to the dense fit."""
+    g = torch.Generator().manual_seed(0)
+    V = torch.rand(800, 800, generator=g)
+    V[torch.rand(800, 800, generator=g) > 0.05] = 0
+    S = V.to_sparse()
+    assert S.is_sparse and 0.04 < S._nnz() / V.numel() < 0.06
+    dense, sparse = NMF(V.shape, 16, generator=0), NMF(V.shape, 16, generator=0)
+    dense.fit(V, beta=beta, max_iter=5, alpha=alpha, l1_ratio=l1_ratio)
+    sparse.fit(S, beta=beta, max_iter=5, alpha=alpha, l1_ratio=l1_ratio)
+    assert torch.allclose(sparse.W, dense.W)
+    assert torch.allclose(sparse.H, dense.H)
+
+
+@pytest.mark.parametrize("solver", ["hals", "mu"])
+def test_sparse_native_beta2_path_close_to_dense(gen, solver, monkeypatch):
+    """Oracle (equivalence): above NMF.SPARSE_DENSE_MAX_ENTRIES beta = 2 keeps V sparse (products over
+    the stored entries); in float64 it gives the dense fit up to rounding."""
+    monkeypatch.setattr(NMF, "SPARSE_DENSE_MAX_ENTRIES", 0)
+    V = lowrank(gen, 30, 20, 3, noise=0.0)
+    V[rand(gen, 30, 20) < 0.6] = 0
+    a, b = nmf_model(V, 3), nmf_model(V, 3)
+    a.fit(V, beta=2, tol=0, max_iter=20, solver=solver)
+    b.fit(V.to_sparse(), beta=2, tol=0, max_iter=20, solver=solver)
+    torch.testing.assert_close(b.W, a.W, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(b.H, a.H, rtol=1e-9, atol=1e-12)
+
+
 def test_sparse_fit_sparse_v_same_as_dense(gen):
     """Oracle (equivalence): sparse_fit on a sparse V == sparse_fit on the dense V."""
     V = lowrank(gen, 20, 15, 3)

@@ -114,7 +114,7 @@ def test_module_casts_like_any_nn_module(gen):
 
 
 # ------------------------------------------------- nmfcore's own docstrings
-@pytest.mark.parametrize("module", ["nmfcore.nmf", "nmfcore.metrics", "nmfcore.divergence", "nmfcore.init",
+@pytest.mark.parametrize("module", ["nmfcore.nmf", "nmfcore.plca", "nmfcore.metrics", "nmfcore.divergence", "nmfcore.init",
                                     "nmfcore.trainer"])
 def test_docstring_examples_run(module):
     """Oracle: every docstring example in the package's core modules runs and prints what it shows."""

@@ -293,3 +293,31 @@ def test_sparsityproj_invalid_hyperparameters(kw, match):
     """Errors: ParameterError naming the hyper-parameter and its value."""
     with pytest.raises(ParameterError, match=match):
         SparsityProj(NMF((4, 3), 2).parameters(), **kw)
+
+
+@pytest.mark.parametrize("beta", [-1, 0, 0.5, 1, 1.5, 2, 3])
+def test_betamu_leaves_beta_div_gradient_in_grad(gen, beta):
+    """Oracle (gradient consistency, the reference's behaviour): after BetaMu.step each trained
+    parameter's .grad is autograd's gradient of beta_div(prediction, target, beta), taken where the
+    parameter was updated (W first, then H with the new W); a frozen parameter gets none."""
+    V = rand(gen, 12, 10, low=0.5)
+    model = NMF(V.shape, 3, generator=0).double()
+    frozen = NMF(W=(10, 3), H=(12, 3), trainable_W=False, generator=1).double()
+    trainer = BetaMu(list(model.parameters()) + [frozen.W], beta=beta)
+    W0, H0 = model.W.detach().clone(), model.H.detach().clone()
+
+    def closure():
+        trainer.zero_grad()
+        return V, model()
+
+    trainer.step(closure)
+
+    def autograd(W, H, wrt):
+        W, H = W.clone().requires_grad_(wrt == "W"), H.clone().requires_grad_(wrt == "H")
+        loss = metrics.beta_div(H @ W.t(), V, beta)
+        return torch.autograd.grad(loss, W if wrt == "W" else H)[0]
+
+    assert torch.allclose(model.W.grad, autograd(W0, H0, "W"))
+    W1 = model.W.detach()
+    assert torch.allclose(model.H.grad, autograd(W1, H0, "H"))
+    assert frozen.W.grad is None

@@ -12,7 +12,7 @@ Modules
 -------
 io          load_audio, write_audio (AudioWriter), audio_bytes, resample, safe output paths
 spectral    stft, istft, spectrogram, alpha-Wiener soft masks
-models      MODELS registry (NMF, NMFD, NMF2D; more through register_model)
+models      MODELS registry (NMF, NMFD, NMF2D, PLCA, SIPLCA; more through register_model)
 separation  SeparationSettings, separate, Separation; supervised separation
 guided      separate_guided, refine: marks of where each source sounds (Mark, mark_weights)
 grouping    component_order (by centroid or pitch), component_pitches, auto_group (clustering)

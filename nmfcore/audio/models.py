@@ -9,6 +9,8 @@ model      V                   W                      H
 NMF        ``S.T`` (T, F)      (F, R)                 (T, R)
 NMFD       ``S[None]``         (F, R, k)              (1, R, T - k + 1)
 NMF2D      ``S[None, None]``   (1, R, kf, kt)         (1, R, F - kf + 1, T - kt + 1)
+PLCA       ``S.T`` (T, F)      (F, R)                 (T, R), times Z and norm
+SIPLCA     ``S[None]``         (F, R, k)              (1, R, T - k + 1), times Z and norm
 =========  ==================  =====================  ===========================
 
 Because every reconstruction is linear in each factor, component ``r``'s
@@ -26,6 +28,7 @@ True
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -34,6 +37,7 @@ import torch
 from torch import Tensor
 
 from .. import nmf as _nmf
+from .. import plca as _plca
 from ..exceptions import ParameterError
 from ..init import INIT_METHODS
 from ..operators import Deconvolution, TapPlanes
@@ -194,6 +198,9 @@ class ModelSpec:
     beta_divergence : bool
         Whether the model minimises the beta-divergence with ``fit(beta=...)``
         and ``trainable_W`` (needed by supervised separation).
+    curve : {'loss', 'log-likelihood'}
+        What ``fit`` reports to the callback: a loss that never increases, or
+        (EM models) a log-likelihood that never decreases.
     defaults : dict
         :class:`~nmfcore.audio.SeparationSettings` values this model should
         start from where the general defaults do not suit it (an app or
@@ -211,6 +218,7 @@ class ModelSpec:
     fit: Callable = field(default=_fit_beta, repr=False, compare=False)
     factors: Callable = field(default=lambda m: (m.W.detach(), m.H.detach()), repr=False, compare=False)
     beta_divergence: bool = True
+    curve: str = "loss"
     defaults: dict = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -283,4 +291,52 @@ register_model(ModelSpec(
     # (bench/nmf2d_defaults.py; bench/README.md, 2026-12-03)
     defaults={"rank": 8, "n_fft": 512, "hop_length": 256, "kernel_size": (254, 4), "n_iter": 100},
     build=lambda shape, rank, kernel, gen: _nmf.NMF2D(shape, rank, kernel, generator=gen),
+))
+
+
+def _fit_em(model, V, *, beta, tol, max_iter, init, seed, sparsity_H, callback) -> int:
+    r"""Fit a PLCA-family model by EM (:meth:`nmfcore.plca.BaseComponent.fit`).
+
+    ``beta`` and ``init`` do not apply; ``callback(iteration, loglik)`` gets the
+    log-likelihood per unit of mass, :math:`\sum v \log \hat v` with
+    :math:`v = V / \sum V` (it never decreases). The fit's ``norm`` is kept on the
+    model for :func:`_em_factors`.
+    """
+    if sparsity_H is not None:
+        raise ParameterError(f"sparsity_H={sparsity_H!r} needs a beta-divergence model, not {type(model).__name__} "
+                             "(its Dirichlet priors play that role in nmfcore.plca)")
+    V64 = V.double()
+    mass = float(V64.sum())
+    # sum v log v of the normalised data: the log-likelihood is this minus the fit's loss / mass
+    entropy = float(torch.xlogy(V64, V64).sum()) / mass - math.log(mass) if mass > 0 else 0.0
+
+    def report(i, loss):
+        return callback(i, entropy - loss / mass) if callback is not None else False
+
+    n_iter, norm = model.fit(V, tol=tol, max_iter=max_iter, generator=seed, callback=report)
+    model._audio_norm = float(norm)
+    return int(n_iter)
+
+
+def _em_factors(model):
+    """``(W, H)`` with ``Z`` and the fit's norm folded into ``H``: ``V ~ norm * H diag(Z) W^T`` (or its convolution)."""
+    Z = model.Z.detach().reshape((1, -1) + (1,) * (model.H.ndim - 2))
+    return model.W.detach(), model.H.detach() * Z * getattr(model, "_audio_norm", 1.0)
+
+
+_EM = dict(init_methods=(), fit=_fit_em, factors=_em_factors, beta_divergence=False, curve="log-likelihood")
+
+register_model(ModelSpec(
+    name="PLCA", label="Probabilistic latent component analysis (PLCA)",
+    description="PLCA: the spectrogram, normalised to sum to one, is a mixture of components, each a "
+                "spectrum P(f|z) times a time profile P(t|z) with weight P(z), fitted by EM.",
+    convolutive=False, kernel_help="", layout=MATRIX,
+    build=lambda shape, rank, kernel, gen: _plca.PLCA(shape, rank, generator=gen), **_EM,
+))
+register_model(ModelSpec(
+    name="SIPLCA", label="Shift-invariant PLCA (SI-PLCA)",
+    description="Shift-invariant PLCA: each component is a probability distribution over a spectro-temporal "
+                "patch a few frames long, placed at the onsets of its time profile, fitted by EM.",
+    convolutive=True, kernel_help=MODELS["NMFD"].kernel_help, layout=CONV1D,
+    build=lambda shape, rank, kernel, gen: _plca.SIPLCA(shape, rank, kernel[0], generator=gen), **_EM,
 ))

@@ -2,17 +2,19 @@
 
 - :class:`MultiplicativeUpdates` (any model, any beta),
 - :class:`HALS` (NMF, beta = 2),
-- :class:`ProjectedGradient` (Hoyer's sparseness constraints, ``sparse_fit``).
+- :class:`ProjectedGradient` (Hoyer's sparseness constraints, ``sparse_fit``),
+- :class:`EM` (PLCA's expectation-maximisation, on an :class:`EMProblem`).
 
 The one fit loop, :func:`nmfcore._fit.run_iterations`, drives ``solver.step``
 and ``problem.objective``. See ``docs/design.md``.
 """
 
 from .base import Hook, Solver
+from .em import EM, EMProblem
 from .hals import HALS
 from .mu import MU_RELAX, MultiplicativeUpdates
 from .problem import Problem
 from .projected import ProjectedGradient, search_step
 
 __all__ = ["Problem", "Solver", "Hook", "MultiplicativeUpdates", "HALS", "ProjectedGradient", "search_step",
-           "MU_RELAX"]
+           "MU_RELAX", "EM", "EMProblem"]

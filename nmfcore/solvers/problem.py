@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from .. import divergence as div
 from .._workspace import Workspace
 from ..exceptions import ParameterError
 from ..operators import Operator
@@ -55,6 +56,10 @@ class Problem:
         ``max(V)`` if known.
     frozen_W_columns : sequence of int, optional
         Components whose templates ``W[:, r]`` the solvers never change.
+    mask : torch.Tensor, optional
+        Non-negative weights broadcastable to ``V`` (dense): the divergence
+        becomes :math:`\sum m\, d_\beta(v | \hat v)`; :meth:`terms`
+        multiplies both output-space terms by it before the pull-back.
 
     Attributes
     ----------
@@ -70,8 +75,10 @@ class Problem:
 
     def __init__(self, operator: Operator, W: Tensor, H: Tensor, V: Tensor, beta: float, *, l1: float = 0.0,
                  l2: float = 0.0, continuity: float = 0.0, time_axis: Optional[int] = None,
-                 vmax: Optional[float] = None, frozen_W_columns: Optional[Sequence[int]] = None):
+                 vmax: Optional[float] = None, frozen_W_columns: Optional[Sequence[int]] = None,
+                 mask: Optional[Tensor] = None):
         self.operator = operator
+        self.mask = mask
         self.beta = beta
         self.W = W.detach()
         self.H = H.detach()
@@ -129,11 +136,24 @@ class Problem:
         """``(neg, pos)``: the negative and positive parts of the gradient of the objective with respect
         to ``which`` (without the L1/L2 penalties, which :func:`~nmfcore.divergence.multiplicative_step`
         adds); ``pos`` may broadcast (beta = 1)."""
-        neg, pos = self.operator.terms(which, self.V, self.W, self.H, self.beta, self.workspace)
+        if self.mask is None:
+            neg, pos = self.operator.terms(which, self.V, self.W, self.H, self.beta, self.workspace)
+        else:
+            neg, pos = self._masked_terms(which)
         if which == "H" and self.continuity:
             tc_neg, tc_pos = temporal_continuity_terms(self.H, self.time_axis)
             neg = torch.add(neg, tc_neg, alpha=self.continuity)
             pos = torch.add(pos, tc_pos, alpha=self.continuity)
+        return neg, pos
+
+    def _masked_terms(self, which: str):
+        """The parts of the weighted divergence: the mask times each output-space term, pulled back."""
+        op, M = self.operator, self.mask
+        Y = op.reconstruct_into(self.V, self.W, self.H, self.workspace)
+        neg_out, pos_out = div.mu_terms(self.V, Y, self.beta)
+        # here neg = J^T (M V Y**(beta-2)), pos = J^T (M Y**(beta-1))
+        G = torch.stack([neg_out * M, M.expand_as(Y) if pos_out is None else pos_out * M])
+        neg, pos = op.pull(which, G, self.W, self.H, self.workspace)
         return neg, pos
 
     def keep_frozen(self, which: str) -> None:
@@ -144,6 +164,9 @@ class Problem:
 
     def divergence(self) -> float:
         """The divergence of the rescaled problem (no penalties, rescaled units)."""
+        if self.mask is not None:
+            Y = self.operator.reconstruct(self.H, self.W)
+            return float((self.mask * div.elementwise_divergence(self.V, Y, self.beta)).sum())
         return float(self.operator.loss(self.V, self.W, self.H, self.beta, self.workspace))
 
     def objective(self) -> float:
