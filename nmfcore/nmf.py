@@ -44,11 +44,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Parameter
-from torch.nn.modules.utils import _pair, _single, _triple
 
+from . import _scale
 from . import divergence as div
 from . import _fit
 from ._fit import run_iterations
+from ._checks import check_factor_pair, kernel_tuple
 from ._hoyer import l1_for_sparseness, project_columns
 from .penalties import temporal_continuity, temporal_continuity_terms
 from ._validation import (check_beta_for_data, check_fraction, check_nonnegative_float,
@@ -94,14 +95,19 @@ class _Scaled:
     every reconstruction is linear in ``H`` and in ``W``: fitting ``V / s``
     with the scale moved into one trainable factor follows the same path as
     fitting ``V`` while keeping every intermediate value near 1 (data from
-    1e-30 to 1e30 fits in float32). ``s`` is a power of two, so the rescaling
-    is exact, and data already within [2**-10, 2**10] is not copied at all.
-    Penalties are rescaled to keep the objective the same, and losses are
-    reported in the original units.
+    the smallest subnormal to the largest float fits). ``s`` is a power of
+    two, so the rescaling is exact, and data already within [2**-10, 2**10]
+    is not copied at all. ``initialize`` (the fit's ``init``) runs on the
+    scaled data, and then the carrier is multiplied so that the starting
+    product has the data's sum (:func:`nmfcore._scale.match_product`): the
+    fit of ``c V`` is ``c`` times the fit of ``V`` for every ``c > 0``,
+    init and solver. Penalties are rescaled to keep the objective the same,
+    and losses are reported in the original units (``inf`` where they exceed
+    the largest float).
     """
 
     def __init__(self, model: "BaseComponent", V: Tensor, beta: float, l1: float, l2: float, vmax: float,
-                 continuity: float = 0.0):
+                 continuity: float = 0.0, initialize: Optional[Callable[[Tensor], None]] = None):
         self.model = model
         self.beta = beta
         self.W = model.W.detach()
@@ -110,39 +116,48 @@ class _Scaled:
         self.train_H = model.H.requires_grad
         # the factor that carries the scale
         self.carrier = self.H if self.train_H else (self.W if self.train_W else None)
-        e = math.floor(math.log2(vmax)) if vmax > 0 else 0
-        if self.carrier is None or abs(e) <= 10:
-            e = 0
-        s = self.s = 2.0 ** e
+        e = _scale.pow2_exponent(vmax) if self.carrier is not None else 0
+        self.e = e
+        s = self.s = _scale.pow2(e)
         if V.is_sparse:
-            V = V.coalesce()
-            if s != 1.0:
-                V = torch.sparse_coo_tensor(V.indices(), V.values() / s, V.shape, check_invariants=False).coalesce()
+            V = _scale.scale_pow2(V.coalesce(), -e)
         else:
-            V = V if s == 1.0 else V / s  # the quotient keeps V's memory layout
+            V = _scale.scale_pow2(V, -e)  # exact; the product keeps V's memory layout
             # a strided V is copied once where the updates pass over it elementwise and the
             # model cannot write its reconstruction in V's layout (matrix products take any)
             if model._passes_over_data(beta) and not model._reconstructs_in_layout(V):
                 V = V.contiguous()
         self.V = V
         # objective / s**beta: penalty on the carrier scales by s**(1-beta) (L1)
-        # and s**(2-beta) (L2); on the other factor by s**(-beta).
-        sb = s ** (-beta)
-        pen = {"W": (l1 * sb, l2 * sb), "H": (l1 * sb, l2 * sb)}
+        # and s**(2-beta) (L2); on the other factor by s**(-beta) (as powers of two:
+        # s**beta overflows a float for float64 data near 1e300)
+        sb = _scale.pow2(-e * beta)
+        times = _scale.times  # 0 * inf is 0 here: an absent penalty stays absent
+        pen = {"W": (times(l1, sb), times(l2, sb)), "H": (times(l1, sb), times(l2, sb))}
         if self.carrier is not None:
             key = "H" if self.carrier is self.H else "W"
-            pen[key] = (l1 * sb * s, l2 * sb * s * s)
+            pen[key] = (times(l1, _scale.pow2(e * (1 - beta))), times(l2, _scale.pow2(e * (2 - beta))))
         self.penalty = pen
         # the continuity penalty does not change with the scale of H
-        self.continuity = continuity * sb
-        self.loss_scale = s ** beta
+        self.continuity = times(continuity, sb)
+        self.loss_scale = _scale.pow2(e * beta)  # inf where the loss in V's units is not a float
         self.ws: dict = {}  # workspace shared by the loss and the solver
-        if s != 1.0:
-            self.carrier.div_(s)
+        if initialize is not None:
+            # on the data divided by its maximum (an exact copy of V's shape for every scale c:
+            # NNDSVDa's fill with the mean is not homogeneous in V), and no overflow at 1e38
+            peak = _scale.pow2(-e) * vmax if vmax > 0 else 1.0
+            initialize(self.V if peak == 1.0 else _scale.divide(self.V, peak))
+        # the starting product takes the data's scale (exact factor, not a power of two):
+        # this makes the fit of c V equal c times the fit of V for every init and solver
+        # (penalties in V's units make the objective inhomogeneous: the start is kept then)
+        if not (l1 or l2):
+            _scale.match_product(model, self.V, self.W, self.H, self.carrier)
 
     def restore(self):
         if self.carrier is not None and self.s != 1.0:
-            self.carrier.mul_(self.s)
+            other = self.W if self.carrier is self.H else self.H
+            trainable = self.train_W if self.carrier is self.H else self.train_H
+            _scale.restore_pow2_(self.carrier, other if trainable else None, self.e)
         self.carrier = None
 
     def objective(self) -> float:
@@ -156,7 +171,7 @@ class _Scaled:
                 value += 0.5 * l2 * float(X.square().sum())
         if self.continuity:
             value += self.continuity * float(temporal_continuity(self.H, self.model._time_axis))
-        return value * self.loss_scale
+        return value * self.loss_scale if value else 0.0
 
 
 class BaseComponent(torch.nn.Module):
@@ -194,6 +209,7 @@ class BaseComponent(torch.nn.Module):
     def __init__(self, rank: int = None, W=None, H=None, trainable_W: bool = True,
                  trainable_H: bool = True, *, generator=None):
         super().__init__()
+        check_factor_pair(W, H)
         generator = make_generator(generator)
         self.W = _init_param(W, "W", trainable_W, generator)
         self.H = _init_param(H, "H", trainable_H, generator)
@@ -394,7 +410,11 @@ class BaseComponent(torch.nn.Module):
             Mix of L1 (1) and L2 (0) penalties.
         init : {None, 'random', 'nndsvd', 'nndsvda', 'nndsvdar'}, keyword-only
             Re-initialise the trainable factors from ``V`` first; ``None``
-            keeps the current values.
+            keeps the current values. In either case (without ``alpha``)
+            the fit starts from ``H`` (``W`` where ``H`` is frozen)
+            multiplied by ``sum(V) / sum(W H)``, so that the fit of
+            ``c V`` is ``c`` times the fit of ``V`` for any ``c > 0``,
+            init and solver (from subnormal data to the largest floats).
         generator : torch.Generator or int, keyword-only
             Randomness of ``init`` (reproducible runs).
         callback : callable, keyword-only
@@ -458,10 +478,11 @@ class BaseComponent(torch.nn.Module):
             raise ParameterError(f"continuity={continuity!r} needs solver='mu' or 'auto', not 'hals'")
         solver = "mu" if continuity else self._resolve_solver(solver, beta, V.device)
         generator = make_generator(generator, V.device)
-        if init is not None:
-            self._initialize(V, init, generator)
+        if init is not None and init not in INIT_METHODS:
+            raise ParameterError(f"init={init!r} must be one of {INIT_METHODS} or None")
+        initialize = None if init is None else (lambda Vs: self._initialize(Vs, init, generator))
         with torch.no_grad():
-            prob = _Scaled(self, V, beta, alpha * l1_ratio, alpha * (1 - l1_ratio), vmax, continuity)
+            prob = _Scaled(self, V, beta, alpha * l1_ratio, alpha * (1 - l1_ratio), vmax, continuity, initialize)
             try:
                 step = self._make_solver_step(prob, beta, solver, prob.ws)
                 if solver == "mu" and V.is_cuda and not V.is_sparse and _fit.CUDA_GRAPHS \
@@ -548,6 +569,7 @@ class BaseComponent(torch.nn.Module):
                 for name, X in (("W", W), ("H", H)):
                     if targets[name] is not None:
                         project_columns(X, targets[name])
+                # step sizes in units of |X| / |grad| (scale-free: the fit of c V is c times that of V)
                 steps = {"W": 1.0, "H": 1.0}
                 ws = prob.ws
 
@@ -560,10 +582,11 @@ class BaseComponent(torch.nn.Module):
                             div.multiplicative_step(X, neg, pos, beta)
                             continue
                         grad = pos - neg  # gradient of the divergence w.r.t. X
+                        unit = _scale.step_unit(X, grad)
                         loss = float(self._loss(Vs, W, H, beta, ws))
                         old = X.clone()
                         for _ in range(10):
-                            X.copy_(old).sub_(grad, alpha=steps[name])
+                            X.copy_(old).sub_(grad, alpha=steps[name] * unit)
                             project_columns(X, targets[name])
                             if float(self._loss(Vs, W, H, beta, ws)) <= loss:
                                 break
@@ -960,7 +983,7 @@ class NMFD(_Convolutive):
 
     def __init__(self, Vshape: Iterable = None, rank: int = None, T: _size_1_t = 1, **kwargs):
         if Vshape is not None:
-            (T,) = _single(T)
+            (T,) = kernel_tuple(T, 1, "T")
             shape = tuple(Vshape)
             if len(shape) != 3:
                 raise ParameterError(f"Vshape={shape} must have 3 entries (N, C, L) for NMFD")
@@ -1104,7 +1127,7 @@ class NMF2D(_TapPlanes):
 
     def __init__(self, Vshape: Iterable = None, rank: int = None, kernel_size: _size_2_t = 1, **kwargs):
         if Vshape is not None:
-            kernel_size = _pair(kernel_size)
+            kernel_size = kernel_tuple(kernel_size, 2)
             shape = tuple(Vshape)
             if len(shape) != 4:
                 raise ParameterError(f"Vshape={shape} must have 4 entries (N, C, L, M) for NMF2D")
@@ -1156,7 +1179,7 @@ class NMF3D(_TapPlanes):
 
     def __init__(self, Vshape: Iterable = None, rank: int = None, kernel_size: _size_3_t = 1, **kwargs):
         if Vshape is not None:
-            kernel_size = _triple(kernel_size)
+            kernel_size = kernel_tuple(kernel_size, 3)
             shape = tuple(Vshape)
             if len(shape) != 5:
                 raise ParameterError(f"Vshape={shape} must have 5 entries (N, C, L, M, O) for NMF3D")

@@ -12,7 +12,8 @@ from torch.optim.optimizer import Optimizer
 
 from . import divergence as div
 from ._hoyer import project_columns
-from ._validation import check_beta, check_fraction, check_nonnegative_float, check_positive_int
+from ._validation import (check_beta, check_beta_for_data, check_fraction, check_nonnegative_float,
+                          check_positive_int, value_range)
 
 __all__ = ["BetaMu", "SparsityProj"]
 
@@ -90,6 +91,8 @@ class BetaMu(Optimizer):
                         continue
                     Yd = Y.detach()
                     if loss is None:
+                        # the target is checked as fit checks V: finite, non-negative, no zeros for beta <= 0
+                        check_beta_for_data(beta, value_range(V, "target")[0])
                         loss = div.beta_divergence(V, Yd, beta)
                     neg_out, pos_out = div.mu_terms(V, Yd, beta)
                     if pos_out is None:
