@@ -12,11 +12,28 @@ audio       source separation: load, STFT, factorise, masks, ISTFT, grouping,
 cli         the ``nmfcore`` command line
 """
 
-from . import divergence, init, metrics, nmf, trainer
+import importlib
+
 from .exceptions import ConvergenceWarning, NMFCoreError, ParameterError
-from .nmf import NMF, NMF2D, NMF3D, NMFD, BaseComponent
 
 __version__ = "0.1.0"
+
+# Submodules and models load on first use (PEP 562), so that ``import nmfcore.cli`` and
+# ``nmfcore --help`` / ``--version`` do not import torch (seconds on a cold start).
+_SUBMODULES = ("nmf", "metrics", "trainer", "divergence", "init", "audio", "cli")
+_FROM_NMF = ("BaseComponent", "NMF", "NMFD", "NMF2D", "NMF3D")
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _FROM_NMF:
+        return getattr(importlib.import_module(".nmf", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_SUBMODULES) | set(_FROM_NMF))
 
 __all__ = [
     "nmf", "metrics", "trainer", "divergence", "init",
