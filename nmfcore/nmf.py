@@ -144,9 +144,12 @@ class _Scaled:
         self.ws: dict = {}  # workspace shared by the loss and the solver
         if initialize is not None:
             # on the data divided by its maximum (an exact copy of V's shape for every scale c:
-            # NNDSVDa's fill with the mean is not homogeneous in V), and no overflow at 1e38
-            peak = _scale.pow2(-e) * vmax if vmax > 0 else 1.0
+            # NNDSVDa's fill with the mean is not homogeneous in V), and no overflow at 1e38;
+            # the carrier then takes that maximum back (the product is near the scaled V)
+            peak = math.ldexp(vmax, -e) if vmax > 0 else 1.0  # exact (2**1063 is no float)
             initialize(self.V if peak == 1.0 else _scale.divide(self.V, peak))
+            if peak != 1.0 and self.carrier is not None:
+                self.carrier.mul_(peak)
         # the starting product takes the data's scale (exact factor, not a power of two):
         # this makes the fit of c V equal c times the fit of V for every init and solver
         # (penalties in V's units make the objective inhomogeneous: the start is kept then)
