@@ -261,7 +261,7 @@ def _mean(values) -> float:
     ``-inf``, ``-inf`` if one is ``-inf`` (a silent estimate) and none ``+inf``, NaN with both or when a
     score is NaN (undefined, e.g. a silent reference) or there are none; never a mean of a subset."""
     values = [float(v) for v in values]
-    if not values or any(v != v for v in values):
+    if not values or any(v != v for v in values) or (math.inf in values and -math.inf in values):
         return float("nan")
     return float(np.mean(values))
 
