@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 # Submodules and models load on first use (PEP 562), so that ``import nmfcore.cli`` and
 # ``nmfcore --help`` / ``--version`` do not import torch (seconds on a cold start).
-_SUBMODULES = ("nmf", "metrics", "trainer", "divergence", "init", "audio", "cli")
+_SUBMODULES = ("nmf", "metrics", "trainer", "divergence", "init", "operators", "solvers", "audio", "cli")
 _FROM_NMF = ("BaseComponent", "NMF", "NMFD", "NMF2D", "NMF3D")
 
 

@@ -1,6 +1,6 @@
 """Scale handling of the fitting problem: exact powers of two and the starting product.
 
-:class:`nmfcore.nmf._Scaled` moves the data near 1 by an exact power of two
+:class:`nmfcore.solvers.Problem` moves the data near 1 by an exact power of two
 and then rescales the factor that carries the scale so that the starting
 product matches the data (:func:`match_product`). Both together make every
 fit scale-equivariant: with ``c > 0`` the fit of ``c V`` is ``c`` times the
@@ -112,16 +112,17 @@ def restore_pow2_(carrier: torch.Tensor, other: torch.Tensor | None, e: int) -> 
     mul_pow2_(carrier, e)
 
 
-def _product_sum(model, W: torch.Tensor, H: torch.Tensor) -> float:
-    """``sum(model(H, W))`` in float64 (for NMF from the column sums, without the product)."""
-    from .nmf import NMF
+def _product_sum(operator, W: torch.Tensor, H: torch.Tensor) -> float:
+    """``sum(operator.reconstruct(H, W))`` in float64 (for NMF's ``H W^T`` from the column sums,
+    without the product)."""
+    from .operators import MatrixProduct
 
-    if isinstance(model, NMF):
+    if isinstance(operator, MatrixProduct):
         return float((H.sum(0, dtype=torch.float64) * W.sum(0, dtype=torch.float64)).sum())
-    return float(model.reconstruct(H, W).sum(dtype=torch.float64))
+    return float(operator.reconstruct(H, W).sum(dtype=torch.float64))
 
 
-def match_product(model, V: torch.Tensor, W: torch.Tensor, H: torch.Tensor, carrier: torch.Tensor | None) -> float:
+def match_product(operator, V: torch.Tensor, W: torch.Tensor, H: torch.Tensor, carrier: torch.Tensor | None) -> float:
     """Multiply ``carrier`` (W or H, in place) so that ``sum(W H) == sum(V)``; returns the factor.
 
     The factor is proportional to the scale of ``V`` (not rounded), which is
@@ -135,7 +136,7 @@ def match_product(model, V: torch.Tensor, W: torch.Tensor, H: torch.Tensor, carr
         return 1.0
     total = float(V.coalesce().values().sum(dtype=torch.float64)) if V.is_sparse \
         else float(V.sum(dtype=torch.float64))
-    current = _product_sum(model, W, H)
+    current = _product_sum(operator, W, H)
     if not (total > 0 and current > 0 and math.isfinite(total) and math.isfinite(current)):
         return 1.0
     k = total / current

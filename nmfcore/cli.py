@@ -435,7 +435,7 @@ def _one_line_sources(summary: dict) -> str:
 
 
 def _cmd_separate(args, out, err) -> int:
-    from .audio import AudioError, check_groups, safe_filename
+    from .audio import check_groups, safe_filename
     from .audio.grouping import FEATURE_BLOCKS
     from .audio.separation import check_device
 
