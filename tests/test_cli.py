@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from _audio_signals import SR, two_sources
+from _audio_signals import SR
 
 from nmfcore.audio import load_audio, write_audio
 from nmfcore.cli import main, parse_groups
@@ -24,15 +24,6 @@ def run(argv, capsys):
     code = main([str(a) for a in argv])
     cap = capsys.readouterr()
     return code, cap.out, cap.err
-
-
-@pytest.fixture
-def mix_file(tmp_path):
-    mix, refs = two_sources(seconds=1.0)
-    path = write_audio(tmp_path / "mix.wav", mix, SR)
-    for name, ref in zip(("low", "high"), refs):
-        write_audio(tmp_path / f"ref_{name}.wav", ref, SR)
-    return path
 
 
 def assert_one_error_line(code, err, match):

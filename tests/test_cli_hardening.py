@@ -42,15 +42,6 @@ def assert_one_error_line(code, err, match, status=2):
     assert "Traceback" not in err
 
 
-@pytest.fixture
-def mix_file(tmp_path):
-    mix, refs = two_sources(seconds=1.0)
-    path = write_audio(tmp_path / "mix.wav", mix, SR)
-    for name, ref in zip(("low", "high"), refs):
-        write_audio(tmp_path / f"ref_{name}.wav", ref, SR)
-    return path
-
-
 def leftovers(out: Path):
     """Hidden partial or old run folders left in the output folder."""
     return [p.name for p in out.iterdir() if p.name.startswith(".")] if out.exists() else []
