@@ -8,6 +8,7 @@ stopping rule, the progress bar and the callback.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from typing import Callable, Optional
 
@@ -16,6 +17,11 @@ from .exceptions import ConvergenceWarning
 __all__ = ["run_iterations", "cuda_graphed"]
 
 Callback = Callable[[int, float], Optional[bool]]
+
+# Longest time between two progress reports: between the checks, a fit that
+# has a callback or a progress bar also reports once this many seconds have
+# passed (``None`` turns it off), so that slow models show progress.
+REPORT_SECONDS: Optional[float] = 1.0
 
 
 def run_iterations(step: Callable[[], None], loss: Callable[[], float], *, max_iter: int, tol: float,
@@ -30,6 +36,12 @@ def run_iterations(step: Callable[[], None], loss: Callable[[], float], *, max_i
     never stops early. A callback returning ``True`` stops the fit. When
     nothing would read it (``tol <= 0``, no callback, no progress bar) the
     objective is not evaluated at all.
+
+    With a callback or a progress bar, the loop also reports between the
+    checks whenever :data:`REPORT_SECONDS` have passed since the last
+    report: the callback and the bar see that iteration and its loss, but
+    the stopping rule still compares the checks only, so it does not depend
+    on the machine's speed.
     """
     if tol <= 0 and callback is None and not verbose:
         for _ in range(max_iter):
@@ -47,18 +59,24 @@ def run_iterations(step: Callable[[], None], loss: Callable[[], float], *, max_i
         bar = tqdm(total=max_iter, desc=desc, leave=False)
     n = 0
     stopped = False
+    interval = REPORT_SECONDS if callback is not None or bar is not None else None
+    last_report = time.monotonic()
     try:
         for n in range(1, max_iter + 1):
             step()
-            if n % check_every and n != max_iter:
+            check = not n % check_every or n == max_iter
+            if not check and (interval is None or time.monotonic() - last_report < interval):
                 continue
             value = float(loss())
+            last_report = time.monotonic()
             if bar is not None:
                 bar.set_postfix(loss=f"{value:.4g}")
                 bar.update(n - bar.n)
             if callback is not None and callback(n, value):
                 stopped = True
                 break
+            if not check:
+                continue
             err = math.sqrt(2 * max(value, 0.0))
             if tol > 0 and (err0 == 0 or (prev - err) / err0 < tol):
                 stopped = True

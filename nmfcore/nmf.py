@@ -325,7 +325,7 @@ class BaseComponent(torch.nn.Module):
         if continuity and solver == "hals":
             raise ParameterError(f"continuity={continuity!r} needs solver='mu' or 'auto', not 'hals'")
         frozen = self._check_frozen_columns(frozen_W_columns)
-        solver = "mu" if continuity else self._resolve_solver(solver, beta, V.device)
+        solver = "mu" if continuity else self.resolve_solver(solver, beta, V.device)
         generator = make_generator(generator, V.device)
         if init is not None and init not in INIT_METHODS:
             raise ParameterError(f"init={init!r} must be one of {INIT_METHODS} or None")
@@ -355,7 +355,11 @@ class BaseComponent(torch.nn.Module):
             raise ParameterError(f"frozen_W_columns={columns!r} must be component indices in [0, {self.rank})")
         return sorted(set(int(c) for c in values))
 
-    def _resolve_solver(self, solver: str, beta: float, device: torch.device) -> str:
+    def resolve_solver(self, solver: str, beta: float, device: torch.device) -> str:
+        """The solver :meth:`fit` runs for ``solver`` (``'auto'`` resolved) at ``beta`` on ``device``.
+
+        Raises :class:`~nmfcore.exceptions.ParameterError` where the model does not offer it.
+        """
         if solver == "hals":
             raise ParameterError(f"solver='hals' is available for NMF only, not {type(self).__name__}")
         return "mu"
@@ -479,7 +483,7 @@ class NMF(BaseComponent):
     def _nndsvd_init(self, V, variant, generator):
         return nndsvd(V, self.rank, variant, generator)
 
-    def _resolve_solver(self, solver: str, beta: float, device: torch.device) -> str:
+    def resolve_solver(self, solver: str, beta: float, device: torch.device) -> str:
         if solver == "hals" and beta != 2:
             raise ParameterError(f"solver='hals' minimises beta=2 only, got beta={beta:g}")
         if solver == "auto":

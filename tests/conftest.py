@@ -7,6 +7,16 @@ import torch
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _reports_at_checks_only(monkeypatch):
+    """Fits report at their checks only, however slow the machine: tests that count
+    callback iterations stay deterministic (tests/test_fit_loop.py turns the timed
+    reports back on where it tests them)."""
+    import nmfcore._fit
+
+    monkeypatch.setattr(nmfcore._fit, "REPORT_SECONDS", None)
+
+
 @pytest.fixture
 def gen():
     """A seeded torch.Generator: tests never touch the global RNG."""

@@ -57,6 +57,55 @@ def test_max_iter_reached_warns_with_tol():
         run_iterations(c.step, c.loss, max_iter=5, tol=1e-12, check_every=1)
 
 
+class SlowCounter(Counter):
+    """Each step takes ``dt`` seconds of a fake clock."""
+
+    def __init__(self, clock, dt, losses=None):
+        super().__init__(losses)
+        self.clock, self.dt = clock, dt
+
+    def step(self):
+        super().step()
+        self.clock[0] += self.dt
+
+
+def test_slow_fits_report_between_checks_without_changing_the_stopping_rule(monkeypatch):
+    """Oracle (call count on a fake clock): steps of 0.4 s with reports every 1 s give a
+    report every third step between the checks at 0 and 10; the tolerance rule compares the
+    checks only (the same losses stop at the same iteration as without timed reports)."""
+    import nmfcore._fit as fit_loop
+
+    clock = [0.0]
+    monkeypatch.setattr(fit_loop.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(fit_loop, "REPORT_SECONDS", 1.0)
+    c = SlowCounter(clock, 0.4)
+    seen = []
+    run_iterations(c.step, c.loss, max_iter=10, tol=0, check_every=10, callback=lambda i, v: seen.append(i))
+    assert seen == [0, 3, 6, 9, 10]
+
+    losses = [100.0 - i * 1e-3 for i in range(40)]  # tiny improvements: stops at the first check
+    for seconds in (None, 1.0):
+        monkeypatch.setattr(fit_loop, "REPORT_SECONDS", seconds)
+        clock[0] = 0.0
+        c = SlowCounter(clock, 0.4, losses)
+        seen = []
+        assert run_iterations(c.step, c.loss, max_iter=30, tol=1e-3, check_every=10,
+                              callback=lambda i, v: seen.append(i)) == 10
+        assert seen == ([0, 10] if seconds is None else [0, 3, 6, 9, 10])
+
+
+def test_fast_fits_report_at_the_checks_only(monkeypatch):
+    """Oracle (call count): steps that take no time never trigger a timed report."""
+    import nmfcore._fit as fit_loop
+
+    monkeypatch.setattr(fit_loop.time, "monotonic", lambda: 0.0)
+    monkeypatch.setattr(fit_loop, "REPORT_SECONDS", 1.0)
+    c = Counter()
+    seen = []
+    run_iterations(c.step, c.loss, max_iter=25, tol=0, check_every=10, callback=lambda i, v: seen.append(i))
+    assert seen == [0, 10, 20, 25]
+
+
 @pytest.mark.parametrize("perm", [(0, 1, 2), (2, 1, 0), (1, 0, 2), (2, 0, 1)])
 def test_memory_order_is_a_contiguous_view_with_the_same_values(gen, perm):
     """Oracle: the permuted view is contiguous, shares storage, and holds the same multiset."""

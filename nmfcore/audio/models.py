@@ -242,7 +242,7 @@ def fit_solver(model: str, beta: float, *, device: str = "cpu", sparsity_H=None,
         return "mu"
     ndim = spec.layout.kernel_ndim
     probe = spec.build(_PROBE_SHAPES[ndim], 1, (1,) * ndim, None)
-    return probe._resolve_solver("auto", float(beta), torch.device(device))
+    return probe.resolve_solver("auto", float(beta), torch.device(device))
 
 
 def register_model(spec: ModelSpec) -> ModelSpec:
