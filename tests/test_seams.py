@@ -215,6 +215,23 @@ def test_frozen_columns_fit_scale_equivariant(gen, init):
     torch.testing.assert_close(H2, H1, rtol=1e-8, atol=0)
 
 
+@pytest.mark.parametrize("scale", [1e20, 1e-20])
+def test_penalised_warm_start_kept_when_data_is_rescaled(gen, scale):
+    """Oracle: the penalised objective of the given factors, by hand. A penalised fit keeps its
+    start (no product matching), also where V is rescaled inside: the loss at iteration 0 is that
+    of W and H as given (before: the carrier was 2**e too large, a loss of 1e79 at 1e20)."""
+    V = rand(gen, 30, 12, low=0.01) * scale
+    m = NMF(V.shape, 4, generator=0).double()
+    m.fit(V, beta=1, max_iter=30, tol=0)
+    W, H = m.W.detach().clone(), m.H.detach().clone()
+    alpha = 1e-6 * scale  # the penalty well below the divergence (W near 1, H near the scale)
+    expected = div.beta_divergence(V, H @ W.t(), 1.0) + 0.5 * alpha * (W.square().sum() + H.square().sum())
+    seen = []
+    m.fit(V, beta=1, max_iter=3, tol=0, check_every=1, alpha=alpha, callback=lambda i, loss: seen.append(loss))
+    assert seen[0] == pytest.approx(float(expected), rel=1e-9)
+    assert all(b <= a * (1 + 1e-9) for a, b in zip(seen, seen[1:]))
+
+
 # ------------------------------------------------------------------ step search
 def test_search_step_halves_then_grows():
     tried = []

@@ -142,6 +142,8 @@ class Problem:
         Where the carrier is W and has frozen columns (H frozen), the fixed part of the product
         cannot follow the data's scale: W is then divided by the exact power of two alone (the
         frozen columns come back bit for bit in :meth:`restore`) and the product is not matched.
+        A penalised fit without ``initialize`` (not matched) divides the carrier by the same power
+        of two, so that it starts from the given product (where that stays a normal number).
         """
         e, carrier = self.e, self.carrier
         kept = self.W.index_select(1, cols) if cols is not None else None
@@ -154,8 +156,10 @@ class Problem:
             initialize(self.V if peak == 1.0 else _scale.divide(self.V, peak))
             if peak != 1.0 and carrier is not None:
                 carrier.mul_(peak)
-        elif frozen_carrier:
-            _scale.mul_pow2_(carrier, -e)  # the scaled units of the current W (as the frozen columns)
+        elif frozen_carrier or (not match and carrier is not None and self._fits_scaled(carrier, -e)):
+            # the current factors in the scaled units: the frozen columns, and a penalised fit's start
+            # (not matched to the data, so a warm start stays the same product)
+            _scale.mul_pow2_(carrier, -e)
         if kept is not None:
             # init re-drew every column: the frozen ones go back (in the scaled units if W carries the scale)
             self.W.index_copy_(1, cols, _scale.scale_pow2(kept, -e) if frozen_carrier else kept)
@@ -163,6 +167,13 @@ class Problem:
         # (penalties in V's units make the objective inhomogeneous: the start is kept then)
         if match and not frozen_carrier:
             _scale.match_product(self.operator, self.V, self.W, self.H, carrier)
+
+    @staticmethod
+    def _fits_scaled(X: Tensor, e: int) -> bool:
+        """Whether ``X * 2**e`` keeps its largest entry a finite normal number of X's dtype."""
+        peak = float(X.abs().max()) if X.numel() else 0.0
+        info = torch.finfo(X.dtype)
+        return peak == 0.0 or info.tiny <= math.ldexp(peak, e) < info.max
 
     def factor(self, which: str) -> Tensor:
         """The factor ``'W'`` or ``'H'`` (rescaled), updated in place by the solvers."""
