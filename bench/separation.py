@@ -91,6 +91,8 @@ CONFIGS = [
     Config("J", "NMFD", 1.0, 4, n_fft=4096, hop=512, kernel=6, n_iter=300, mask_power=1.0, features="descriptors"),
     # D with magnitude-ratio masks and temporal continuity of the activations (Virtanen 2007)
     Config("K", "NMF", 1.0, 4, n_fft=4096, hop=1024, n_iter=300, mask_power=1.0, continuity=0.1),
+    # the defaults of SeparationSettings (and of the CLI and the app) with rank 4xS
+    Config("L", "NMF", 1.0, 4, mask_power=1.0),
 ]
 QUICK = ("A", "F")
 
@@ -101,7 +103,8 @@ def load_items(root: Path):
         names = json.loads((folder / "meta.json").read_text())["sources"]
         mix, sr = load_audio(folder / "mix.wav")
         refs = torch.stack([load_audio(folder / f"{n}.wav", sr=sr)[0] for n in names])
-        items.append({"name": folder.name.split("__")[0], "names": names, "mix": mix, "sr": sr, "refs": refs})
+        # the whole folder name: several items share the part before "__" (guitar_backing, speech_music)
+        items.append({"name": folder.name, "names": names, "mix": mix, "sr": sr, "refs": refs})
     if not items:
         raise SystemExit(f"no mixtures with stems (folders with meta.json) in {root}")
     return items

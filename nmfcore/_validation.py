@@ -11,6 +11,7 @@ import numbers
 
 import torch
 
+from ._checks import check_layout
 from .exceptions import ParameterError
 
 __all__ = [
@@ -64,6 +65,7 @@ def value_range(V, name: str = "V") -> tuple[float, float]:
     """
     if not isinstance(V, torch.Tensor):
         raise ParameterError(f"{name} must be a torch.Tensor, got {type(V).__name__}")
+    check_layout(V, name)
     if not V.is_floating_point():
         raise ParameterError(f"{name} must be a floating-point tensor, got dtype={V.dtype}")
     vals = _values(V)

@@ -43,8 +43,12 @@ class _UsageError(Exception):
     pass
 
 
-def parse_groups(text: str) -> list[list[int]]:
+def parse_groups(text: str, n_components: Optional[int] = None) -> list[list[int]]:
     """Parse ``'0,1;2-4;5'`` into ``[[0, 1], [2, 3, 4], [5]]`` (groups by ';', indices or ranges by ',').
+
+    Every group and every item must be non-empty; with ``n_components``
+    every index and range end is checked to lie below it *before* a range
+    is expanded (``0-1000000000`` is refused, not built).
 
     Examples
     --------
@@ -52,19 +56,34 @@ def parse_groups(text: str) -> list[list[int]]:
     [[0, 1], [2, 3, 4], [5]]
     """
     groups = []
-    for part in str(text).split(";"):
+    parts = str(text).split(";")
+    for k, part in enumerate(parts):
         members = []
-        for item in filter(None, (p.strip() for p in part.split(","))):
+        items = [p.strip() for p in part.split(",")]
+        if not any(items):
+            raise _UsageError(f"--groups {text!r}: group {k + 1} of {len(parts)} ({part.strip()!r}) is empty; "
+                              "separate groups by ';' and components by ','")
+        for item in items:
+            if not item:
+                raise _UsageError(f"--groups {text!r}: group {k + 1} ({part.strip()!r}) has an empty item "
+                                  "between commas")
             try:
                 if "-" in item:
                     lo, hi = (int(v) for v in item.split("-", 1))
-                    if hi < lo:
+                    if hi < lo or lo < 0:
                         raise ValueError
-                    members.extend(range(lo, hi + 1))
+                    ends = (lo, hi)
                 else:
-                    members.append(int(item))
+                    lo = hi = int(item)
+                    if lo < 0:
+                        raise ValueError
+                    ends = (lo,)
             except ValueError:
                 raise _UsageError(f"--groups {text!r}: {item!r} is not a component index or range like 2-5") from None
+            if n_components is not None and max(ends) >= n_components:
+                raise _UsageError(f"--groups {text!r}: {item!r} is beyond the last component "
+                                  f"{n_components - 1} (--rank {n_components})")
+            members.extend(range(lo, hi + 1))
         groups.append(members)
     return groups
 
@@ -104,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sparsity", type=float, default=None, metavar="S",
                    help="target Hoyer sparseness of the activations, in (0, 1)")
     g.add_argument("--continuity", type=float, default=0.0, metavar="C",
-                   help="temporal continuity of the activations (NMF, NMFD; e.g. 0.1; default 0)")
+                   help="weight of the temporal continuity of the activations, relative to the data "
+                        "(NMF, NMFD; default 0: none)")
     g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     g = sep.add_argument_group("spectrogram and masks")
     g.add_argument("--sr", type=int, default=None, help="resample to this rate first (default: keep)")
@@ -126,10 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
                         '{"marks": [{"source": 0, "t0": 0.5, "t1": 2.0, "f0": 0, "f1": null, "weight": 1.0, '
                         '"absent": false}, ...]} (seconds, Hz, sources from 0 to --sources - 1; f0, f1, weight '
                         "and absent optional: whole band, certain, 'only this source here'); model NMF only")
+    g.add_argument("--features", default="descriptors+mfcc", metavar="BLOCKS",
+                   help="features of the automatic grouping (--sources), blocks joined by '+': descriptors, "
+                        "mfcc, activation (default descriptors+mfcc)")
     g.add_argument("--names", default=None, help="comma-separated source names for the files")
     g.add_argument("--components", action="store_true", help="also write every component's waveform")
     g.add_argument("--format", choices=("wav", "flac"), default="wav", help="output format (default wav)")
-    g.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run's folder (as a whole) for the same input")
     g.add_argument("--max-duration", type=float, default=None, metavar="SECONDS", help="refuse longer inputs")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -196,22 +220,15 @@ def _source_names(args, n: int) -> list[str]:
     return names
 
 
-def _plan_outputs(root: Path, folder: str, names, n_components: Optional[int], args):
-    """All output paths of one input, checked to stay inside ``root`` and not to exist (unless --overwrite)."""
-    from .audio import OutputExistsError, output_path
-
+def _plan_outputs(folder: Path, names, n_components: Optional[int], args) -> dict:
+    """Every output path of one run, inside its run folder ``folder``."""
     ext = "." + args.format
-    files = {"sources": [output_path(root, folder, n + ext) for n in names], "components": [],
-             "summary": output_path(root, folder, "summary.json")}
+    files = {"sources": [folder / (n + ext) for n in names], "components": [],
+             "summary": folder / "summary.json"}
     if args.groups is not None:
-        files["residual"] = output_path(root, folder, "residual" + ext)
+        files["residual"] = folder / ("residual" + ext)
     if n_components:
-        files["components"] = [output_path(root, folder, "components", f"component{r:02d}{ext}")
-                               for r in range(n_components)]
-    if not args.overwrite:
-        for p in _all_paths(files):
-            if p.exists():
-                raise OutputExistsError(f"'{p}' exists already: pass --overwrite to replace it")
+        files["components"] = [folder / "components" / f"component{r:02d}{ext}" for r in range(n_components)]
     return files
 
 
@@ -220,19 +237,90 @@ def _all_paths(files: dict):
         yield from (value if isinstance(value, list) else [value])
 
 
-def _separate_one(path: Path, root: Path, folder: str, args, settings, groups, names, out) -> dict:
+def _check_run_folder(final: Path, overwrite: bool):
+    """A run goes to ``final``: refuse an existing one without --overwrite, and never replace a
+    folder that is not an nmfcore run (one without ``summary.json`` that holds anything)."""
+    from .audio import AudioError, OutputExistsError
+
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise AudioError(f"'{final}' exists and is not a folder: remove it or choose another --output")
+    if not final.exists():
+        return
+    if not overwrite:
+        raise OutputExistsError(f"'{final}' exists already: pass --overwrite to replace it")
+    if any(final.iterdir()) and not (final / "summary.json").is_file():
+        raise AudioError(f"'{final}' is not the folder of an earlier nmfcore run (no summary.json): "
+                         "remove it yourself or choose another --output")
+
+
+def _check_writable(root: Path):
+    """Create ``root`` and write a file in it, before any fit."""
+    import tempfile
+
+    from .audio import AudioError
+
+    if root.exists() and not root.is_dir():
+        raise AudioError(f"--output '{root}' exists and is not a folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root) as fh:
+            fh.write(b"nmfcore")
+    except OSError as exc:
+        raise AudioError(f"--output '{root}' cannot be created or written: {exc.strerror or exc}") from None
+
+
+def _commit_run(tmp: Path, final: Path, overwrite: bool):
+    """Move the complete run ``tmp`` to ``final``, replacing an earlier run there as a whole."""
+    import os
+    import shutil
+    import tempfile
+
+    from .audio import OutputExistsError
+
+    if not final.exists():
+        os.rename(tmp, final)
+        return
+    if not overwrite:
+        raise OutputExistsError(f"'{final}' exists already: pass --overwrite to replace it")
+    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+    os.rename(final, old / "run")
+    os.rename(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _rank_limit(settings, n_samples: int, sr: int) -> int:
+    """The largest rank the spectrogram supports: min(frequency bins, frames)."""
+    from .audio.spectral import n_frames
+
+    rate = settings.sr or sr
+    samples = math.ceil(n_samples * rate / sr)
+    return min(settings.n_fft // 2 + 1, n_frames(samples, settings.hop_length))
+
+
+def _separate_one(path: Path, root: Path, folder: str, args, settings, groups, names, out, err) -> dict:
+    import shutil
+    import tempfile
+
     from tqdm.auto import tqdm
 
     from . import __version__
-    from .audio import (auto_group, component_centroids, component_order, component_pitches, load_audio,
-                        note_names, separate)
+    from .audio import (AudioError, auto_group, component_centroids, component_order, component_pitches,
+                        load_audio, note_names, output_path, separate)
+    from .audio.grouping import describe_sources
     from .audio.guided import separate_marked
 
-    files = _plan_outputs(root, folder, names, settings.rank if args.components else None, args)
+    final = output_path(root, folder)
+    _check_run_folder(final, args.overwrite)
+    files = _plan_outputs(final, names, settings.rank if args.components else None, args)
 
     t0 = perf_counter()
     y, sr = load_audio(path, max_duration=args.max_duration)
     t_load = perf_counter() - t0
+    limit = _rank_limit(settings, y.shape[-1], sr)
+    if settings.rank > limit:
+        raise AudioError(f"--rank {settings.rank} is more than the spectrogram supports: at most {limit} "
+                         f"(min of {settings.n_fft // 2 + 1} frequency bins and the frames of this "
+                         f"{y.shape[-1] / sr:.2f} s input at --hop {settings.hop_length})")
     bars = []  # made at the first report, so errors before the fit print no bar
 
     def progress(iteration, loss):
@@ -253,64 +341,129 @@ def _separate_one(path: Path, root: Path, folder: str, args, settings, groups, n
         for bar in bars:
             bar.close()
     if groups is None:
-        groups = auto_group(sep, len(names), seed=settings.seed)
+        groups = auto_group(sep, len(names), seed=settings.seed, features=args.features)
+    peak = float(sep.mixture.abs().max())
     t = perf_counter()
-    _write_outputs(sep, groups, files, root / folder, args.overwrite)
-    timings = {"load": t_load, **sep.timings, "write": perf_counter() - t}
-    pitches = component_pitches(sep)
-    summary = {
-        "nmfcore_version": __version__, "input": str(path), "output_folder": str(root / folder),
-        "settings": settings.to_dict(), "sample_rate": sep.sr, "channels": sep.n_channels,
-        "duration_s": sep.mixture.shape[-1] / sep.sr, "n_iter": sep.n_iter,
-        "final_loss": sep.losses[-1][1] if sep.losses else None, "losses": [list(p) for p in sep.losses],
-        "timings_s": timings, "grouping": grouping, "source_names": names, "groups": groups,
-        "component_order": component_order(sep),
-        "component_centroids_hz": [float(c) for c in component_centroids(sep)],
-        "component_order_by_pitch": component_order(sep, by="pitch"),
-        "component_pitches_hz": [float(p) for p in pitches],  # null: unpitched or silent
-        "component_notes": note_names(pitches),
-        "files": {k: [str(p) for p in v] if isinstance(v, list) else str(v) for k, v in files.items()},
-    }
-    _write_json(files["summary"], summary, args.overwrite)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.partial-", dir=root))
+    try:
+        moved = {k: ([tmp / p.relative_to(final) for p in v] if isinstance(v, list) else tmp / v.relative_to(final))
+                 for k, v in files.items()}
+        output = _write_outputs(sep, groups, moved, tmp, args.format, peak)
+        if output["note"]:
+            print(f"warning: {path}: {output['note']}", file=err)
+        timings = {"load": t_load, **sep.timings, "write": perf_counter() - t}
+        pitches = component_pitches(sep)
+        described = describe_sources(sep, groups)
+        summary = {
+            "nmfcore_version": __version__, "input": str(path), "output_folder": str(final),
+            "settings": settings.to_dict(), "sample_rate": sep.sr, "channels": sep.n_channels,
+            "duration_s": sep.mixture.shape[-1] / sep.sr, "n_iter": sep.n_iter,
+            "final_loss": sep.losses[-1][1] if sep.losses else None, "losses": [list(p) for p in sep.losses],
+            "timings_s": timings, "grouping": grouping, "grouping_features": args.features if grouping == "auto"
+            else None, "source_names": names, "groups": groups,
+            "sources": [{"name": n, **d} for n, d in zip(names, described)],
+            "input_peak": peak, "output_subtype": output["subtype"], "output_gain": output["gain"],
+            "component_order": component_order(sep),
+            "component_centroids_hz": [float(c) for c in component_centroids(sep)],
+            "component_order_by_pitch": component_order(sep, by="pitch"),
+            "component_pitches_hz": [float(p) for p in pitches],  # null: unpitched or silent
+            "component_notes": note_names(pitches),
+            "files": {k: [str(p) for p in v] if isinstance(v, list) else str(v) for k, v in files.items()},
+        }
+        _write_json(moved["summary"], summary, False)
+        _commit_run(tmp, final, args.overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # no partial run is ever left (disk full, Ctrl-C, SIGTERM)
+        raise
     return summary
 
 
-def _write_outputs(sep, groups, files: dict, folder: Path, overwrite: bool):
+def _output_peak(sep, groups, components: bool) -> float:
+    """Largest absolute sample of every output (sources, residual, components): one rendering pass."""
+    peak = 0.0
+    for start, chunk, comp_chunk in sep.source_blocks(groups, components=components):
+        peak = max(peak, float(chunk.abs().max()))
+        residual = sep.mixture[:, start:start + chunk.shape[-1]] - chunk.sum(0)
+        peak = max(peak, float(residual.abs().max()))
+        if comp_chunk is not None:
+            peak = max(peak, float(comp_chunk.abs().max()))
+    return peak
+
+
+def _write_outputs(sep, groups, files: dict, folder: Path, fmt: str, input_peak: float) -> dict:
     """Write the sources, the residual and the components (where planned) block by block of frames.
 
     The waveforms are rendered (:meth:`~nmfcore.audio.Separation.source_blocks`)
     and written as they come, so the whole stems are never held in memory.
+    Input above full scale is never clipped: WAV outputs are then 32-bit
+    float; FLAC (integer only) outputs are all scaled by one gain that
+    brings the loudest output to full scale. Returns the subtype, the gain
+    and a note for the user (empty when nothing was changed).
     """
     from contextlib import ExitStack
 
     from .audio import AudioWriter
 
+    subtype, gain, note = "PCM_16", 1.0, ""
+    if input_peak > 1.0:
+        if fmt == "wav":
+            subtype = "FLOAT"
+            note = (f"the input peaks at {input_peak:.3g}, above full scale: the outputs are 32-bit float WAV "
+                    "(not clipped; they sum to the input)")
+        else:
+            out_peak = _output_peak(sep, groups, bool(files["components"]))
+            gain = 1.0 / out_peak if out_peak > 1.0 else 1.0
+            note = (f"the input peaks at {input_peak:.3g}, above full scale: every output is scaled by one "
+                    f"gain {gain:.6g} (output_gain in summary.json), so they still sum to the scaled input")
     folder.mkdir(parents=True, exist_ok=True)
     if files["components"]:
         files["components"][0].parent.mkdir(exist_ok=True)
     with ExitStack() as stack:
         def writer(path):
-            return stack.enter_context(AudioWriter(path, sep.sr, sep.n_channels, overwrite=overwrite))
+            return stack.enter_context(AudioWriter(path, sep.sr, sep.n_channels, subtype=subtype))
 
         sources = [writer(p) for p in files["sources"]]
         residual = writer(files["residual"]) if "residual" in files else None
         components = [writer(p) for p in files["components"]]
         for start, chunk, comp_chunk in sep.source_blocks(groups, components=bool(components)):
             for w, wave in zip(sources, chunk):
-                w.write(wave)
+                w.write(wave * gain if gain != 1.0 else wave)
             if residual is not None:
-                residual.write(sep.mixture[:, start:start + chunk.shape[-1]] - chunk.sum(0))
+                res = sep.mixture[:, start:start + chunk.shape[-1]] - chunk.sum(0)
+                residual.write(res * gain if gain != 1.0 else res)
             for w, wave in zip(components, comp_chunk if components else ()):
-                w.write(wave)
+                w.write(wave * gain if gain != 1.0 else wave)
+    return {"subtype": subtype, "gain": gain, "note": note}
+
+
+def _one_line_sources(summary: dict) -> str:
+    """``name: components 0,3 (pitched, centroid 180 Hz, A2)`` for every source, joined by '; '."""
+    parts = []
+    for src in summary["sources"]:
+        comps = ",".join(str(r) for r in src["components"]) or "none"
+        parts.append(f"{src['name']}: components {comps} ({src['sound']})")
+    return "; ".join(parts)
 
 
 def _cmd_separate(args, out, err) -> int:
-    from .audio import AudioError, check_groups, safe_filename
+    from .audio import check_groups, safe_filename
+    from .audio.grouping import FEATURE_BLOCKS
     from .audio.separation import check_device
 
     settings = _settings_from_args(args)
+    if settings.model == "NMF" and args.kernel != 1:
+        raise _UsageError(f"--kernel {args.kernel} has no effect with --model NMF (it is the pattern length "
+                          "of NMFD or the patch of NMF2D): drop it or choose --model NMFD or NMF2D")
+    bins = settings.n_fft // 2 + 1
+    if settings.rank > bins:
+        raise _UsageError(f"--rank {settings.rank} is more than the spectrogram supports: at most {bins} "
+                          f"(the frequency bins of --n-fft {settings.n_fft}), fewer for short inputs")
+    blocks = str(args.features).split("+")
+    if not all(b in FEATURE_BLOCKS for b in blocks) or len(set(blocks)) != len(blocks):
+        raise _UsageError(f"--features {args.features!r} must be blocks of {', '.join(FEATURE_BLOCKS)} "
+                          "joined by '+', each at most once")
     check_device(settings.device)
-    groups = parse_groups(args.groups) if args.groups is not None else None
+    groups = parse_groups(args.groups, settings.rank) if args.groups is not None else None
     n_sources = len(groups) if groups is not None else (2 if args.sources is None else args.sources)
     if groups is not None:
         check_groups(groups, settings.rank)
@@ -318,9 +471,7 @@ def _cmd_separate(args, out, err) -> int:
         raise _UsageError(f"--sources {n_sources} must lie in [1, --rank {settings.rank}]")
     names = _source_names(args, n_sources)
     root = Path(args.output)
-    if root.exists() and not root.is_dir():
-        raise AudioError(f"--output '{root}' exists and is not a folder")
-    root.mkdir(parents=True, exist_ok=True)
+    _check_writable(root)  # before any fit
     used, failed = set(), 0
     for name in args.inputs:
         path = Path(name)
@@ -330,30 +481,73 @@ def _cmd_separate(args, out, err) -> int:
             folder, k = f"{base}-{k}", k + 1
         used.add(folder)
         try:
-            summary = _separate_one(path, root, folder, args, settings, groups, names, err)
+            summary = _separate_one(path, root, folder, args, settings, groups, names, out, err)
         except (NMFCoreError, OSError) as exc:
             print(f"error: {path}: {_message(exc)}", file=err)
             failed += 1
             continue
         t = summary["timings_s"]
         print(f"{path}: {summary['n_iter']} iterations in {t.get('fit', 0):.2f} s, "
-              f"{len(summary['files']['sources'])} sources -> {summary['output_folder']}", file=out)
+              f"{len(summary['files']['sources'])} sources -> {summary['output_folder']} "
+              f"[{_one_line_sources(summary)}]", file=out)
     return EXIT_USAGE if failed else 0
 
 
-def _audio_files(paths: Sequence[str], what: str) -> list[Path]:
+MIXTURE_STEMS = ("mix", "mixture")
+
+
+def _audio_files(paths: Sequence[str], what: str, err=None) -> list[Path]:
+    """Audio files of the given files and folders. In a folder of references the mixture is never
+    a reference: where a ``meta.json`` lists the ``sources`` (the layout of ``shared/dev-audio``)
+    exactly those stems are taken, else every file but ``mix.*`` / ``mixture.*``."""
     from .audio import AudioError
 
     files = []
     for p in map(Path, paths):
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file())
+            if what == "references":
+                found = _reference_stems(p, found, err)
             if not found:
                 raise AudioError(f"{what} folder '{p}' contains no audio files")
             files.extend(found)
         else:
             files.append(p)
     return files
+
+
+def _reference_stems(folder: Path, found: list[Path], err) -> list[Path]:
+    from .audio import AudioError
+
+    meta = folder / "meta.json"
+    sources = None
+    if meta.is_file():
+        try:
+            sources = json.loads(meta.read_text(encoding="utf-8")).get("sources")
+        except (ValueError, OSError, AttributeError):
+            sources = None
+    if isinstance(sources, list) and sources and all(isinstance(n, str) for n in sources):
+        by_stem = {f.stem: f for f in found}
+        missing = [n for n in sources if n not in by_stem]
+        if missing:
+            raise AudioError(f"references folder '{folder}': meta.json lists sources {missing} without a file")
+        skipped = [f.name for f in found if f.stem not in sources]
+        if skipped and err is not None:
+            print(f"note: {folder}: references are the sources of meta.json; not scored: {', '.join(skipped)}",
+                  file=err)
+        return [by_stem[n] for n in sources]
+    mixtures = [f for f in found if f.stem.lower() in MIXTURE_STEMS]
+    if mixtures and err is not None:
+        print(f"note: {folder}: {', '.join(f.name for f in mixtures)} is the mixture, not a reference",
+              file=err)
+    return [f for f in found if f.stem.lower() not in MIXTURE_STEMS]
+
+
+def _score(v: float) -> str:
+    """A score for the table: 2 decimals, or +inf / -inf / nan spelled out."""
+    if math.isfinite(v):
+        return f"{v:9.2f}"
+    return f"{'nan' if v != v else ('+inf' if v > 0 else '-inf'):>9}"
 
 
 def _load_stack(files: list[Path], sr: Optional[int]):
@@ -376,8 +570,8 @@ def _load_stack(files: list[Path], sr: Optional[int]):
 def _cmd_evaluate(args, out, err) -> int:
     from .audio import evaluate
 
-    ref_files = _audio_files(args.references, "references")
-    est_files = _audio_files(args.estimates, "estimates")
+    ref_files = _audio_files(args.references, "references", err)
+    est_files = _audio_files(args.estimates, "estimates", err)
     refs, sr, cut_r = _load_stack(ref_files, None)
     ests, _, cut_e = _load_stack(est_files, sr)
     if refs.shape[1] != ests.shape[1]:
@@ -397,15 +591,37 @@ def _cmd_evaluate(args, out, err) -> int:
     for j, name in enumerate(res["names"]):
         i = res["permutation"][j]
         est = est_files[i].name if i >= 0 else "-"
-        print(f"{name:<{width}}  {est:<{est_width}}" + "".join(f"{res[m][j]:9.2f}" for m in metrics), file=out)
-    print(f"{'mean':<{width}}  {'':<{est_width}}" + "".join(f"{res['mean'][m]:9.2f}" for m in metrics), file=out)
+        scores = "".join(_score(res[m][j]) for m in metrics) if i >= 0 else "  (no estimate left: unmatched)"
+        print(f"{name:<{width}}  {est:<{est_width}}" + scores, file=out)
+    matched = len(res["names"]) - len(res["unmatched"])
+    of = f"{matched} of {len(res['names'])}"
+    print(f"{'mean':<{width}}  {of:<{est_width}}" + "".join(_score(res["mean"][m]) for m in metrics), file=out)
+    if res["unmatched"]:
+        print(f"note: {len(res['unmatched'])} reference(s) without an estimate, not in the mean: "
+              f"{', '.join(res['unmatched'])}", file=err)
+    for name, metric, value in res["non_finite"]:
+        why = ("the estimate is silent" if value < 0 else "a perfect estimate") if value == value \
+            else "undefined (a silent reference or estimate)"
+        print(f"note: {name}: {metric.upper().replace('_', '-')} is {_score(value).strip()} ({why}); "
+              "the mean includes it", file=err)
     if res["backend"] is None and not args.no_bss:
         print("note: install fast_bss_eval (pip install nmfcore[eval]) for SDR/SIR/SAR", file=err)
     if args.json:
         res["estimates"] = [str(f) for f in est_files]
         res["references"] = [str(f) for f in ref_files]
-        _write_json(Path(args.json), res, args.overwrite)
+        _write_json(Path(args.json), _spelled(res), args.overwrite)
     return 0
+
+
+def _spelled(x):
+    """JSON-safe scores: infinities and NaN as the strings 'inf', '-inf', 'nan' (never dropped)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return "nan" if x != x else ("inf" if x > 0 else "-inf")
+    if isinstance(x, dict):
+        return {k: _spelled(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_spelled(v) for v in x]
+    return x
 
 
 def _cmd_info(args, out, err) -> int:
@@ -451,10 +667,33 @@ def _message(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C: partial outputs are removed on the way out."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def main(argv: Optional[Sequence[str]] = None, *, stdout=None, stderr=None) -> int:
-    """Run the command line; returns the exit status (0 success, 2 user error, 130 interrupted)."""
+    """Run the command line; returns the exit status (0 success, 2 user error, 130 interrupted by
+    Ctrl-C, 143 terminated by SIGTERM)."""
+    import signal
+    import threading
+
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv, out, err)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv, out, err) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
@@ -467,6 +706,9 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout=None, stderr=None) -> i
         print(f"error: {_message(exc)}", file=err)
     except SystemExit as exc:  # --help and --version exit 0 through argparse
         return int(exc.code or 0)
+    except _Terminated:
+        print("terminated", file=err)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=err)
         return 130

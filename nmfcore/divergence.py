@@ -465,11 +465,17 @@ def multiplicative_step(param: torch.Tensor, neg: torch.Tensor, pos: torch.Tenso
     if factors and not (l1 or l2):
         table, scale, offset = _relax_table(beta, factors, ratio.dtype, ratio.device)
     if table is not None:
-        log_m = ratio.clamp_min_(tiny).log_()
-        cell = log_m.mul(scale).add_(offset).clamp_(0, table.numel() - 1).long()
+        # a NaN or infinite ratio (overflowing terms: extreme beta or data) leaves its coordinate
+        # unchanged, never a worse objective; the cell is computed in float32 at least, where
+        # float16 would round the last cell index 4095 up to 4096
+        log_m = ratio.clamp_min_(tiny).log_().nan_to_num_(nan=0.0, posinf=0.0)
+        x = log_m if log_m.dtype in (torch.float32, torch.float64) else log_m.float()
+        cell = x.mul(scale).add_(offset).clamp_(0, table.numel() - 1).long()
         ratio = torch.take(table, cell).mul_(log_m).exp_()  # m ** exponent
-    elif gamma != 1:
-        ratio = ratio.pow_(gamma)
+    else:
+        ratio.nan_to_num_(nan=1.0, posinf=1.0)  # as above: no step where the ratio is not a number
+        if gamma != 1:
+            ratio = ratio.pow_(gamma)
     return param.mul_(ratio)
 
 

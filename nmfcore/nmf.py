@@ -41,9 +41,9 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 from torch.nn import Parameter
-from torch.nn.modules.utils import _pair, _single, _triple
 
 from . import _fit
+from ._checks import check_factor_pair, kernel_tuple
 from ._fit import run_iterations
 from ._validation import (check_beta_for_data, check_fraction, check_mask, check_nonnegative_float,
                           check_nonnegative_tensor, check_positive_int, check_rank, make_generator,
@@ -126,6 +126,7 @@ class BaseComponent(torch.nn.Module):
     def __init__(self, rank: int = None, W=None, H=None, trainable_W: bool = True,
                  trainable_H: bool = True, *, generator=None):
         super().__init__()
+        check_factor_pair(W, H)
         generator = make_generator(generator)
         self.W = _init_param(W, "W", trainable_W, generator)
         self.H = _init_param(H, "H", trainable_H, generator)
@@ -253,7 +254,11 @@ class BaseComponent(torch.nn.Module):
             Mix of L1 (1) and L2 (0) penalties.
         init : {None, 'random', 'nndsvd', 'nndsvda', 'nndsvdar'}, keyword-only
             Re-initialise the trainable factors from ``V`` first; ``None``
-            keeps the current values.
+            keeps the current values. In either case (without ``alpha``)
+            the fit starts from ``H`` (``W`` where ``H`` is frozen)
+            multiplied by ``sum(V) / sum(W H)``, so that the fit of
+            ``c V`` is ``c`` times the fit of ``V`` for any ``c > 0``,
+            init and solver (from subnormal data to the largest floats).
         generator : torch.Generator or int, keyword-only
             Randomness of ``init`` (reproducible runs).
         callback : callable, keyword-only
@@ -340,16 +345,15 @@ class BaseComponent(torch.nn.Module):
         frozen = self._check_frozen_columns(frozen_W_columns)
         solver = "mu" if continuity or M is not None else self.resolve_solver(solver, beta, V.device)
         generator = make_generator(generator, V.device)
-        if init is not None:
-            kept = self.W.detach()[:, frozen].clone() if frozen else None
-            self._initialize(V if M is None else V * M, init, generator)
-            if kept is not None:
-                with torch.no_grad():
-                    self.W[:, frozen] = kept
+        if init is not None and init not in INIT_METHODS:
+            raise ParameterError(f"init={init!r} must be one of {INIT_METHODS} or None")
+        # the initialisation runs inside the Problem, on the rescaled data (see Problem), masked
+        initialize = None if init is None else (
+            lambda Vs: self._initialize(Vs if M is None else Vs * M, init, generator))
         with torch.no_grad():
             prob = Problem(operator, self.W, self.H, V, beta, l1=alpha * l1_ratio, l2=alpha * (1 - l1_ratio),
                            continuity=continuity, time_axis=self.time_axis, vmax=vmax, frozen_W_columns=frozen,
-                           mask=M)
+                           initialize=initialize, mask=M)
             try:
                 step = (HALS(prob) if solver == "hals" else MultiplicativeUpdates(prob)).step
                 if solver == "mu" and V.is_cuda and not V.is_sparse and _fit.CUDA_GRAPHS \
@@ -553,7 +557,7 @@ class NMFD(BaseComponent):
 
     def __init__(self, Vshape: Iterable = None, rank: int = None, T: _size_1_t = 1, **kwargs):
         if Vshape is not None:
-            (T,) = _single(T)
+            (T,) = kernel_tuple(T, 1, "T")
             shape = tuple(Vshape)
             if len(shape) != 3:
                 raise ParameterError(f"Vshape={shape} must have 3 entries (N, C, L) for NMFD")
@@ -617,7 +621,7 @@ class NMF2D(BaseComponent):
 
     def __init__(self, Vshape: Iterable = None, rank: int = None, kernel_size: _size_2_t = 1, **kwargs):
         if Vshape is not None:
-            kernel_size = _pair(kernel_size)
+            kernel_size = kernel_tuple(kernel_size, 2)
             shape = tuple(Vshape)
             if len(shape) != 4:
                 raise ParameterError(f"Vshape={shape} must have 4 entries (N, C, L, M) for NMF2D")
@@ -672,7 +676,7 @@ class NMF3D(BaseComponent):
 
     def __init__(self, Vshape: Iterable = None, rank: int = None, kernel_size: _size_3_t = 1, **kwargs):
         if Vshape is not None:
-            kernel_size = _triple(kernel_size)
+            kernel_size = kernel_tuple(kernel_size, 3)
             shape = tuple(Vshape)
             if len(shape) != 5:
                 raise ParameterError(f"Vshape={shape} must have 5 entries (N, C, L, M, O) for NMF3D")

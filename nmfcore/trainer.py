@@ -12,7 +12,8 @@ from torch.optim.optimizer import Optimizer
 
 from . import divergence as div
 from ._hoyer import project_columns
-from ._validation import check_beta, check_fraction, check_nonnegative_float, check_positive_int
+from ._validation import (check_beta, check_beta_for_data, check_fraction, check_nonnegative_float,
+                          check_positive_int, value_range)
 from .operators import pull_back
 from .solvers.projected import search_step
 
@@ -91,6 +92,8 @@ class BetaMu(Optimizer):
                     continue
                 Yd = Y.detach()
                 if loss is None:
+                    # the target is checked as fit checks V: finite, non-negative, no zeros for beta <= 0
+                    check_beta_for_data(beta, value_range(V, "target")[0])
                     loss = div.beta_divergence(V, Yd, beta)
                 neg_out, pos_out = div.mu_terms(V, Yd, beta)
                 if pos_out is None:
@@ -119,6 +122,9 @@ class SparsityProj(Optimizer):
     not increase (at most ``max_iter`` evaluations; if none succeeds the
     parameters are left unchanged): :func:`nmfcore.solvers.search_step`, the
     search of ``sparse_fit``. The step grows by ``STEP_GROW`` after each call.
+    Unlike ``sparse_fit``, whose step is in units of ``|X| / |grad|``, the
+    step here is the optimizer's ``lr`` in the parameters' own units (the
+    behaviour of torchnmf's ``SparsityProj``, which the tests compare with).
 
     Parameters
     ----------

@@ -23,6 +23,21 @@ def gen():
     return torch.Generator().manual_seed(1234)
 
 
+@pytest.fixture
+def mix_file(tmp_path):
+    """A 1 s two-source mixture (``mix.wav``) and its references (``ref_low.wav``, ``ref_high.wav``)
+    in tmp_path; the path of the mixture (the CLI tests)."""
+    from _audio_signals import SR, two_sources
+
+    from nmfcore.audio import write_audio
+
+    mix, refs = two_sources(seconds=1.0)
+    path = write_audio(tmp_path / "mix.wav", mix, SR)
+    for name, ref in zip(("low", "high"), refs):
+        write_audio(tmp_path / f"ref_{name}.wav", ref, SR)
+    return path
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

@@ -164,9 +164,19 @@ def test_audio_bytes_is_playable_wav_and_flac():
 
 @pytest.mark.parametrize("name,expected", [("../../etc/passwd", "etc_passwd"), ("a/b\\c", "a_b_c"),
                                            ("..", "audio"), ("", "audio"), (".hidden", "hidden"),
-                                           ("ok-name_1.wav", "ok-name_1.wav")])
+                                           ("ok-name_1.wav", "ok-name_1.wav"), ("日本語", "日本語"),
+                                           ("中文 歌曲", "中文 歌曲"), ("Ελληνικά", "Ελληνικά"),
+                                           ("a\x00b\nc\td", "a_b_c_d"), ("x\u202ey", "x_y")])
 def test_safe_filename(name, expected):
+    """Oracle: letters of every script kept; separators and control characters replaced (issue 14:
+    '日本語' and '中文' became 'audio')."""
     assert safe_filename(name) == expected
+
+
+def test_safe_filename_fits_the_file_system():
+    """Oracle: a long name in a multi-byte script is cut to at most 200 UTF-8 bytes (limit 255)."""
+    name = safe_filename("語" * 300)
+    assert 0 < len(name.encode("utf-8")) <= 200 and set(name) == {"語"}
 
 
 def test_output_path_stays_inside_root(tmp_path):

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from _audio_signals import SR, two_sources
+from _audio_signals import SR
 
 from nmfcore.audio import load_audio, write_audio
 from nmfcore.cli import main, parse_groups
@@ -24,15 +24,6 @@ def run(argv, capsys):
     code = main([str(a) for a in argv])
     cap = capsys.readouterr()
     return code, cap.out, cap.err
-
-
-@pytest.fixture
-def mix_file(tmp_path):
-    mix, refs = two_sources(seconds=1.0)
-    path = write_audio(tmp_path / "mix.wav", mix, SR)
-    for name, ref in zip(("low", "high"), refs):
-        write_audio(tmp_path / f"ref_{name}.wav", ref, SR)
-    return path
 
 
 def assert_one_error_line(code, err, match):
@@ -148,7 +139,7 @@ def test_output_names_cannot_escape_the_output_folder(tmp_path, mix_file, capsys
     weird = write_audio(tmp_path / "..weird name;rm.wav", load_audio(mix_file)[0], SR)
     code, _, err = run(["separate", weird, "-o", out, "--rank", 2, *FAST], capsys)
     assert code == 0, err
-    assert (out / "weird_name_rm" / "source1.wav").exists()
+    assert (out / "weird name;rm" / "source1.wav").exists()  # only separators and control characters go
 
 
 @pytest.mark.parametrize("argv,match", [
@@ -230,7 +221,7 @@ def test_help_and_version_exit_0(capsys):
 
 def test_parse_groups():
     assert parse_groups("0,1;2-4;5") == [[0, 1], [2, 3, 4], [5]]
-    assert parse_groups("3;") == [[3], []]
+    assert parse_groups(" 3 ; 4-5 ") == [[3], [4, 5]]
 
 
 def test_console_entry_point_runs_as_a_process(tmp_path):

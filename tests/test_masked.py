@@ -38,10 +38,12 @@ def model(cls, Vshape, kw, seed=0):
 def _observed_only_fit(m, V, mask, beta, n_iter):
     """The slow reference: multiplicative updates of the divergence summed over the observed entries
     only. Y is gathered at the mask before any arithmetic with V, and the two parts of the gradient
-    are pulled back to each factor by autograd from there."""
+    are pulled back to each factor by autograd from there. Like ``fit``, it starts from the
+    product matched to the data on the observed entries (H scaled by sum(v) / sum(y))."""
     obs = mask.nonzero(as_tuple=True)
     v = V[obs]
     W, H = m.W.detach().clone(), m.H.detach().clone()
+    H *= v.sum() / m.reconstruct(H, W)[obs].sum()
     for _ in range(n_iter):
         for which in "WH":
             x = (W if which == "W" else H).clone().requires_grad_(True)

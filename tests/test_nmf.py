@@ -592,14 +592,16 @@ def test_callback_returning_true_stops(gen):
     assert calls == [0, 1, 2, 3]
 
 
-def test_callback_stop_at_zero_leaves_factors_unchanged(gen):
-    """Oracle: stopping at iteration 0 returns 0 and leaves W, H bit-identical (also for huge V)."""
+def test_callback_stop_at_zero_leaves_factors_at_the_start(gen):
+    """Oracle: stopping at iteration 0 returns 0, W bit-identical and H the documented start,
+    ``H0 * sum(V) / sum(H0 W0^T)`` (the starting product takes the data's sum; also for huge V)."""
     for scale in (1.0, 1e12):
         V = lowrank(gen, 15, 10, 2) * scale
         m = nmf_model(V, 2)
         W0, H0 = m.W.detach().clone(), m.H.detach().clone()
         assert m.fit(V, tol=0, max_iter=50, callback=lambda i, loss: True) == 0
-        assert torch.equal(m.W, W0) and torch.equal(m.H, H0)
+        assert torch.equal(m.W, W0)
+        torch.testing.assert_close(m.H.detach(), H0 * (V.sum() / (H0 @ W0.t()).sum()), rtol=1e-12, atol=0)
 
 
 def test_callback_called_every_check(gen):

@@ -181,6 +181,57 @@ def test_frozen_columns_must_be_component_indices(gen, bad):
         m.fit(V, max_iter=2, frozen_W_columns=bad)
 
 
+@pytest.mark.parametrize("init", [None, "random"])
+@pytest.mark.parametrize("dtype, scale", [(torch.float64, 1e6), (torch.float32, 1e25), (torch.float32, 1e-25)])
+def test_frozen_columns_of_the_scale_carrier_never_change(gen, init, dtype, scale):
+    """Invariant: with H frozen, W carries the data's scale inside the fit; its frozen columns are
+    still exactly as given after the fit (the starting product is not matched to the data then,
+    which would change them), the others are learnt, finite, and the objective never increases."""
+    V = (rand(gen, 30, 12, low=0.01) * scale).to(dtype)
+    m = NMF(W=rand(gen, 12, 4, low=0.1).to(dtype), H=rand(gen, 30, 4, low=0.1).to(dtype), trainable_H=False)
+    W0, H0 = m.W.detach().clone(), m.H.detach().clone()
+    losses = []
+    m.fit(V, beta=1, max_iter=20, tol=0, check_every=1, init=init, generator=1, frozen_W_columns=[0, 2],
+          callback=lambda i, loss: losses.append(loss))
+    W = m.W.detach()
+    assert torch.equal(W[:, [0, 2]], W0[:, [0, 2]]) and torch.equal(m.H, H0)
+    assert not torch.equal(W[:, [1, 3]], W0[:, [1, 3]]) and torch.isfinite(W).all()
+    assert all(b <= a * (1 + 1e-5) for a, b in zip(losses, losses[1:]))
+
+
+@pytest.mark.parametrize("init", [None, "random"])
+def test_frozen_columns_fit_scale_equivariant(gen, init):
+    """Oracle: scale equivariance with H carrying the scale. With some templates frozen, the fit of
+    c V (c = 1e20) is the fit of V with H times c: the same W (frozen columns bit for bit)."""
+    V = rand(gen, 30, 12, low=0.01)
+    fits = []
+    for c in (1.0, 1e20):
+        m = NMF(V.shape, 4, generator=0).double()
+        m.fit(V * c, beta=1, max_iter=20, tol=0, init=init, generator=1, frozen_W_columns=[1])
+        fits.append((m.W.detach(), m.H.detach() / c))
+    (W1, H1), (W2, H2) = fits
+    assert torch.equal(W1[:, 1], W2[:, 1])
+    torch.testing.assert_close(W2, W1, rtol=1e-8, atol=0)
+    torch.testing.assert_close(H2, H1, rtol=1e-8, atol=0)
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-20])
+def test_penalised_warm_start_kept_when_data_is_rescaled(gen, scale):
+    """Oracle: the penalised objective of the given factors, by hand. A penalised fit keeps its
+    start (no product matching), also where V is rescaled inside: the loss at iteration 0 is that
+    of W and H as given (before: the carrier was 2**e too large, a loss of 1e79 at 1e20)."""
+    V = rand(gen, 30, 12, low=0.01) * scale
+    m = NMF(V.shape, 4, generator=0).double()
+    m.fit(V, beta=1, max_iter=30, tol=0)
+    W, H = m.W.detach().clone(), m.H.detach().clone()
+    alpha = 1e-6 * scale  # the penalty well below the divergence (W near 1, H near the scale)
+    expected = div.beta_divergence(V, H @ W.t(), 1.0) + 0.5 * alpha * (W.square().sum() + H.square().sum())
+    seen = []
+    m.fit(V, beta=1, max_iter=3, tol=0, check_every=1, alpha=alpha, callback=lambda i, loss: seen.append(loss))
+    assert seen[0] == pytest.approx(float(expected), rel=1e-9)
+    assert all(b <= a * (1 + 1e-9) for a, b in zip(seen, seen[1:]))
+
+
 # ------------------------------------------------------------------ step search
 def test_search_step_halves_then_grows():
     tried = []

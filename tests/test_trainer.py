@@ -130,7 +130,9 @@ def test_betamu_equals_fit_mu_path(gen, beta, scale, plain_mu):
 
     fit updates W then H (BetaMu follows parameter order, W then H) and
     rescales large data internally; MU is scale-equivariant, so both agree.
-    fit's optional over-relaxation is switched off (see ``plain_mu``).
+    fit's optional over-relaxation is switched off (see ``plain_mu``). fit
+    starts from H multiplied so that ``sum(W H) == sum(V)`` (issue 14: scale
+    equivariance for every init), so BetaMu starts from the same product.
     """
     V = (rand(gen, 25, 18) @ rand(gen, 18, 18) + 0.01) * scale
     a = NMF(V.shape, 4, generator=0).double()
@@ -140,6 +142,8 @@ def test_betamu_equals_fit_mu_path(gen, beta, scale, plain_mu):
     b = copy.deepcopy(a)
     n_iter = 25
     assert a.fit(V, beta=beta, tol=0, max_iter=n_iter, solver="mu") == n_iter
+    with torch.no_grad():
+        b.H.mul_(V.sum() / b().sum())
     trainer = BetaMu(b.parameters(), beta=beta)
     assert [p is q for p, q in zip(trainer.param_groups[0]["params"], (b.W, b.H))] == [True, True]
     for _ in range(n_iter):

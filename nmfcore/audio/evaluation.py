@@ -29,6 +29,7 @@ References
 
 from __future__ import annotations
 
+import math
 import warnings
 from contextlib import contextmanager
 from typing import Optional, Sequence
@@ -256,9 +257,13 @@ def bss_eval(estimates, references, *, backend: Optional[str] = None) -> Optiona
 
 
 def _mean(values) -> float:
-    """Mean of the finite values (NaN if there are none)."""
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
+    """Mean of the scores, infinities included: ``inf`` if one is ``+inf`` (a perfect estimate) and none
+    ``-inf``, ``-inf`` if one is ``-inf`` (a silent estimate) and none ``+inf``, NaN with both or when a
+    score is NaN (undefined, e.g. a silent reference) or there are none; never a mean of a subset."""
+    values = [float(v) for v in values]
+    if not values or any(v != v for v in values) or (math.inf in values and -math.inf in values):
+        return float("nan")
+    return float(np.mean(values))
 
 
 def evaluate(estimates, references, *, names: Optional[Sequence[str]] = None, bss: bool = True) -> dict:
@@ -279,7 +284,12 @@ def evaluate(estimates, references, *, names: Optional[Sequence[str]] = None, bs
         ``'names'``; ``'permutation'``: the estimate index for each reference
         (-1 if none); per reference lists ``'si_sdr'`` and, with a BSS Eval
         backend, ``'sdr'``, ``'sir'``, ``'sar'`` (NaN for unmatched ones);
-        ``'mean'``: the mean of each metric over the matched references;
+        ``'mean'``: the mean of each metric over the matched references,
+        infinite when a score is (a perfect estimate gives ``+inf``, a
+        silent one ``-inf``) and NaN when a score is undefined or both
+        infinities occur; ``'unmatched'``: the names of the references
+        without an estimate (left out of the means); ``'non_finite'``:
+        ``[name, metric, value]`` for every infinite or NaN score;
         ``'backend'``: the BSS Eval library used or None.
 
     Examples
@@ -312,8 +322,11 @@ def evaluate(estimates, references, *, names: Optional[Sequence[str]] = None, bs
                 for k, j in enumerate(matched):
                     values[j] = float(res[key][k])
                 out[key] = values
-    out["mean"] = {key: _mean([out[key][j] for j in matched]) for key in ("si_sdr", "sdr", "sir", "sar")
-                   if key in out}
+    keys = [key for key in ("si_sdr", "sdr", "sir", "sar") if key in out]
+    out["mean"] = {key: _mean([out[key][j] for j in matched]) for key in keys}
+    out["unmatched"] = [names[j] for j, i in enumerate(perm) if i < 0]
+    out["non_finite"] = [[names[j], key, out[key][j]] for key in keys for j in matched
+                         if not math.isfinite(out[key][j])]
     return out
 
 

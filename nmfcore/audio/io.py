@@ -18,10 +18,12 @@ References
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -184,6 +186,26 @@ def _librosa_load(librosa, source):
     return np.atleast_2d(y), int(sr)
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Send file descriptor 2 to the null device for the block (C decoders print there directly)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 def load_audio(source: AudioSource, *, sr: int | None = None, mono: bool = False,
                max_duration: float | None = None) -> tuple[Tensor, int]:
     """Decode an audio file to a float32 tensor ``(channels, samples)`` and its sample rate.
@@ -246,17 +268,19 @@ def load_audio(source: AudioSource, *, sr: int | None = None, mono: bool = False
         raise AudioError(f"source must be a path, bytes or a binary file object, got {type(source).__name__}")
     start = fileobj.tell() if hasattr(fileobj, "tell") else None
     try:
-        data, file_sr = _read_soundfile(fileobj, name, max_duration)
+        with _quiet_stderr():  # the decoders' own notes ("Illegal Audio-MPEG-Header ...") go to fd 2
+            data, file_sr = _read_soundfile(fileobj, name, max_duration)
     except AudioError:
         raise
     except Exception as first:  # libsndfile cannot decode it: try librosa/audioread
         try:
             if start is not None:
                 fileobj.seek(start)
-            data, file_sr = _read_librosa(fileobj if not isinstance(fileobj, str) else source, name)
+            with _quiet_stderr():
+                data, file_sr = _read_librosa(fileobj if not isinstance(fileobj, str) else source, name)
         except Exception:
-            msg = str(first).splitlines()[0] if str(first) else type(first).__name__
-            raise AudioError(f"cannot read audio from {name}: {msg}") from first
+            # libsndfile's own text ("File does not exist or is not a regular file") misleads here
+            raise AudioError(f"cannot read audio from {name}: not a decodable audio file") from first
         if max_duration is not None and data.shape[-1] / file_sr > max_duration:
             raise AudioError(f"{name} is {data.shape[-1] / file_sr:.1f} s long, more than "
                              f"max_duration={max_duration:g} s")
@@ -353,10 +377,11 @@ def _prepare_for_writing(y, sr) -> tuple[Tensor, int]:
     return as_waveform(y.detach().cpu() if isinstance(y, Tensor) else y, "y"), check_sample_rate(sr)
 
 
-def _write_blocks(snd, y: Tensor):
-    # clipped and transposed one block at a time: no full-size copy of y
+def _write_blocks(snd, y: Tensor, clip: bool = True):
+    # clipped (integer formats) and transposed one block at a time: no full-size copy of y
     for start in range(0, y.shape[-1], WRITE_BLOCK):
-        snd.write(y[:, start:start + WRITE_BLOCK].clamp(-1.0, 1.0).numpy().T)
+        block = y[:, start:start + WRITE_BLOCK]
+        snd.write((block.clamp(-1.0, 1.0) if clip else block).numpy().T)
 
 
 def _format_for(path: Path) -> str:
@@ -418,6 +443,7 @@ class AudioWriter:
         except FileExistsError:
             raise OutputExistsError(f"'{path}' exists already: pass overwrite=True to replace it") from None
         self.channels, self._what = int(channels), f"{fmt} {subtype}"
+        self._clip = not str(subtype).upper().startswith(("FLOAT", "DOUBLE"))  # float files keep > 1
         try:
             self._snd = sf.SoundFile(self._fh, "w", sr, self.channels, subtype=subtype, format=fmt)
         except (sf.LibsndfileError, ValueError, TypeError) as err:
@@ -425,7 +451,8 @@ class AudioWriter:
             raise AudioError(f"cannot write '{path}' as {self._what}: {err}") from None
 
     def write(self, y):
-        """Append ``y`` (channels, samples), clipped to [-1, 1]; non-finite samples are an AudioError."""
+        """Append ``y`` (channels, samples), clipped to [-1, 1] unless the subtype is float; non-finite
+        samples are an AudioError."""
         self._append(as_waveform(y.detach().cpu() if isinstance(y, Tensor) else y, "y"))
 
     def _append(self, y: Tensor):
@@ -435,9 +462,12 @@ class AudioWriter:
         if y.shape[0] != self.channels:
             raise AudioError(f"cannot write {y.shape[0]} channels to '{self.path}', opened for {self.channels}")
         try:
-            _write_blocks(self._snd, y)
+            _write_blocks(self._snd, y, self._clip)
         except (sf.LibsndfileError, ValueError, TypeError) as err:
             raise AudioError(f"cannot write '{self.path}' as {self._what}: {err}") from None
+        except AssertionError:  # soundfile asserts that every frame was written: a full disk
+            raise AudioError(f"cannot write '{self.path}': the file system took only part of the data "
+                             "(disk full?)") from None
 
     def close(self):
         """Finish the file."""
@@ -469,7 +499,7 @@ class AudioWriter:
 def write_audio(path, y, sr: int, *, overwrite: bool = False, subtype: str = "PCM_16") -> Path:
     """Write a waveform to a ``.wav`` or ``.flac`` file (format chosen by the suffix).
 
-    Samples are clipped to [-1, 1] and stored as 16-bit PCM by default.
+    Samples are stored as 16-bit PCM by default, clipped to [-1, 1] (float subtypes keep any value).
     Long signals are written in blocks (:class:`AudioWriter`), without a
     full-size copy.
 
@@ -536,27 +566,46 @@ def audio_bytes(y, sr: int, *, format: str = "wav") -> bytes:
     return buf.getvalue()
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+def _unsafe_char(ch: str) -> bool:
+    """Path separators and control, format, surrogate, private-use or unassigned code points."""
+    import unicodedata
+
+    return ch in "/\\" or unicodedata.category(ch).startswith("C")
+
+
+#: longest file name written, in UTF-8 bytes (file systems allow 255)
+_MAX_NAME_BYTES = 200
 
 
 def safe_filename(name: str, default: str = "audio") -> str:
-    """A file name made of letters, digits and ``._+-`` only, never starting with a dot.
+    """A file name that keeps the letters of every script; never a path, never starting with a dot.
 
-    Separators, ``..`` and other characters are replaced, so the result
-    always names a file inside the folder it is joined to.
+    Only path separators and control characters (and other invisible code
+    points) are replaced, by ``_``; leading dots and spaces are dropped, so
+    the result always names a file inside the folder it is joined to. It is
+    cut to 120 characters and 200 UTF-8 bytes.
 
     Examples
     --------
     >>> safe_filename("../../etc/passwd")
     'etc_passwd'
     >>> safe_filename("My Song (live).wav")
-    'My_Song_live_.wav'
+    'My Song (live).wav'
+    >>> safe_filename("日本語")
+    '日本語'
     >>> safe_filename("...")
     'audio'
     """
-    text = _UNSAFE.sub("_", str(name)).strip("._")
-    text = re.sub(r"_+", "_", text).lstrip(".")
-    return text[:120] or default
+    import unicodedata
+
+    text = unicodedata.normalize("NFC", str(name))
+    text = "".join("_" if _unsafe_char(ch) else ch for ch in text)
+    text = re.sub(r"_+", "_", text).strip(" ._").lstrip(".")
+    text = text[:120]
+    while len(text.encode("utf-8")) > _MAX_NAME_BYTES:
+        text = text[:-1]
+    text = text.rstrip(" ")
+    return text or default
 
 
 def output_path(root, *parts: str) -> Path:

@@ -69,11 +69,12 @@ class SeparationSettings:
         given relative to the data, the weight being ``continuity *
         sum(V**beta) / (rank * frames)``, so that it does not depend on the
         recording's level or length. It penalises frame-to-frame jumps of
-        each activation, so that a component follows a sound that lasts
-        (on the separation benchmark it raised the SDR of the automatic
-        grouping, at no extra time); with it the fit's update of H is
-        Virtanen's heuristic, not proven to decrease the objective at every
-        step.
+        each activation, so that a component follows a sound that lasts;
+        with it the fit's update of H is Virtanen's heuristic, not proven
+        to decrease the objective at every step. Off by default, which is
+        what we recommend: whether it helps depends on the recording, and no
+        weight is known to improve separation in general (see
+        ``bench/README.md``).
     n_fft, hop_length : int, default 2048, 512
         STFT size and hop in samples.
     window : {'hann', 'hamming', 'blackman', 'bartlett', 'rect'}, default 'hann'

@@ -9,11 +9,12 @@ that every solver gets them for free.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
 
+from .. import _scale
 from .. import divergence as div
 from .._workspace import Workspace
 from ..exceptions import ParameterError
@@ -30,10 +31,16 @@ class Problem:
     every reconstruction is linear in ``H`` and in ``W``: fitting ``V / s``
     with the scale moved into one trainable factor (the *carrier*) follows
     the same path as fitting ``V`` while keeping every intermediate value
-    near 1 (data from 1e-30 to 1e30 fits in float32). ``s`` is a power of
-    two, so the rescaling is exact, and data already within [2**-10, 2**10]
-    is not copied at all. Penalties are rescaled to keep the objective the
-    same, and :meth:`objective` reports it in the original units.
+    near 1 (data from the smallest subnormal to the largest float fits).
+    ``s`` is a power of two, so the rescaling is exact, and data already
+    within [2**-10, 2**10] is not copied at all. ``initialize`` (the fit's
+    ``init``) runs on the scaled data, and then, without penalties, the
+    carrier is multiplied so that the starting product has the data's sum
+    (:func:`nmfcore._scale.match_product`): the fit of ``c V`` is ``c``
+    times the fit of ``V`` for every ``c > 0``, init and solver. Penalties
+    are rescaled to keep the objective the same, and :meth:`objective`
+    reports it in the original units (``inf`` where it exceeds the largest
+    float).
     :meth:`restore` moves the scale back (call it when the fit ends, also on
     errors).
 
@@ -55,7 +62,11 @@ class Problem:
     vmax : float, optional
         ``max(V)`` if known.
     frozen_W_columns : sequence of int, optional
-        Components whose templates ``W[:, r]`` the solvers never change.
+        Components whose templates ``W[:, r]`` the solvers never change
+        (nor ``initialize``, nor the matching of the starting product).
+    initialize : callable, optional
+        ``initialize(V_scaled)`` sets the trainable factors from the data
+        (in place), before the starting product is matched.
     mask : torch.Tensor, optional
         Non-negative weights broadcastable to ``V`` (dense): the divergence
         becomes :math:`\sum m\, d_\beta(v | \hat v)`; :meth:`terms`
@@ -76,7 +87,7 @@ class Problem:
     def __init__(self, operator: Operator, W: Tensor, H: Tensor, V: Tensor, beta: float, *, l1: float = 0.0,
                  l2: float = 0.0, continuity: float = 0.0, time_axis: Optional[int] = None,
                  vmax: Optional[float] = None, frozen_W_columns: Optional[Sequence[int]] = None,
-                 mask: Optional[Tensor] = None):
+                 initialize: Optional[Callable[[Tensor], None]] = None, mask: Optional[Tensor] = None):
         self.operator = operator
         self.mask = mask
         self.beta = beta
@@ -85,48 +96,90 @@ class Problem:
         self.trainable = tuple(n for n, p in (("W", W), ("H", H)) if p.requires_grad)
         self.time_axis = time_axis
         self.workspace = Workspace()
+        # the frozen columns are checked before anything changes (an error leaves W and H as they were)
+        cols = None
+        if frozen_W_columns is not None and "W" in self.trainable:
+            cols = torch.as_tensor(list(frozen_W_columns), dtype=torch.long)
+            if not cols.numel():
+                cols = None
+            elif int(cols.min()) < 0 or int(cols.max()) >= self.W.shape[1]:
+                raise ParameterError(f"frozen_W_columns={list(frozen_W_columns)!r} must index the "
+                                     f"{self.W.shape[1]} components of W")
+            else:
+                cols = cols.to(self.W.device)
         # the factor that carries the scale
         self.carrier = self.H if "H" in self.trainable else (self.W if "W" in self.trainable else None)
         if vmax is None:
             vmax = float((V.coalesce().values() if V.is_sparse else V).max()) if V.numel() else 0.0
-        e = math.floor(math.log2(vmax)) if vmax > 0 else 0
-        if self.carrier is None or abs(e) <= 10:
-            e = 0
-        s = self.s = 2.0 ** e
+        e = _scale.pow2_exponent(vmax) if self.carrier is not None else 0
+        self.e = e
+        self.s = _scale.pow2(e)
         if V.is_sparse:
-            V = V.coalesce()
-            if s != 1.0:
-                V = torch.sparse_coo_tensor(V.indices(), V.values() / s, V.shape, check_invariants=False).coalesce()
+            V = _scale.scale_pow2(V.coalesce(), -e)
         else:
-            V = V if s == 1.0 else V / s  # the quotient keeps V's memory layout
+            V = _scale.scale_pow2(V, -e)  # exact; the product keeps V's memory layout
             # a strided V is copied once where the updates pass over it elementwise and the
             # operator cannot write its reconstruction in V's layout (matrix products take any)
             if operator.passes_over_data(beta) and not operator.reconstructs_in_layout(V):
                 V = V.contiguous()
         self.V = V
         # objective / s**beta: penalty on the carrier scales by s**(1-beta) (L1)
-        # and s**(2-beta) (L2); on the other factor by s**(-beta).
-        sb = s ** (-beta)
-        pen = {"W": (l1 * sb, l2 * sb), "H": (l1 * sb, l2 * sb)}
+        # and s**(2-beta) (L2); on the other factor by s**(-beta) (as powers of two:
+        # s**beta overflows a float for float64 data near 1e300)
+        sb = _scale.pow2(-e * beta)
+        times = _scale.times  # 0 * inf is 0 here: an absent penalty stays absent
+        pen = {"W": (times(l1, sb), times(l2, sb)), "H": (times(l1, sb), times(l2, sb))}
         if self.carrier is not None:
             key = "H" if self.carrier is self.H else "W"
-            pen[key] = (l1 * sb * s, l2 * sb * s * s)
+            pen[key] = (times(l1, _scale.pow2(e * (1 - beta))), times(l2, _scale.pow2(e * (2 - beta))))
         self.penalty = pen
         # the continuity penalty does not change with the scale of H
-        self.continuity = continuity * sb
-        self.loss_scale = s ** beta
-        if s != 1.0:
-            self.carrier.div_(s)
-        self.frozen = {}
-        if frozen_W_columns is not None and "W" in self.trainable:
-            cols = torch.as_tensor(list(frozen_W_columns), dtype=torch.long)
-            if cols.numel():
-                if int(cols.min()) < 0 or int(cols.max()) >= self.W.shape[1]:
-                    self.restore()
-                    raise ParameterError(f"frozen_W_columns={list(frozen_W_columns)!r} must index the "
-                                         f"{self.W.shape[1]} components of W")
-                cols = cols.to(self.W.device)
-                self.frozen["W"] = (cols, self.W.index_select(1, cols))
+        self.continuity = times(continuity, sb)
+        self.loss_scale = _scale.pow2(e * beta)  # inf where the loss in V's units is not a float
+        self._start(initialize, vmax, cols, match=not (l1 or l2))
+        self.frozen = {} if cols is None else {"W": (cols, self.W.index_select(1, cols))}
+
+    def _start(self, initialize, vmax: float, cols: Optional[Tensor], match: bool) -> None:
+        """The starting factors of the rescaled problem: ``initialize`` (the fit's ``init``) on the
+        scaled data, then the carrier multiplied so that the starting product has the data's sum
+        (:func:`nmfcore._scale.match_product`): the fit of ``c V`` is ``c`` times the fit of ``V``
+        for every ``c > 0``, init and solver. Frozen columns of W keep their values in V's units.
+
+        Where the carrier is W and has frozen columns (H frozen), the fixed part of the product
+        cannot follow the data's scale: W is then divided by the exact power of two alone (the
+        frozen columns come back bit for bit in :meth:`restore`) and the product is not matched.
+        A penalised fit without ``initialize`` (not matched) divides the carrier by the same power
+        of two, so that it starts from the given product (where that stays a normal number).
+        """
+        e, carrier = self.e, self.carrier
+        kept = self.W.index_select(1, cols) if cols is not None else None
+        frozen_carrier = kept is not None and carrier is self.W
+        if initialize is not None:
+            # on the data divided by its maximum (an exact copy of V's shape for every scale c:
+            # NNDSVDa's fill with the mean is not homogeneous in V), and no overflow at 1e38;
+            # the carrier then takes that maximum back (the product is near the scaled V)
+            peak = math.ldexp(vmax, -e) if vmax > 0 else 1.0  # exact (2**1063 is no float)
+            initialize(self.V if peak == 1.0 else _scale.divide(self.V, peak))
+            if peak != 1.0 and carrier is not None:
+                carrier.mul_(peak)
+        elif frozen_carrier or (not match and carrier is not None and self._fits_scaled(carrier, -e)):
+            # the current factors in the scaled units: the frozen columns, and a penalised fit's start
+            # (not matched to the data, so a warm start stays the same product)
+            _scale.mul_pow2_(carrier, -e)
+        if kept is not None:
+            # init re-drew every column: the frozen ones go back (in the scaled units if W carries the scale)
+            self.W.index_copy_(1, cols, _scale.scale_pow2(kept, -e) if frozen_carrier else kept)
+        # the starting product takes the data's scale (exact factor, not a power of two):
+        # (penalties in V's units make the objective inhomogeneous: the start is kept then)
+        if match and not frozen_carrier:
+            _scale.match_product(self.operator, self.V, self.W, self.H, carrier, self.mask)
+
+    @staticmethod
+    def _fits_scaled(X: Tensor, e: int) -> bool:
+        """Whether ``X * 2**e`` keeps its largest entry a finite normal number of X's dtype."""
+        peak = float(X.abs().max()) if X.numel() else 0.0
+        info = torch.finfo(X.dtype)
+        return peak == 0.0 or info.tiny <= math.ldexp(peak, e) < info.max
 
     def factor(self, which: str) -> Tensor:
         """The factor ``'W'`` or ``'H'`` (rescaled), updated in place by the solvers."""
@@ -180,10 +233,13 @@ class Problem:
                 value += 0.5 * l2 * float(X.square().sum())
         if self.continuity:
             value += self.continuity * float(temporal_continuity(self.H, self.time_axis))
-        return value * self.loss_scale
+        return value * self.loss_scale if value else 0.0
 
     def restore(self) -> None:
-        """Move the scale back into the carrier (once)."""
+        """Move the scale back into the carrier (once); near the largest float, part of it goes into
+        the other factor where that one is trainable (the product is the same)."""
         if self.carrier is not None and self.s != 1.0:
-            self.carrier.mul_(self.s)
+            other = self.W if self.carrier is self.H else self.H
+            trainable = ("W" if self.carrier is self.H else "H") in self.trainable
+            _scale.restore_pow2_(self.carrier, other if trainable else None, self.e)
         self.carrier = None

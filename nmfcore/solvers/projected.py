@@ -4,7 +4,12 @@ A constrained factor takes a gradient step (the gradient is ``pos - neg``
 from the problem's parts), every component is projected onto the target
 sparseness, and the step is halved until the divergence does not increase
 (:func:`search_step`); an unconstrained factor takes the multiplicative
-update. :class:`nmfcore.trainer.SparsityProj` uses the same search.
+update. The step size is in units of ``|X| / |grad|``
+(:func:`nmfcore._scale.step_unit`), so that the fit of ``c V`` is ``c``
+times the fit of ``V``. :class:`nmfcore.trainer.SparsityProj` uses the
+same search with the optimizer's own learning rate in the parameters'
+units (a torch optimizer's ``lr``, as in torchnmf's reference), not this
+unit.
 
 References
 ----------
@@ -20,6 +25,7 @@ import torch
 
 from .. import divergence as div
 from .._hoyer import project_columns
+from .._scale import step_unit
 from .base import Solver
 
 __all__ = ["ProjectedGradient", "search_step", "STEP_SHRINK", "STEP_GROW", "STEP_TRIES"]
@@ -123,10 +129,12 @@ class ProjectedGradient(Solver):
             div.multiplicative_step(X, neg, pos, p.beta)
             return
         grad = pos - neg  # gradient of the divergence w.r.t. X
+        # step sizes in units of |X| / |grad| (scale-free: the fit of c V is c times that of V)
+        unit = step_unit(X, grad)
         old = X.clone()
 
         def trial(step):
-            X.copy_(old).sub_(grad, alpha=step)
+            X.copy_(old).sub_(grad, alpha=step * unit)
             project_columns(X, target)
 
         value, self.steps[which] = search_step(trial, p.divergence, p.divergence(), self.steps[which])
