@@ -1,15 +1,17 @@
-"""Mini-batch multiplicative updates (nmfcore.minibatch).
+"""Mini-batch multiplicative updates (nmfcore.minibatch) and data-parallel fits (nmfcore.distributed).
 
 Each test names its oracle: autograd, a slow float64 loop, full-batch MU, a
-direct sum, an uninterrupted run, the in-memory fit.
+direct sum, an uninterrupted run, the in-memory fit, a one-process fit.
 """
 
 import io
+import time
 
 import numpy as np
 import pytest
 import torch
 
+import _minibatch_worker as mw
 from nmfcore import divergence as div
 from nmfcore.exceptions import ParameterError
 from nmfcore.minibatch import (SOLVERS, MiniBatchMU, asag_mu, batch_terms, gradient_h, gradient_h_mu, gradient_w,
@@ -363,3 +365,49 @@ def test_batch_terms_equal_autograd(gen):
         div.beta_divergence(X, Hg @ Wg.t(), 1).backward()
         neg, pos = batch_terms(which, X, W, H, 1)
         torch.testing.assert_close(pos - neg, Wg.grad if which == "W" else Hg.grad)
+
+
+# ------------------------------------------------------------------ several processes
+def _spawn(tmp_path, fail_rank: int, timeout: float = 120):
+    ctx = torch.multiprocessing.get_context("spawn")
+    out = tmp_path / "out"
+    out.mkdir()
+    init = tmp_path / "init"
+    procs = [ctx.Process(target=mw.worker, args=(r, 2, str(init), str(out), fail_rank)) for r in range(2)]
+    for p in procs:
+        p.start()
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        p.join(max(deadline - time.monotonic(), 1))
+    alive = [p.pid for p in procs if p.is_alive()]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    assert not alive, f"processes {alive} hung"
+    return [torch.load(out / f"{r}.pt", weights_only=False) for r in range(2)]
+
+
+def test_two_gloo_processes_equal_one_process(tmp_path):
+    """Oracle: a one-process fit of the same frames in the same order: batch j of the one process holds
+    batch j of both processes (shuffled order, same generator seed), every solver, 3 epochs, float64."""
+    results = _spawn(tmp_path, fail_rank=-1)
+    for r in results:
+        assert "ok" in r, r.get("trace")
+    V, W, H = mw.data(2)
+    ref = mw.fit_all(V, W, H, mw.BATCH * 2, order="shuffle")
+    for rank, r in enumerate(results):
+        rows = mw.shard_rows(rank, 2)
+        for solver in SOLVERS:
+            Wp, Hp = r["ok"][solver]
+            torch.testing.assert_close(Wp, ref[solver][0], msg=f"{solver} W on process {rank}")
+            torch.testing.assert_close(Hp, ref[solver][1][rows], msg=f"{solver} H on process {rank}")
+
+
+def test_failing_process_stops_the_other(tmp_path):
+    """Oracle: the other process raises DistributedError (not a hang) when one fails on a NaN chunk."""
+    start = time.monotonic()
+    results = _spawn(tmp_path, fail_rank=1, timeout=90)
+    assert results[1]["type"] == "ParameterError" and "V must contain only finite values" in results[1]["error"]
+    assert results[0].get("type") == "DistributedError", results[0]
+    assert "another process failed" in results[0]["error"]
+    assert time.monotonic() - start < 90
