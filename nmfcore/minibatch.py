@@ -437,7 +437,9 @@ class MiniBatchMU:
     epoch : int
         Epochs run so far.
     losses : list of (int, float)
-        ``(epoch, loss)`` at every loss evaluation of :meth:`fit`.
+        ``(epoch, loss)`` at every loss evaluation of :meth:`fit`: with a
+        ``callback``, ``tol > 0`` or ``verbose`` (as :meth:`nmfcore.nmf.NMF.fit`,
+        the loss is not evaluated when nothing reads it).
 
     Shape
     -----
@@ -450,7 +452,7 @@ class MiniBatchMU:
     >>> g = torch.Generator().manual_seed(0)
     >>> V = torch.rand(200, 30, generator=g)
     >>> m = MiniBatchMU(4, solver="asag_mu", beta=1, batch_size=50, generator=0)
-    >>> m = m.fit(V, max_epochs=5, tol=0)
+    >>> m = m.fit(V, max_epochs=5, tol=1e-9)
     >>> m.W.shape, m.H.shape, m.epoch
     (torch.Size([30, 4]), torch.Size([200, 4]), 5)
     >>> m.losses[-1][1] < m.losses[0][1]
@@ -763,10 +765,12 @@ class MiniBatchMU:
                 self.losses.append((offset + n, loss))
             return callback(offset + n, loss) if callback is not None else None
 
+        # as NMF.fit: the loss (a pass over the data) is evaluated only where something reads it
+        track = callback is not None or tol > 0 or verbose
         with torch.no_grad():
             run_iterations(lambda: self._epoch(frames), lambda: self._loss(frames),
                            max_iter=max(max_epochs - offset, 0), tol=tol, check_every=check_every,
-                           callback=report, verbose=verbose, desc=self.solver)
+                           callback=report if track else None, verbose=verbose, desc=self.solver)
         return self
 
     def partial_fit(self, chunk, *, h_iter: int = 10) -> "MiniBatchMU":

@@ -151,7 +151,7 @@ def test_loss_decreases_over_epochs(gen, solver, beta):
     synthetic rank-3 data: it drops at least 5x over 30 epochs and the second half is below the first."""
     X = low_rank(gen, 120, 16, 3)
     m = MiniBatchMU(3, solver=solver, beta=beta, batch_size=20, generator=2)
-    m.fit(X, max_epochs=30, tol=0)
+    m.fit(X, max_epochs=30, tol=0, callback=lambda epoch, loss: None)
     losses = [v for _, v in m.losses]
     assert len(losses) == 31
     assert losses[-1] < losses[0] / 5
@@ -164,7 +164,8 @@ def test_resume_equals_uninterrupted_run(gen, solver):
     """Oracle: an uninterrupted run. A checkpoint saved by the callback after epoch 3 (torch.save), loaded into
     a fresh object and resumed to epoch 7 gives bit-identical factors and losses (shuffled order, random init)."""
     X = low_rank(gen, 50, 10, 3)
-    full = MiniBatchMU(3, solver=solver, beta=1, batch_size=12, forget=0.9, generator=5).fit(X, max_epochs=7, tol=0)
+    full = MiniBatchMU(3, solver=solver, beta=1, batch_size=12, forget=0.9, generator=5).fit(
+        X, max_epochs=7, tol=0, callback=lambda epoch, loss: None)
     saved = {}
     first = MiniBatchMU(3, solver=solver, beta=1, batch_size=12, forget=0.9, generator=5)
 
@@ -179,7 +180,7 @@ def test_resume_equals_uninterrupted_run(gen, solver):
     assert first.epoch == 3
     resumed = MiniBatchMU(1, generator=123)
     resumed.load_state_dict(torch.load(io.BytesIO(saved["state"]), weights_only=False))
-    resumed.fit(X, max_epochs=7, tol=0, resume=True)
+    resumed.fit(X, max_epochs=7, tol=0, resume=True, callback=lambda epoch, loss: None)
     assert resumed.epoch == 7 and resumed.solver == solver
     assert torch.equal(resumed.W, full.W)
     assert torch.equal(resumed.H, full.H)
@@ -193,7 +194,7 @@ def test_fixed_w_and_transform(gen):
     H_true = torch.rand(40, 3, generator=gen, dtype=torch.float64) + 0.1
     X = H_true @ W_true.t()
     m = MiniBatchMU(3, solver="asg_mu", beta=1, batch_size=10, generator=0)
-    m.fit(X, W=W_true, trainable_W=False, max_epochs=30, tol=0)
+    m.fit(X, W=W_true, trainable_W=False, max_epochs=30, tol=1e-12)
     assert torch.equal(m.W, W_true)
     assert m.losses[-1][1] < 1e-2 * m.losses[0][1]
     H = m.transform(X, max_iter=200)
@@ -230,7 +231,7 @@ def test_chunked_fits_equal_in_memory_fit(gen, tmp_path):
     X = low_rank(gen, 50, 10, 3, dtype=torch.float32)
     bs = 12
     ref = MiniBatchMU(3, solver="asag_mu", beta=1, batch_size=bs, order="cyclic", generator=4).fit(
-        X, max_epochs=4, tol=0)
+        X, max_epochs=4, tol=1e-12)
     chunks = list(torch.split(X, bs))
     path = tmp_path / "frames.f32"
     mm = np.memmap(path, dtype=np.float32, mode="w+", shape=tuple(X.shape))
@@ -242,7 +243,8 @@ def test_chunked_fits_equal_in_memory_fit(gen, tmp_path):
                "memmap": mm}
     for name, source in sources.items():
         m = MiniBatchMU(3, solver="asag_mu", beta=1, batch_size=bs, order="cyclic", generator=4)
-        m.fit(source, max_epochs=4, tol=0)
+        m.fit(source, max_epochs=4, tol=1e-12)
+        assert len(m.losses) == 5
         assert torch.equal(m.W, ref.W), name
         assert torch.equal(m.H, ref.H), name
         assert m.losses == ref.losses, name
