@@ -105,15 +105,32 @@ def slow_full_mu(X, W, H, beta, epochs):
 @pytest.mark.parametrize("beta", (0.5, 1.0, 2.0, 3.0))
 @pytest.mark.parametrize("batch_size,order", [(60, "cyclic"), (16, "cyclic"), (16, "shuffle")])
 def test_mu_batch_equals_full_mu(gen, beta, batch_size, order):
-    """Oracle: plain full-batch MU (H then W) as a slow float64 loop. NMF.fit is not the oracle: its MU
-    updates W before H and over-relaxes the step (divergence.multiplicative_step's relax)."""
+    """Oracle: plain full-batch MU (H then W) as a slow float64 loop, with relax=False. NMF.fit is not the
+    oracle: its MU updates W before H and over-relaxes the step (divergence.multiplicative_step's relax)."""
     X = low_rank(gen)
     W, H = factors(gen, 60, 12, 3)
-    m = MiniBatchMU(3, solver="mu_batch", beta=beta, batch_size=batch_size, order=order, generator=0)
+    m = MiniBatchMU(3, solver="mu_batch", beta=beta, batch_size=batch_size, order=order, relax=False, generator=0)
     m.fit(X, W=W, H=H, max_epochs=5, tol=0)
     Wr, Hr = slow_full_mu(X, W, H, beta, 5)
     torch.testing.assert_close(m.W, Wr)
     torch.testing.assert_close(m.H, Hr)
+
+
+def test_relaxed_mu_batch_equals_relaxed_full_mu(gen):
+    """Oracle: full-batch MU with the same over-relaxed steps (divergence.multiplicative_step with
+    nmf.MU_RELAX, H then W), written as a loop over the whole data."""
+    from nmfcore.nmf import MU_RELAX
+
+    X = low_rank(gen)
+    W, H = factors(gen, 60, 12, 3)
+    m = MiniBatchMU(3, solver="mu_batch", beta=1.5, batch_size=16, generator=0).fit(X, W=W, H=H, max_epochs=4, tol=0)
+    Wr, Hr = W.clone(), H.clone()
+    for _ in range(4):
+        div.multiplicative_step(Hr, *batch_terms("H", X, Wr, Hr, 1.5), 1.5, relax=MU_RELAX)
+        div.multiplicative_step(Wr, *batch_terms("W", X, Wr, Hr, 1.5), 1.5, relax=MU_RELAX)
+    torch.testing.assert_close(m.W, Wr)
+    torch.testing.assert_close(m.H, Hr)
+    assert not torch.allclose(Wr, slow_full_mu(X, W, H, 1.5, 4)[0])  # the relaxed steps differ from plain ones
 
 
 @pytest.mark.parametrize("solver", ("asg_mu", "asag_mu"))
@@ -121,7 +138,8 @@ def test_one_batch_is_full_mu(gen, solver):
     """Oracle: with one batch per epoch, W after every batch is W once per epoch: full MU."""
     X = low_rank(gen)
     W, H = factors(gen, 60, 12, 3)
-    m = MiniBatchMU(3, solver=solver, beta=1, batch_size=1000, generator=0).fit(X, W=W, H=H, max_epochs=4, tol=0)
+    m = MiniBatchMU(3, solver=solver, beta=1, batch_size=1000, relax=False, generator=0)
+    m.fit(X, W=W, H=H, max_epochs=4, tol=0)
     Wr, Hr = slow_full_mu(X, W, H, 1.0, 4)
     torch.testing.assert_close(m.W, Wr)
     torch.testing.assert_close(m.H, Hr)
@@ -275,6 +293,8 @@ def test_bad_settings_raise():
         MiniBatchMU(3, forget=0)
     with pytest.raises(ParameterError, match="order='random'"):
         MiniBatchMU(3, order="random")
+    with pytest.raises(ParameterError, match="relax=1"):
+        MiniBatchMU(3, relax=1)
     with pytest.raises(ParameterError, match="rank=0"):
         MiniBatchMU(0)
     with pytest.raises(ParameterError, match="max_epochs=0"):
