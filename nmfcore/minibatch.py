@@ -773,6 +773,12 @@ class MiniBatchMU:
         if resume:
             if self.W is None:
                 raise ParameterError("resume=True needs a state: fit first or load_state_dict()")
+            sizes = [h.shape[0] for h in self._H]
+            if frames.sizes is None:
+                frames.sizes = sizes  # an iterable's chunks must match the state's batches
+            elif frames.sizes != sizes:
+                raise ParameterError(f"V has batches of {frames.sizes[:3]}... frames but the state has "
+                                     f"{sizes[:3]}...: resume with the same data and batch_size")
         else:
             self._setup(frames, W, H, trainable_W, trainable_H)
         if self.parallel is not None:

@@ -268,6 +268,20 @@ def test_chunked_fits_equal_in_memory_fit(gen, tmp_path):
         assert m.losses == ref.losses, name
 
 
+def test_resume_from_chunks_equals_uninterrupted(gen):
+    """Oracle: an uninterrupted fit from the same list of chunks."""
+    chunks = list(torch.split(low_rank(gen, 40, 8, 2), 10))
+    full = MiniBatchMU(2, solver="gsag_mu", generator=1).fit(chunks, max_epochs=4, tol=0)
+    part = MiniBatchMU(2, solver="gsag_mu", generator=1).fit(chunks, max_epochs=2, tol=0)
+    again = MiniBatchMU(2).load_state_dict(part.state_dict()).fit(chunks, max_epochs=4, tol=0, resume=True)
+    assert torch.equal(again.W, full.W) and torch.equal(again.H, full.H)
+    with pytest.raises(ParameterError, match="chunk 1 has 9 frames"):
+        MiniBatchMU(2).load_state_dict(part.state_dict()).fit(
+            chunks[:1] + [chunks[1][:9]] + chunks[2:], max_epochs=4, resume=True)
+    with pytest.raises(ParameterError, match="resume with the same data and batch_size"):
+        MiniBatchMU(2).load_state_dict(part.state_dict()).fit(torch.cat(chunks)[:35], max_epochs=4, resume=True)
+
+
 def test_memmap_shuffled_equals_in_memory(gen, tmp_path):
     """Oracle: the in-memory fit; a memory-mapped array is read batch by batch in the same shuffled order."""
     X = low_rank(gen, 50, 10, 3, dtype=torch.float32)
