@@ -24,7 +24,7 @@ _MAGMA = [f"rgb({int(c[1:3], 16)},{int(c[3:5], 16)},{int(c[5:7], 16)})" for c in
 
 __all__ = [
     "to_db", "pool_time", "log_frequency_pool", "display_grid",
-    "loss_figure", "spectrogram_figure", "templates_figure", "activations_figure",
+    "loss_figure", "LOSS_VIEWS", "spectrogram_figure", "templates_figure", "activations_figure",
     "component_image", "colormap", "COLORSCALE",
 ]
 
@@ -125,23 +125,48 @@ def _layout(fig: go.Figure, *, title: str | None, height: int, margin_l: int = 6
 
 
 # ----------------------------------------------------------------- figures
+LOSS_VIEWS = {"from_first": "from the first report", "all": "all, from the start",
+              "relative": "relative to the final loss"}
+
+
 def loss_figure(iterations: Sequence[int], losses: Sequence[float], *, max_iter: int | None = None,
-                height: int = 260) -> go.Figure:
-    """Objective against iteration on a log y-axis (the live curve of a fit)."""
+                view: str = "from_first", height: int = 260) -> go.Figure:
+    """Objective against iteration on a log y-axis (the live curve of a fit).
+
+    ``view``: ``'from_first'`` leaves out the initial loss (iteration 0), which
+    is often far above the rest and flattens the curve; ``'all'`` shows every
+    report; ``'relative'`` plots ``loss / final loss - 1``, how far each report
+    is from where the fit ended. A log axis cannot show a loss of 0 (a model
+    that copies the data): such points are left out and the figure says so.
+    """
     it = np.asarray(iterations, dtype=np.int64)
     ls = np.asarray(losses, dtype=np.float64)
-    keep = np.isfinite(ls) & (ls > 0)
+    finite = np.isfinite(ls)
+    zero_at = it[finite & (ls <= 0)]
+    title = "objective (log scale)"
+    if view == "relative" and finite.any() and ls[finite][-1] > 0:
+        ls = ls / ls[finite][-1] - 1.0
+        title = "loss / final loss − 1 (log)"
+    elif view == "from_first" and (it > 0).any():
+        keep0 = it > 0
+        it, ls, finite = it[keep0], ls[keep0], finite[keep0]
+    keep = finite & (ls > 0)
     fig = go.Figure(go.Scatter(x=it[keep], y=ls[keep], mode="lines+markers", marker=dict(size=4),
                                line=dict(width=2), name="loss",
-                               hovertemplate="iteration %{x}<br>loss %{y:.4g}<extra></extra>"))
-    fig.update_yaxes(type="log", title="objective (log scale)", tickformat="~s")
+                               hovertemplate="iteration %{x}<br>%{y:.4g}<extra></extra>"))
+    fig.update_yaxes(type="log", title=title, exponentformat="power", nticks=5, automargin=True)
     xr = [0, max_iter] if max_iter else None
     fig.update_xaxes(title="iteration", range=xr)
+    if zero_at.size:
+        fig.add_annotation(text=f"loss 0 from iteration {int(zero_at[0])}: the model copies the data",
+                           showarrow=False, xref="paper", yref="paper", x=1, y=1, xanchor="right",
+                           font=dict(color="crimson"))
     if not keep.any():
-        fig.add_annotation(text="the loss appears here during a fit", showarrow=False, xref="paper", yref="paper",
-                           x=0.5, y=0.5, font=dict(color="gray"))
+        if not zero_at.size:
+            fig.add_annotation(text="the loss appears here during a fit", showarrow=False, xref="paper",
+                               yref="paper", x=0.5, y=0.5, font=dict(color="gray"))
         fig.update_yaxes(showticklabels=False)
-    return _layout(fig, title="Loss", height=height)
+    return _layout(fig, title="Loss", height=height, margin_l=70)
 
 
 def spectrogram_figure(S: np.ndarray, sr: int, hop_length: int, *, title: str, log_freq: bool = False,
@@ -226,36 +251,52 @@ def templates_figure(W: np.ndarray, sr: int, *, order: Sequence[int] | None = No
     return _layout(fig, title="Templates W", height=height)
 
 
-def _activation_rows(H: np.ndarray) -> np.ndarray:
-    """(R x frames [x ...]) or (R x shifts x frames) -> (R x frames): extra axes are summed.
+def _activation_rows(H: np.ndarray) -> tuple[np.ndarray, int]:
+    """(R x frames) or (R x shifts x frames) -> ((R * shifts) x frames, shifts).
 
-    The frame axis is the last one; any axis between the rank and the frames
-    (frequency shifts of NMF2D) is summed.
+    The frame axis is the last one. The frequency shifts of a 2-D model
+    (NMF2D) are kept, one row each under their component: summing them would
+    hide where up the spectrum each template sounds.
     """
     H = np.asarray(H, dtype=np.float64)
     if H.ndim == 1:
-        return H[None, :]
+        return H[None, :], 1
     if H.ndim == 2:
-        return H
-    return H.reshape(H.shape[0], -1, H.shape[-1]).sum(1)
+        return H, 1
+    shifts = int(np.prod(H.shape[1:-1]))
+    return H.reshape(H.shape[0] * shifts, H.shape[-1]), shifts
 
 
 def activations_figure(H: np.ndarray, sr: int, hop_length: int, *, order: Sequence[int] | None = None,
                        height: int = 320, max_frames: int = MAX_FRAMES) -> go.Figure:
-    """The activations H as a heatmap: one row per component (each scaled to its peak), time across."""
-    rows = _activation_rows(H)
-    order = list(range(rows.shape[0])) if order is None else list(order)
-    rows = rows[order]
+    """The activations H as a heatmap, time across: one row per component (each scaled to its peak),
+    or for a 2-D model one block of rows per component, a row per frequency shift (lowest at the top)."""
+    H = np.asarray(H, dtype=np.float64)
+    n_comp = H.shape[0] if H.ndim > 1 else 1
+    order = list(range(n_comp)) if order is None else list(order)
+    rows, shifts = _activation_rows(H[order] if H.ndim > 1 else H)
     pooled, factor = pool_time(rows, max_frames)
-    peak = pooled.max(1, keepdims=True)
-    Z = (pooled / np.where(peak > 0, peak, 1.0)).astype(np.float32)
+    # each component scaled to its own peak (over all its shifts)
+    blocks = pooled.reshape(len(order), shifts, -1)
+    peak = blocks.max(axis=(1, 2), keepdims=True)
+    Z = (blocks / np.where(peak > 0, peak, 1.0)).reshape(pooled.shape).astype(np.float32)
     times = (np.arange(Z.shape[1]) * factor + (factor - 1) / 2) * hop_length / sr
-    fig = go.Figure(go.Heatmap(z=Z, x=times.astype(np.float32), y=list(range(len(order))), colorscale=COLORSCALE,
+    hover = "%{x:.2f} s<br>%{z:.2f} of the peak<extra></extra>"
+    if shifts > 1:
+        custom = np.repeat(np.tile(np.arange(shifts), len(order))[:, None], Z.shape[1], axis=1)
+        hover = "%{x:.2f} s · shift %{customdata} bins<br>%{z:.2f} of the component's peak<extra></extra>"
+    else:
+        custom = None
+    fig = go.Figure(go.Heatmap(z=Z, x=times.astype(np.float32), y=list(range(Z.shape[0])), colorscale=COLORSCALE,
                                zmin=0, zmax=1, colorbar=dict(title=dict(text="rel."), thickness=12, len=0.9),
-                               hovertemplate="%{x:.2f} s<br>%{z:.2f} of the peak<extra></extra>"))
+                               customdata=custom, hovertemplate=hover))
     fig.update_xaxes(title="time (s)")
-    fig.update_yaxes(title="component", tickvals=list(range(len(order))), ticktext=[str(c) for c in order],
-                     autorange="reversed")
+    centres = [r * shifts + (shifts - 1) / 2 for r in range(len(order))]
+    fig.update_yaxes(title="component" + (" (a row per frequency shift)" if shifts > 1 else ""),
+                     tickvals=centres, ticktext=[str(c) for c in order], autorange="reversed")
+    if shifts > 1:
+        for r in range(1, len(order)):
+            fig.add_hline(y=r * shifts - 0.5, line=dict(color="white", width=1))
     return _layout(fig, title="Activations H", height=height)
 
 

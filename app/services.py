@@ -40,21 +40,26 @@ import streamlit as st
 import torch
 
 import nmfcore
+from app import teaching
 from nmfcore import audio as na
 
 __all__ = [
-    "MAX_UPLOAD_MB", "MAX_DURATION_S", "UPLOAD_TYPES", "EXAMPLE_PATH", "EXAMPLE_TITLE", "BETA_CASES",
-    "INIT_LABELS", "InputError", "SettingsError", "ModelChoice", "LoadedAudio", "ResultBundle", "FitJob",
+    "MAX_UPLOAD_MB", "UPLOAD_WIDGET_MB", "MAX_DURATION_S", "MAX_FILE_DURATION_S",
+    "MIN_DURATION_S", "UPLOAD_TYPES", "EXAMPLE_PATH", "EXAMPLE_TITLE", "BETA_CASES",
+    "INIT_LABELS", "INIT_HELP", "InputError", "SettingsError", "ModelChoice", "LoadedAudio", "ResultBundle", "FitJob",
     "models", "model_choice", "devices", "device_label", "default_settings", "beta_case", "build_settings",
-    "settings_summary", "nmfcore_version", "fit_threads", "warm_up", "example_bytes", "load_input",
-    "input_spectrogram", "result_key", "prepare_fit", "start_fit", "component_audio", "component_order",
-    "component_centroids", "component_pitches", "component_label", "auto_assignment", "groups_from_assignment", "source_audio", "export_zip",
+    "settings_summary", "nmf2d_shifts", "nmf2d_kernel", "fit_description", "nmfcore_version", "fit_threads", "warm_up", "example_bytes", "load_input",
+    "segment", "input_spectrogram", "fit_problem", "progress_text", "reproduces_exactly", "result_key", "prepare_fit", "start_fit", "component_audio", "component_order",
+    "component_centroids", "component_pitches", "component_label", "auto_assignment", "groups_from_assignment", "source_audio", "export_zip", "download_name",
     "evaluate_references",
 ]
 
 # ------------------------------------------------------------------ limits
-MAX_UPLOAD_MB = 20                 # per file, enforced by the uploader and again here
-MAX_DURATION_S = 60.0              # longer recordings are refused with a message
+MAX_UPLOAD_MB = 20                 # per file (checked here, so that the page can say why a file is refused)
+UPLOAD_WIDGET_MB = 200             # the uploader's own limit: beyond it the browser refuses the file
+MAX_DURATION_S = 60.0              # the longest fit; of a longer recording the page fits a segment
+MAX_FILE_DURATION_S = 1800.0       # longer files are refused (decoding them would take too much memory)
+MIN_DURATION_S = 0.1               # shorter recordings are refused at upload
 UPLOAD_TYPES = ("wav", "flac", "ogg", "mp3")
 MAX_REFERENCES = 8
 EXAMPLE_PATH = Path(__file__).resolve().parents[1] / "assets" / "example.wav"
@@ -68,11 +73,12 @@ BETA_CASES: dict[str, tuple[str, float | None]] = {
     "is": ("Itakura-Saito (β = 0)", 0.0),
     "custom": ("Other value", None),
 }
-INIT_LABELS = {
-    "nndsvda": "NNDSVDa (SVD-based, zeros filled with the mean)",
-    "nndsvd": "NNDSVD (SVD-based, sparse)",
-    "nndsvdar": "NNDSVDar (SVD-based, zeros filled with small random values)",
-    "random": "random (seeded)",
+INIT_LABELS = {"nndsvda": "NNDSVDa", "nndsvd": "NNDSVD", "nndsvdar": "NNDSVDar", "random": "Random (seeded)"}
+INIT_HELP = {
+    "nndsvda": "NNDSVDa: from the spectrogram's singular vectors, zeros filled with the mean.",
+    "nndsvd": "NNDSVD: from the singular vectors, zeros kept (sparse start).",
+    "nndsvdar": "NNDSVDar: from the singular vectors, zeros filled with small random values.",
+    "random": "Random: a seeded random draw.",
 }
 
 
@@ -81,7 +87,14 @@ class InputError(ValueError):
 
 
 class SettingsError(InputError):
-    """Settings the engine refuses (the message names the setting)."""
+    """Settings the engine refuses; :attr:`setting` names the one at fault (None if unknown)."""
+
+    def __init__(self, message: str, setting: str | None = None):
+        super().__init__(message)
+        if setting is None:  # the engine's messages start with "name=value ..."
+            head = message.split("=", 1)[0].strip()
+            setting = head if head.isidentifier() else None
+        self.setting = setting
 
 
 # ---------------------------------------------------------------- registry
@@ -98,23 +111,7 @@ class ModelChoice:
     uses_beta: bool
     inits: tuple[str, ...]    # initialisations the model supports (empty: none apply)
     continuity: bool = False  # whether the engine accepts a temporal continuity weight for it
-
-
-def _kernel_dims(spec: Any) -> int:
-    """0 (no kernel), 1 (frames) or 2 ((frequency, time) shifts), from the spec's layout."""
-    layout = getattr(spec, "layout", None)
-    dims = getattr(layout, "kernel_ndim", None)
-    if dims is not None:
-        return int(dims)
-    return 1 if getattr(spec, "convolutive", False) else 0
-
-
-def _uses_beta(spec: Any) -> bool:
-    """Whether the beta picker applies (the EM models, PLCA and kin, have no beta and no init)."""
-    explicit = getattr(spec, "uses_beta", None)
-    if explicit is not None:
-        return bool(explicit)
-    return bool(getattr(spec, "init_methods", True))
+    defaults: dict = dataclasses.field(default_factory=dict, compare=False)  # settings the model starts from
 
 
 def _accepts_continuity(name: str) -> bool:
@@ -128,18 +125,11 @@ def _accepts_continuity(name: str) -> bool:
 
 def models() -> list[ModelChoice]:
     """Every model nmfcore offers for spectrograms, in registry order (built from ``MODELS``)."""
-    out = []
-    for name, spec in na.MODELS.items():
-        inits = getattr(spec, "init_methods", None)
-        inits = tuple(INIT_LABELS) if inits is None else tuple(inits)
-        out.append(ModelChoice(
-            name=name, label=getattr(spec, "label", name) or name,
-            description=getattr(spec, "description", "") or "",
-            convolutive=bool(getattr(spec, "convolutive", False)),
-            kernel_help=getattr(spec, "kernel_help", "") or "",
-            kernel_dims=_kernel_dims(spec), uses_beta=_uses_beta(spec), inits=inits,
-            continuity=_accepts_continuity(name)))
-    return out
+    return [ModelChoice(name=name, label=spec.label, description=spec.description, convolutive=spec.convolutive,
+                        kernel_help=spec.kernel_help, kernel_dims=spec.layout.kernel_ndim,
+                        uses_beta=spec.beta_divergence, inits=tuple(spec.init_methods),
+                        continuity=_accepts_continuity(name), defaults=dict(spec.defaults))
+            for name, spec in na.MODELS.items()]
 
 
 def model_choice(name: str) -> ModelChoice:
@@ -184,7 +174,8 @@ def build_settings(*, model: str, rank: int, beta: float, n_iter: int, tol: floa
                    device: str, continuity: float = 0.0) -> Any:
     """A frozen ``SeparationSettings`` from the picker's values (SettingsError if refused)."""
     if hop_length > n_fft:
-        raise SettingsError(f"hop size {hop_length} must not exceed the STFT size {n_fft}")
+        raise SettingsError(f"the hop ({hop_length}) must not be larger than the STFT size ({n_fft})",
+                            setting="hop_length")
     try:
         return dataclasses.replace(
             na.SeparationSettings(), model=model, rank=int(rank), beta=float(beta), n_iter=int(n_iter),
@@ -205,6 +196,31 @@ def settings_summary(settings: Any) -> str:
             f"STFT {settings.n_fft}/{settings.hop_length}, {settings.device}")
 
 
+def nmf2d_shifts(kernel_size: Any, n_fft: int) -> int:
+    """How many frequency shifts a 2-D patch of ``kernel_size = (bins, frames)`` has in an ``n_fft`` STFT."""
+    kf = kernel_size[0] if isinstance(kernel_size, (tuple, list)) else int(kernel_size)
+    return int(n_fft) // 2 + 1 - int(kf) + 1
+
+
+def nmf2d_kernel(shifts: int, frames: int, n_fft: int) -> tuple[int, int]:
+    """The 2-D patch ``(bins, frames)`` with ``shifts`` frequency shifts in an ``n_fft`` STFT."""
+    return max(1, int(n_fft) // 2 + 1 - int(shifts) + 1), int(frames)
+
+
+def fit_description(settings: Any) -> teaching.FitDescription:
+    """What "How it works" explains, from the settings and the solver the engine runs for them."""
+    spec = na.MODELS[settings.model]
+    kernel = settings.kernel()
+    return teaching.FitDescription(
+        model=settings.model, label=spec.label, beta=float(settings.beta) if spec.beta_divergence else None,
+        solver=na.fit_solver(settings.model, settings.beta, device=settings.device,
+                             sparsity_H=settings.sparsity_H, continuity=settings.continuity),
+        kernel_dims=spec.layout.kernel_ndim, kernel=tuple(kernel),
+        shifts=nmf2d_shifts(kernel, settings.n_fft) if len(kernel) == 2 else None,
+        sparsity_H=settings.sparsity_H, continuity=float(settings.continuity),
+        mask_power=float(settings.mask_power), power=float(settings.power), device=settings.device)
+
+
 def nmfcore_version() -> str:
     return nmfcore.__version__
 
@@ -214,7 +230,7 @@ def fit_threads() -> int:
 
     The server shares the machine with the page thread, other sessions and
     often the browser; on a 2-core laptop two OpenMP threads spin-wait on
-    each other and a 1-second fit can take ten (measured), one thread does not.
+    each other and a short fit becomes many times slower, one thread does not.
     """
     env = os.environ.get("NMFCORE_APP_THREADS", "")
     if env.isdigit() and int(env) > 0:
@@ -260,6 +276,8 @@ class LoadedAudio:
     mime: str
     y: np.ndarray
     sr: int
+    start: float = 0.0          # where this audio starts in the file, s (a segment of a longer file)
+    total: float | None = None  # the whole file's duration, s, when this is a segment of it
 
     @property
     def channels(self) -> int:
@@ -269,58 +287,147 @@ class LoadedAudio:
     def duration(self) -> float:
         return self.y.shape[1] / self.sr
 
+    @property
+    def silent(self) -> bool:
+        return not np.any(self.y)
+
+    @property
+    def too_long(self) -> bool:
+        """Longer than a fit may be: the page asks for a segment."""
+        return self.duration > MAX_DURATION_S + 1e-6
+
     def describe(self) -> str:
         ch = "mono" if self.channels == 1 else f"{self.channels} channels"
-        return f"{self.duration:.1f} s · {self.sr} Hz · {ch}"
+        part = "" if self.total is None else (f" · {self.start:.1f}–{self.start + self.duration:.1f} s of "
+                                               f"{_minutes(self.total)}")
+        return f"{self.duration:.1f} s{part} · {self.sr} Hz · {ch}"
 
 
 def example_bytes() -> bytes:
     return EXAMPLE_PATH.read_bytes()
 
 
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} minutes"
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
 def load_input(data: bytes, name: str) -> LoadedAudio:
     """Decode an uploaded (or the bundled) file, enforcing the page's limits.
 
-    Raises InputError with a message naming the problem: empty file, too
-    large, unsupported type, undecodable, too long.
+    Raises InputError with a message for the page, in the user's words:
+    empty file, too large, unsupported type, not audio, too short, longer
+    than a file may be. A recording longer than :data:`MAX_DURATION_S` loads
+    (up to :data:`MAX_FILE_DURATION_S`): the page fits a segment of it
+    (:func:`segment`).
     """
     suffix = Path(name).suffix.lower().lstrip(".")
     if suffix not in UPLOAD_TYPES:
-        raise InputError(f"{name}: unsupported file type; use one of {', '.join(UPLOAD_TYPES)}.")
+        raise InputError(f"{name} is not a recording the app can read: use a {', '.join(UPLOAD_TYPES[:-1])} "
+                         f"or {UPLOAD_TYPES[-1]} file.")
     if not data:
         raise InputError(f"{name} is empty (0 bytes).")
     size_mb = len(data) / 2**20
     if size_mb > MAX_UPLOAD_MB:
-        raise InputError(f"{name} is {size_mb:.1f} MB; the upload limit is {MAX_UPLOAD_MB} MB.")
+        raise InputError(f"{name} is {size_mb:.1f} MB; files up to {MAX_UPLOAD_MB} MB can be used.")
     try:
-        y, sr = na.load_audio(data, max_duration=MAX_DURATION_S)
-    except na.AudioError as exc:
-        raise InputError(f"Could not use {name}: {exc}") from None
-    except Exception as exc:  # a decoder failing in an unexpected way is still a bad file, not a crash
-        raise InputError(f"Could not decode {name} as audio ({type(exc).__name__}: {exc}).") from None
+        y, sr = na.load_audio(data, max_duration=MAX_FILE_DURATION_S)
+    except Exception as exc:  # AudioError or a decoder failing in its own way: a bad file, not a crash
+        if isinstance(exc, na.AudioError) and "max_duration" in str(exc):
+            raise InputError(f"{name} is longer than {_minutes(MAX_FILE_DURATION_S)}: cut it to the part you "
+                             "want to separate first.") from None
+        raise InputError(f"{name} could not be read as audio: the file is damaged, or it is not really a "
+                         f"{suffix} file.") from None
     y = torch.as_tensor(y).detach().to("cpu", torch.float32)
     if y.ndim != 2 or y.shape[1] == 0:
         raise InputError(f"{name} holds no audio samples.")
-    if y.shape[1] / sr > MAX_DURATION_S + 1e-6:  # in case the loader does not enforce it
-        raise InputError(f"{name} is {y.shape[1] / sr:.1f} s long; the limit is {MAX_DURATION_S:g} s.")
+    if y.shape[1] / sr < MIN_DURATION_S:
+        raise InputError(f"{name} is only {y.shape[1] / sr:.2f} s long; a recording needs at least "
+                         f"{MIN_DURATION_S:g} s to be separated.")
     if not torch.isfinite(y).all():
-        raise InputError(f"{name} contains NaN or infinite samples.")
+        raise InputError(f"{name} contains invalid samples (NaN or infinite values).")
     return LoadedAudio(name=name, digest=hashlib.sha256(data).hexdigest(), data=data,
                        mime=_MIME.get(suffix, "audio/wav"), y=y.numpy(), sr=int(sr))
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def input_spectrogram(data: bytes, name: str, n_fft: int, hop_length: int) -> np.ndarray:
-    """Magnitude spectrogram (freq x frames) of the mono mix, for display before a fit."""
+@st.cache_data(max_entries=8, show_spinner=False)
+def segment(data: bytes, name: str, start: float, length: float) -> LoadedAudio:
+    """The part ``[start, start + length)`` seconds of a recording (at most :data:`MAX_DURATION_S`),
+    as a recording of its own: its player, fit and results are the segment's."""
     audio = load_input(data, name)
-    y = torch.from_numpy(audio.y).mean(0)
-    n_fft = min(int(n_fft), max(16, y.shape[0]))
-    X = torch.stft(y, n_fft, int(hop_length), window=torch.hann_window(n_fft), return_complex=True)
-    return X.abs().numpy()
+    length = min(float(length), MAX_DURATION_S)
+    a = max(0, min(int(round(float(start) * audio.sr)), audio.y.shape[1] - 1))
+    b = min(audio.y.shape[1], a + int(round(length * audio.sr)))
+    if (b - a) / audio.sr < MIN_DURATION_S:
+        raise InputError(f"the segment from {start:g} s is shorter than {MIN_DURATION_S:g} s; start earlier.")
+    y = np.ascontiguousarray(audio.y[:, a:b])
+    wav = _wav(torch.from_numpy(y), audio.sr)
+    digest = hashlib.sha256(f"{audio.digest}:{a}:{b}".encode()).hexdigest()
+    return LoadedAudio(name=name, digest=digest, data=wav, mime="audio/wav", y=y, sr=audio.sr,
+                       start=a / audio.sr, total=audio.duration)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def input_spectrogram(data: bytes, name: str, n_fft: int, hop_length: int, window: str = "hann",
+                      power: float = 1.0) -> np.ndarray:
+    """The spectrogram (freq x frames) the fit would factorise (the engine's STFT of the mono mix)."""
+    audio = load_input(data, name)
+    return na.spectrogram(torch.from_numpy(audio.y).mean(0), n_fft=int(n_fft), hop_length=int(hop_length),
+                          window=window, power=power).numpy()
 
 
 # ---------------------------------------------------------------------- fit
+def fit_problem(audio: LoadedAudio, settings: Any) -> str | None:
+    """Why these settings cannot be fitted to this recording (in the user's words), or None."""
+    n = audio.y.shape[1]
+    if n < settings.n_fft:
+        return (f"The recording is {audio.duration:.2f} s long, shorter than one STFT window "
+                f"({settings.n_fft} samples = {settings.n_fft / audio.sr:.2f} s at {audio.sr} Hz): choose a "
+                "smaller STFT size under More settings.")
+    kernel = settings.kernel()
+    frames = na.spectral.n_frames(n, settings.hop_length)
+    if len(kernel) >= 1 and kernel[-1] > frames:
+        return (f"The recording has {frames} STFT frames, fewer than the {kernel[-1]} frames of each pattern: "
+                "choose a shorter kernel or a smaller hop.")
+    if len(kernel) == 2 and kernel[0] < 1:
+        return "More frequency shifts than the spectrogram has bins: choose fewer shifts."
+    return None
+
+
+def progress_text(job: "FitJob") -> str:
+    """The progress line of a running fit.
+
+    The engine reports the loss every few iterations; in between, the
+    iteration is estimated from the pace of the last reports (marked ≈), so
+    the line moves at least every second even when an iteration is slow.
+    """
+    n_iter = job.settings.n_iter
+    last = job.last
+    if last is None:
+        text = "starting…"
+    else:
+        it = last[0]
+        if len(job.losses) >= 2 and not job.stop_requested:
+            (i0, _), t0, t1 = job.losses[-2], job.times[-2], job.times[-1]
+            if it > i0 and t1 > t0:
+                guess = int(it + (it - i0) / (t1 - t0) * (job.elapsed - t1))
+                guess = min(n_iter, guess, it + (it - i0) - 1)
+                if guess > it:
+                    it = guess
+        text = f"iteration {'≈' if it != last[0] else ''}{it} / {n_iter} · loss {last[1]:.4g}"
+    if job.phase == "finishing":
+        text = "masks, inverse STFT and grouping… " + text
+    if job.stop_requested:
+        text = "stopping… " + text
+    return text
+
+
+def reproduces_exactly(bundle: "ResultBundle") -> bool:
+    """Whether a fit of real (non-silent) audio reached a loss of 0: the factors copied the data."""
+    losses = bundle.losses
+    return bool(losses) and len(losses) > 1 and losses[-1][1] <= 0.0 and float(np.max(bundle.separation.spectrogram)) > 0
+
+
 def result_key(audio: LoadedAudio, settings: Any) -> str:
     """Cache key of a fit: SHA-256 over the audio bytes' digest and every setting."""
     payload = json.dumps({"audio": audio.digest, "settings": settings.to_dict()}, sort_keys=True, default=str)
@@ -451,7 +558,7 @@ class FitJob:
             self.phase = "finishing"
             self.result = _bundle(self, sep, self.n_sources, stopped)
         except Exception as exc:  # reported on the page; the app keeps working
-            self.error = f"{type(exc).__name__}: {exc}"
+            self.error = str(exc) or type(exc).__name__
         finally:
             self._y = None
             self.phase = "done"
@@ -636,28 +743,34 @@ def evaluate_references(bundle: ResultBundle, assignment: tuple[int, ...], n_sou
         refs.append(y.contiguous())
     groups = groups_from_assignment(assignment, n_sources)
     estimates = sep.sources(groups).to("cpu", torch.float32)
-    report = na.evaluate(estimates, torch.stack(refs), names=[n for n, _ in references])
-    perm = list(report.get("permutation", range(len(references))))
+    ref_names = [n for n, _ in references]
+    refs = torch.stack(refs)
+    report = na.evaluate(estimates, refs, names=ref_names)
+    # the baseline: the mixture itself as every reference's estimate (what doing nothing scores)
+    floor = na.evaluate(mix.to("cpu", torch.float32)[None].expand(len(refs), -1, -1).contiguous(), refs,
+                        names=ref_names)
+    metrics = [("si_sdr", "SI-SDR")] + [(k, k.upper()) for k in ("sdr", "sir", "sar") if k in report]
     rows = []
-    for j, (name, _) in enumerate(references):
-        est = perm[j] if j < len(perm) else None
-        row = {"reference": name,
-               "matched source": names[est] if est is not None and 0 <= est < len(names) else "—",
-               "SI-SDR (dB)": _pick(report.get("si_sdr"), j, name)}
-        if report.get("sdr") is not None:
-            row["SDR (dB)"] = _pick(report.get("sdr"), j, name)
+    for j, name in enumerate(ref_names):
+        est = report["permutation"][j]
+        row = {"reference": name, "matched source": names[est] if 0 <= est < len(names) else "—"}
+        for key, label in metrics:
+            row[f"{label} (dB)"] = _rounded(report[key][j])
+            if key in ("si_sdr", "sdr"):
+                base = _rounded(floor[key][j]) if key in floor else None
+                row[f"mixture {label} (dB)"] = base
+                row[f"{label} gain (dB)"] = (None if base is None or row[f"{label} (dB)"] is None
+                                             else round(row[f"{label} (dB)"] - base, 2))
         rows.append(row)
     return rows
 
 
-def _pick(values: Any, j: int, name: str) -> float | None:
-    """Entry j of a per-reference metric given as a list/array or a dict keyed by name."""
-    if values is None:
-        return None
-    if isinstance(values, dict):
-        v = values.get(name)
-    else:
-        v = list(np.asarray(values, dtype=np.float64).ravel())[j]
-    if v is None or not np.isfinite(float(v)):
-        return None
-    return round(float(v), 2)
+def _rounded(value: float) -> float | None:
+    """A metric for the table: rounded to 0.01 dB, None where it is not finite (an unmatched reference)."""
+    value = float(value)
+    return round(value, 2) if np.isfinite(value) else None
+
+
+def download_name(audio_name: str, part: str, suffix: str = ".wav") -> str:
+    """A download's file name from the recording's and the part's: ``song_Source_1.wav``."""
+    return f"{_stem_name(Path(audio_name).stem)}_{_stem_name(part)}{suffix}"

@@ -19,7 +19,8 @@ import streamlit as st
 __all__ = ["Keys", "init", "keep_widget_values", "get", "set_value", "results", "remember_result", "find_result",
            "shown_key", "set_shown_key", "job", "set_job", "request_run", "take_run_request", "fits_started",
            "count_fit",
-           "assignment_key", "assignments", "set_assignments", "assignment_owner",
+           "assignment_key", "assignments", "set_assignments", "sources_wanted", "set_sources_wanted", "model_applied",
+           "set_model_applied", "assignment_owner",
            "set_assignment_owner", "message", "set_message", "pop_message"]
 
 MAX_RESULTS = 4  # fitted results kept per session (the oldest is dropped first)
@@ -55,10 +56,14 @@ class Keys:
     SORT_COMPONENTS = "sort_components"
     N_SOURCES = "n_sources"
     TAB = "results_tab"              # the open results tab (tabs run lazily)
+    LOSS_VIEW = "loss_view"          # "from_first" | "all" | "relative"
+    SEG_START = "segment_start"      # start (s) of the part of a long recording to separate
+    SEG_LENGTH = "segment_length"    # its length (s)
     # buttons
     RUN = "run"
     STOP = "stop"
     AUTO_GROUP = "auto_group"
+    RESET = "reset_settings"
     # internal (not widgets)
     RESULTS = "_results"             # OrderedDict result key -> ResultBundle
     SHOWN = "_shown_key"             # key of the result on display
@@ -67,6 +72,8 @@ class Keys:
     ASSIGN_OWNER = "_assign_owner"   # result key the component assignments belong to
     MESSAGE = "_message"             # (level, text) to show once after a rerun
     RUN_REQUEST = "_run_request"     # Run was clicked; the page starts the fit in this run
+    SOURCES_WANTED = "_sources_wanted"  # sources the user asked for (a rank-1 result shows fewer)
+    MODEL_APPLIED = "_model_applied"    # the model whose own defaults the settings were last set from
 
 
 def init(defaults: Mapping[str, Any]) -> None:
@@ -82,7 +89,8 @@ def init(defaults: Mapping[str, Any]) -> None:
             ss[key] = value
     for key, factory in ((Keys.RESULTS, OrderedDict), (Keys.SHOWN, lambda: None), (Keys.JOB, lambda: None),
                          (Keys.FITS, lambda: 0), (Keys.ASSIGN_OWNER, lambda: None),
-                         (Keys.MESSAGE, lambda: None), (Keys.RUN_REQUEST, lambda: False)):
+                         (Keys.MESSAGE, lambda: None), (Keys.RUN_REQUEST, lambda: False),
+                         (Keys.SOURCES_WANTED, lambda: None), (Keys.MODEL_APPLIED, lambda: None)):
         if key not in ss:
             ss[key] = factory()
 
@@ -92,7 +100,8 @@ def init(defaults: Mapping[str, Any]) -> None:
 # unless they are written back before the widget is created.
 PERSISTENT = (Keys.MODEL, Keys.RANK, Keys.BETA_CASE, Keys.BETA_VALUE, Keys.N_ITER, Keys.TOL, Keys.KERNEL_T,
               Keys.KERNEL_F, Keys.SPARSE_ON, Keys.SPARSITY, Keys.INIT, Keys.SEED, Keys.N_FFT, Keys.HOP,
-              Keys.DEVICE, Keys.LOG_FREQ, Keys.TOP_DB, Keys.SORT_COMPONENTS, Keys.N_SOURCES)
+              Keys.DEVICE, Keys.LOG_FREQ, Keys.TOP_DB, Keys.SORT_COMPONENTS, Keys.N_SOURCES, Keys.LOSS_VIEW,
+              Keys.SEG_START, Keys.SEG_LENGTH, Keys.CONTINUITY)
 
 
 def keep_widget_values() -> None:
@@ -192,6 +201,23 @@ def set_assignments(values: list[int]) -> None:
     while assignment_key(i) in ss:
         del ss[assignment_key(i)]
         i += 1
+
+
+def sources_wanted() -> int | None:
+    """The number of sources the user last chose (None: not chosen yet)."""
+    return st.session_state[Keys.SOURCES_WANTED]
+
+
+def set_sources_wanted(n: int) -> None:
+    st.session_state[Keys.SOURCES_WANTED] = int(n)
+
+
+def model_applied() -> str | None:
+    return st.session_state[Keys.MODEL_APPLIED]
+
+
+def set_model_applied(name: str) -> None:
+    st.session_state[Keys.MODEL_APPLIED] = name
 
 
 def assignment_owner() -> str | None:

@@ -27,41 +27,88 @@ from app.state import Keys  # noqa: E402
 POLL_S = 0.1           # how often the page looks at a running fit (and updates the progress bar)
 REDRAW_S = 0.6         # how often the live loss chart is redrawn (a plotly redraw is the browser's heaviest work)
 CARDS_KEY = "component_cards"
-CARD_MIN_PX = 200      # narrowest component card; the grid fits as many as the page width allows
+CARD_MIN_PX = 300      # narrowest component card (room for the player's seek bar); as many as fit
+FAVICON = Path(__file__).resolve().parent / "favicon.png"  # bundled: nothing is fetched at run time
 PLOT_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
 
 
 # ------------------------------------------------------------------ defaults
-def initial_values() -> dict:
+def _general_defaults() -> dict:
     """Initial value of every settings and display widget (settings from the engine's defaults)."""
     s = services.default_settings()
-    k = s.kernel_size
-    kt, kf = (k[-1], k[0]) if isinstance(k, (tuple, list)) else (k, k)
     return {
         Keys.MODEL: s.model, Keys.RANK: int(s.rank), Keys.BETA_CASE: services.beta_case(s.beta),
         Keys.BETA_VALUE: float(s.beta) if services.beta_case(s.beta) == "custom" else 0.5,
         Keys.N_ITER: int(s.n_iter), Keys.TOL: float(s.tol),
-        Keys.KERNEL_T: int(kt) if int(kt) > 1 else 4, Keys.KERNEL_F: int(kf) if int(kf) > 1 else 16,
+        Keys.KERNEL_T: 4, Keys.KERNEL_F: 4,
         Keys.SPARSE_ON: s.sparsity_H is not None,
         Keys.SPARSITY: float(s.sparsity_H) if s.sparsity_H is not None else 0.5,
         Keys.CONTINUITY: float(s.continuity),
         Keys.INIT: s.init, Keys.SEED: int(s.seed), Keys.N_FFT: int(s.n_fft), Keys.HOP: int(s.hop_length),
         Keys.DEVICE: s.device,
         Keys.LOG_FREQ: True, Keys.TOP_DB: 80, Keys.SORT_COMPONENTS: True, Keys.N_SOURCES: 2,
+        Keys.LOSS_VIEW: "from_first", Keys.SEG_START: 0.0, Keys.SEG_LENGTH: float(services.MAX_DURATION_S),
     }
+
+
+def model_values(choice) -> dict:
+    """The widget values a model starts from: the general defaults overridden by the model's own
+    (``ModelSpec.defaults``); a 2-D kernel is shown as frequency shifts and frames."""
+    general = _general_defaults()
+    d = choice.defaults
+    out = {Keys.RANK: int(d.get("rank", general[Keys.RANK])), Keys.N_ITER: int(d.get("n_iter", general[Keys.N_ITER])),
+           Keys.N_FFT: int(d.get("n_fft", general[Keys.N_FFT])), Keys.HOP: int(d.get("hop_length", general[Keys.HOP])),
+           Keys.KERNEL_T: general[Keys.KERNEL_T], Keys.KERNEL_F: general[Keys.KERNEL_F]}
+    if "kernel_size" in d:
+        k = d["kernel_size"]
+        if choice.kernel_dims == 2:
+            out[Keys.KERNEL_F] = services.nmf2d_shifts(k, out[Keys.N_FFT])
+            out[Keys.KERNEL_T] = int(k[-1])
+        else:
+            out[Keys.KERNEL_T] = int(k[-1] if isinstance(k, (tuple, list)) else k)
+    return out
+
+
+def initial_values() -> dict:
+    values = _general_defaults()
+    choice = services.model_choice(values[Keys.MODEL])
+    values.update(model_values(choice))
+    return values
+
+
+_DEFAULT_KEYS = {"rank": (Keys.RANK,), "n_iter": (Keys.N_ITER,), "n_fft": (Keys.N_FFT,), "hop_length": (Keys.HOP,),
+                 "kernel_size": (Keys.KERNEL_F, Keys.KERNEL_T)}
+
+
+def _on_model_change() -> None:
+    """A newly chosen model starts from its own defaults (kernel, rank, STFT); settings that only the
+    previous model's defaults had changed go back to the general defaults. The others stay as they are."""
+    new = services.model_choice(state.get(Keys.MODEL))
+    previous = state.model_applied()
+    names = set(new.defaults) | set(services.model_choice(previous).defaults if previous else ())
+    values = model_values(new)
+    for name in names:
+        for key in _DEFAULT_KEYS.get(name, ()):
+            state.set_value(key, values[key])
+    state.set_model_applied(new.name)
 
 
 # ------------------------------------------------------------------ sidebar
 def settings_sidebar():
     """The model and fit settings; returns frozen settings, or None with an error shown."""
     sb = st.sidebar
-    sb.header("Model and fit")
+    head, reset = sb.columns([3, 2], vertical_alignment="bottom")
+    head.header("Model and fit")
+    # (drawn first: it also brings the buttons' code to the browser before the Run button needs it)
+    reset.button("Reset", key=Keys.RESET, on_click=_reset_settings, icon=":material/restart_alt:",
+                 help="Every setting back to the chosen model's starting values.")
     choices = services.models()
     by_name = {m.name: m for m in choices}
     if state.get(Keys.MODEL) not in by_name:
         state.set_value(Keys.MODEL, choices[0].name)
     sb.selectbox("Model", list(by_name), key=Keys.MODEL, format_func=lambda n: by_name[n].label,
-                 help="Every spectrogram model nmfcore offers.")
+                 help="Every spectrogram model nmfcore offers; choosing one sets the settings it starts from.",
+                 on_change=_on_model_change)
     spec = by_name[state.get(Keys.MODEL)]
     if spec.description:
         sb.caption(spec.description)
@@ -88,14 +135,23 @@ def settings_sidebar():
     if spec.kernel_dims:
         if spec.kernel_dims >= 2:
             k1, k2 = sb.columns(2)
-            k1.number_input("Frequency shifts", min_value=1, max_value=48, key=Keys.KERNEL_F)
-            k2.number_input("Time shifts", min_value=1, max_value=32, key=Keys.KERNEL_T)
-            kernel = (int(state.get(Keys.KERNEL_F)), int(state.get(Keys.KERNEL_T)))
+            n_bins = int(state.get(Keys.N_FFT)) // 2 + 1
+            if int(state.get(Keys.KERNEL_F)) > n_bins:
+                state.set_value(Keys.KERNEL_F, n_bins)
+            k1.number_input("Frequency shifts", min_value=1, max_value=n_bins, key=Keys.KERNEL_F,
+                            help="How many positions, one frequency bin apart, each template can take.")
+            k2.number_input("Frames per patch", min_value=1, max_value=32, key=Keys.KERNEL_T,
+                            help="How many STFT frames each template spans.")
+            kernel = services.nmf2d_kernel(state.get(Keys.KERNEL_F), state.get(Keys.KERNEL_T), state.get(Keys.N_FFT))
+            sb.caption(f"Each component is a patch of {kernel[0]} frequency bins × {kernel[1]} frames that can "
+                       f"sound at {int(state.get(Keys.KERNEL_F))} positions up the spectrum. Few shifts keep the "
+                       "parts meaningful and the fit fast; many shifts let the activations copy the spectrogram.")
         else:
             sb.number_input("Kernel size (frames)", min_value=1, max_value=32, key=Keys.KERNEL_T)
             kernel = int(state.get(Keys.KERNEL_T))
-        if spec.kernel_help:
-            sb.caption(spec.kernel_help)
+            if spec.kernel_help:
+                sb.caption(spec.kernel_help)
+    main_errors = sb.empty()
 
     with sb.expander("More settings"):
         st.toggle("Sparse activations", key=Keys.SPARSE_ON,
@@ -105,17 +161,19 @@ def settings_sidebar():
         elif spec.continuity:
             st.slider("Temporal continuity", 0.0, 1.0, step=0.05, key=Keys.CONTINUITY,
                       help="Penalise frame-to-frame jumps of every activation (Virtanen 2007), so that a "
-                           "component follows a sound that lasts. 0 is off; 0.1 separated the development "
-                           "mixtures best (bench/separation.py, setting K).")
+                           "component follows a sound that lasts. 0 is off; a small weight smooths the "
+                           "activations, a large one makes them too slow to follow notes.")
         if spec.inits:
             if state.get(Keys.INIT) not in spec.inits:
                 state.set_value(Keys.INIT, spec.inits[0])
             st.selectbox("Initialisation", list(spec.inits), key=Keys.INIT,
-                         format_func=lambda i: services.INIT_LABELS.get(i, i))
+                         format_func=lambda i: services.INIT_LABELS.get(i, i),
+                         help=" ".join(services.INIT_HELP[i] for i in spec.inits if i in services.INIT_HELP))
         st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key=Keys.SEED)
         f1, f2 = st.columns(2)
         f1.selectbox("STFT size", [512, 1024, 2048, 4096], key=Keys.N_FFT)
         f2.selectbox("Hop", [128, 256, 512, 1024], key=Keys.HOP)
+        stft_errors = st.empty()
         devices = services.devices()
         if state.get(Keys.DEVICE) not in devices:
             state.set_value(Keys.DEVICE, devices[0])
@@ -131,23 +189,74 @@ def settings_sidebar():
             sparsity_H=sparsity, n_fft=state.get(Keys.N_FFT), hop_length=state.get(Keys.HOP),
             device=state.get(Keys.DEVICE), continuity=continuity)
     except services.SettingsError as exc:
-        sb.error(f"Settings not valid: {exc}")
+        # next to the setting it names: the STFT's in "More settings", the others under the model's
+        slot = stft_errors if exc.setting in ("n_fft", "hop_length", "window") else main_errors
+        slot.error(f"Settings not valid: {exc}")
         return None
     sb.caption(f"nmfcore {services.nmfcore_version()}")
     return settings
 
 
+PHONE_PX = 768  # narrower than this, Streamlit folds the sidebar away: the essentials also show in the page
+QUICK = {Keys.MODEL: "quick_model", Keys.RANK: "quick_rank", Keys.BETA_CASE: "quick_beta_case"}
+
+
+def _on_quick_change(main_key: str, quick_key: str) -> None:
+    state.set_value(main_key, state.get(quick_key))
+    if main_key == Keys.MODEL:
+        _on_model_change()
+
+
+def quick_settings() -> None:
+    """Model, rank and β in the page, shown on narrow screens only (where the sidebar is folded away);
+    they edit the same settings as the sidebar."""
+    by_name = {m.name: m for m in services.models()}
+    for main, quick in QUICK.items():
+        state.set_value(quick, state.get(main))
+    st.html(f"<style>@media (min-width: {PHONE_PX}px) {{ .st-key-quick_settings {{display: none;}} }}</style>")
+    with st.container(key="quick_settings"):
+        c1, c2, c3 = st.columns(3)
+        c1.selectbox("Model", list(by_name), key=QUICK[Keys.MODEL], format_func=lambda n: by_name[n].label,
+                     on_change=_on_quick_change, args=(Keys.MODEL, QUICK[Keys.MODEL]))
+        c2.slider("Rank", 1, 32, key=QUICK[Keys.RANK], on_change=_on_quick_change,
+                  args=(Keys.RANK, QUICK[Keys.RANK]))
+        if by_name[state.get(Keys.MODEL)].uses_beta:
+            c3.selectbox("Divergence β", list(services.BETA_CASES), key=QUICK[Keys.BETA_CASE],
+                         format_func=lambda c: services.BETA_CASES[c][0], on_change=_on_quick_change,
+                         args=(Keys.BETA_CASE, QUICK[Keys.BETA_CASE]))
+        st.caption("More settings in the sidebar (the » button at the top left).")
+
+
+def _reset_settings() -> None:
+    """Every setting back to the chosen model's starting values."""
+    general, model = _general_defaults(), services.model_choice(state.get(Keys.MODEL))
+    for key in (Keys.RANK, Keys.BETA_CASE, Keys.BETA_VALUE, Keys.N_ITER, Keys.TOL, Keys.SPARSE_ON, Keys.SPARSITY,
+                Keys.CONTINUITY, Keys.SEED, Keys.N_FFT, Keys.HOP):
+        state.set_value(key, general[key])
+    for key, value in model_values(model).items():
+        state.set_value(key, value)
+    if model.inits:
+        state.set_value(Keys.INIT, general[Keys.INIT] if general[Keys.INIT] in model.inits else model.inits[0])
+
+
 # -------------------------------------------------------------------- input
 def input_section():
-    """Uploader (or the bundled example) and a player; returns LoadedAudio or None."""
+    """Uploader (or the bundled example), a segment picker for long files, and a player.
+
+    Returns LoadedAudio (the part to fit) or None, with the reason on the page.
+    """
     st.markdown("#### Input")
+    # the uploader's own line states its 200 MB ceiling, not the app's limit (in the caption below)
+    st.html(f"<style>.st-key-{Keys.UPLOAD} [data-testid='stFileUploaderDropzoneInstructions'] "
+            "{display: none;}</style>")
+    # no type filter and a large widget limit: the service checks type and size, so that a refused
+    # file gets a message on the page instead of a chip whose reason shows only on hover
     upload = st.file_uploader(
-        "Upload a recording", type=list(services.UPLOAD_TYPES), key=Keys.UPLOAD,
-        max_upload_size=services.MAX_UPLOAD_MB,
-        help=f"wav, flac, ogg or mp3; at most {services.MAX_UPLOAD_MB} MB and "
-             f"{services.MAX_DURATION_S:g} s.")
-    st.caption(f"Limits: {services.MAX_UPLOAD_MB} MB per file, {services.MAX_DURATION_S:g} s of audio. "
-               "Without an upload the bundled example is used.")
+        "Upload a recording", key=Keys.UPLOAD, max_upload_size=services.UPLOAD_WIDGET_MB,
+        help=f"{', '.join(services.UPLOAD_TYPES)}; at most {services.MAX_UPLOAD_MB} MB. Of a recording longer "
+             f"than {services.MAX_DURATION_S:g} s you choose the part to separate.")
+    st.caption(f"Limits: {services.MAX_UPLOAD_MB} MB per file; {services.MAX_DURATION_S:g} s of audio are "
+               "separated at a time. Without an upload the bundled example is used.")
     try:
         if upload is None:
             audio = services.load_input(services.example_bytes(), "example.wav")
@@ -155,13 +264,34 @@ def input_section():
         else:
             audio = services.load_input(upload.getvalue(), upload.name)
             title = f"Uploaded: {upload.name}"
+            if audio.too_long:
+                audio = _segment_picker(upload, audio)
     except services.InputError as exc:
-        st.error(str(exc))
-        st.info("Upload another file, or remove this one to go back to the bundled example.")
+        st.error(f"**This file was not used.** {exc}")
+        st.info("Nothing is loaded, so there is nothing to run: upload another file, or remove this one "
+                "(✕ next to its name) to go back to the bundled example.")
         return None
     st.markdown(f"**{title}**  \n{audio.describe()}")
     st.audio(audio.data, format=audio.mime)
+    if audio.silent:
+        st.warning("This recording is silent: there is nothing to separate, every component would be silent.")
     return audio
+
+
+def _segment_picker(upload, audio):
+    """Start and length of the part of a long recording to separate."""
+    total = audio.duration
+    st.info(f"{upload.name} is {total:.1f} s long; up to {services.MAX_DURATION_S:g} s are separated at a "
+            "time. Choose the part:")
+    c1, c2 = st.columns(2)
+    start_max = max(0.0, total - services.MIN_DURATION_S)
+    if float(state.get(Keys.SEG_START)) > start_max:
+        state.set_value(Keys.SEG_START, 0.0)
+    c1.number_input("Start (s)", min_value=0.0, max_value=float(start_max), step=1.0, key=Keys.SEG_START)
+    c2.number_input("Length (s)", min_value=1.0, max_value=float(services.MAX_DURATION_S), step=1.0,
+                    key=Keys.SEG_LENGTH)
+    return services.segment(upload.getvalue(), upload.name, float(state.get(Keys.SEG_START)),
+                            float(state.get(Keys.SEG_LENGTH)))
 
 
 # ---------------------------------------------------------------------- fit
@@ -185,8 +315,9 @@ def _finish(job) -> None:
                                      "showing the factors reached so far.")
 
 
-def fit_section(audio, settings):
-    """Run/Stop buttons, progress and loss curve.
+def fit_section(audio, settings, controls):
+    """Run/Stop buttons (in ``controls``, a container above the input and fit columns), progress and
+    loss curve.
 
     Returns ``(bundle, progress, chart)``: the result on display (or None)
     and the placeholders :func:`follow_job` draws into while a fit runs.
@@ -194,7 +325,8 @@ def fit_section(audio, settings):
     st.markdown("#### Fit")
     job = state.job()
     note = None
-    if state.take_run_request() and audio is not None and settings is not None and job is None:
+    problem = services.fit_problem(audio, settings) if audio is not None and settings is not None else None
+    if state.take_run_request() and audio is not None and settings is not None and job is None and not problem:
         key = services.result_key(audio, settings)
         cached = state.find_result(key)
         if cached is not None and not cached.stopped:
@@ -206,13 +338,19 @@ def fit_section(audio, settings):
             state.set_job(job)
             state.count_fit()
     running = job is not None
-    run_col, stop_col, info_col = st.columns([1, 1, 3], vertical_alignment="center")
+    # the buttons sit in a block of their own: the browser shows a block once the code of all its
+    # elements has loaded, and the input column waits for the uploader's and the player's
+    run_col, stop_col, info_col = controls.columns([1, 1, 4], vertical_alignment="center")
     run_col.button("Run", type="primary", key=Keys.RUN, on_click=state.request_run, width="stretch",
-                   disabled=running or audio is None or settings is None, icon=":material/play_arrow:")
+                   disabled=running or audio is None or settings is None or bool(problem),
+                   icon=":material/play_arrow:")
     stop_col.button("Stop", key=Keys.STOP, disabled=not running, on_click=_request_stop, width="stretch",
                     icon=":material/stop:")
     progress = st.empty()
     chart = st.empty()
+    if running or state.find_result(state.shown_key()) is not None:
+        st.radio("Loss curve", list(plots.LOSS_VIEWS), key=Keys.LOSS_VIEW, format_func=plots.LOSS_VIEWS.get,
+                 horizontal=True, label_visibility="collapsed")
 
     bundle = state.find_result(state.shown_key())
     if bundle is not None and (audio is None or bundle.audio_digest != audio.digest):
@@ -221,6 +359,8 @@ def fit_section(audio, settings):
     msg = state.pop_message()
     if msg is not None:
         getattr(st, msg[0])(msg[1])
+    if problem and not running:
+        st.warning(problem)
     if running:
         info_col.caption(f"Fitting {services.settings_summary(job.settings)}")
     elif bundle is not None:
@@ -229,7 +369,12 @@ def fit_section(audio, settings):
         progress.progress(1.0, text=f"{status}: {sep.n_iter} iterations in {bundle.elapsed:.2f} s")
         its, vals = zip(*bundle.losses) if bundle.losses else ((), ())
         # no key: the live chart and this one share an id scheme, so the browser updates it in place
-        chart.plotly_chart(plots.loss_figure(its, vals, max_iter=bundle.settings.n_iter), config=PLOT_CONFIG)
+        chart.plotly_chart(plots.loss_figure(its, vals, max_iter=bundle.settings.n_iter,
+                                             view=state.get(Keys.LOSS_VIEW)), config=PLOT_CONFIG)
+        if services.reproduces_exactly(bundle):
+            st.warning("The model reproduces the spectrogram exactly (loss 0): its factors are large enough to "
+                       "copy the data instead of explaining it, so the components mean little. Use fewer "
+                       "components, or for NMF2D fewer frequency shifts.")
         if note:
             info_col.caption(note)
         elif settings is not None and bundle.key != services.result_key(audio, settings):
@@ -237,10 +382,9 @@ def fit_section(audio, settings):
         else:
             info_col.caption(services.settings_summary(bundle.settings))
     else:
-        info_col.caption("Press Run to factorise the spectrogram.")
-        # an empty loss chart from the start: the page also loads plotly before the first fit
-        chart.plotly_chart(plots.loss_figure([], [], max_iter=settings.n_iter if settings else None),
-                           config=PLOT_CONFIG)
+        info_col.caption("Press Run to factorise the spectrogram. Results stay while this tab is open; a "
+                         "reload starts afresh, so download what you want to keep.")
+        chart.caption("Progress and the loss curve appear here during a fit.")
     return bundle, progress, chart
 
 
@@ -250,24 +394,23 @@ def follow_job(progress, chart) -> None:
     The fit runs in a worker thread, so this loop (at the end of the page)
     only draws: a click anywhere (Stop, a display option) interrupts it
     with a rerun that redraws the page and resumes following the same fit.
+    The chart is redrawn only when its figure changes: two equal figures in
+    one run would be two elements with the same id.
     """
     job = state.job()
     if job is None:
         return
-    drawn, shown = -1.0, 0
+    drawn, shown = -1.0, None
     while not job.done:
         now = time.perf_counter()
-        last = job.last
-        text = "starting…" if last is None else f"iteration {last[0]} / {job.settings.n_iter} · loss {last[1]:.4g}"
-        if job.phase == "finishing":
-            text = "masks, inverse STFT and grouping… " + text
-        if job.stop_requested:
-            text = "stopping… " + text
-        progress.progress(job.progress(), text=f"{text} · {job.elapsed:.1f} s")
-        if now - drawn >= REDRAW_S and len(job.losses) > shown:
+        progress.progress(job.progress(), text=f"{services.progress_text(job)} · {job.elapsed:.1f} s")
+        if now - drawn >= REDRAW_S and job.losses:
             its, vals = zip(*list(job.losses))
-            shown = len(its)
-            chart.plotly_chart(plots.loss_figure(its, vals, max_iter=job.settings.n_iter), config=PLOT_CONFIG)
+            fig = plots.loss_figure(its, vals, max_iter=job.settings.n_iter, view=state.get(Keys.LOSS_VIEW))
+            signature = fig.to_json()
+            if signature != shown:
+                chart.plotly_chart(fig, config=PLOT_CONFIG)
+                shown = signature
             drawn = now
         time.sleep(POLL_S)
     _finish(job)
@@ -292,9 +435,9 @@ def spectrogram_tab(audio, settings, bundle):
         V, sr, hop = sep.spectrogram, bundle.sr, s.hop_length
     else:
         s = settings or services.default_settings()
-        V = services.input_spectrogram(audio.data, audio.name, s.n_fft, s.hop_length)
+        V = services.input_spectrogram(audio.data, audio.name, s.n_fft, s.hop_length, s.window, s.power)
         sr, hop = audio.sr, s.hop_length
-    power = getattr(s, "power", 1.0)
+    power = s.power
     with left:
         st.plotly_chart(plots.spectrogram_figure(V, sr, hop, title="Input spectrogram", log_freq=log_freq,
                                                  top_db=top_db, power=power), key="fig_input", config=PLOT_CONFIG)
@@ -324,7 +467,10 @@ def factors_tab(bundle):
 def _ensure_assignments(bundle) -> None:
     """Components start grouped automatically; a new result regroups them."""
     if state.assignment_owner() != bundle.token:
-        n = max(1, min(int(state.get(Keys.N_SOURCES)), bundle.rank))
+        if state.sources_wanted() is None:
+            state.set_sources_wanted(int(state.get(Keys.N_SOURCES)))
+        wanted = state.sources_wanted()
+        n = max(1, min(int(wanted), bundle.rank))
         state.set_value(Keys.N_SOURCES, n)
         state.set_assignments(services.auto_assignment(bundle, n))
         state.set_assignment_owner(bundle.token)
@@ -336,6 +482,7 @@ def _on_auto_group(bundle) -> None:
 
 def _on_n_sources(bundle) -> None:
     n = int(state.get(Keys.N_SOURCES))
+    state.set_sources_wanted(n)
     state.set_assignments([min(a, n - 1) for a in state.assignments(bundle.rank)])
 
 
@@ -363,7 +510,7 @@ def components_tab(bundle):
     order = services.component_order(bundle) if state.get(Keys.SORT_COMPONENTS) else list(range(rank))
     log_freq = bool(state.get(Keys.LOG_FREQ))
     ref = float(sep.reconstruction.max()) if sep.reconstruction.size else None
-    # a grid of equal cards, as many to a row as fit (3 on a 1280 px laptop, 4 at 1366-1440)
+    # a grid of equal cards, as many to a row as fit
     st.html(f"<style>.st-key-{CARDS_KEY} {{display: grid !important; gap: 0.75rem; "
             f"grid-template-columns: repeat(auto-fill, minmax({CARD_MIN_PX}px, 1fr));}}</style>")
     with st.container(key=CARDS_KEY):
@@ -382,31 +529,33 @@ def components_tab(bundle):
     groups = services.groups_from_assignment(assignment, n_sources)
     for k, name in enumerate(names):
         _stem_row(name, stems[k], f"components {', '.join(map(str, groups[k]))}" if groups[k] else "no components",
-                  f"dl_source_{k}")
+                  f"dl_source_{k}", services.download_name(bundle.audio_name, name))
     left = [r for r, s in enumerate(assignment) if s < 0]
     _stem_row("Residual", residual, "mixture minus all sources" + (f" (components {', '.join(map(str, left))})"
-                                                                    if left else ""), "dl_residual")
+                                                                    if left else ""), "dl_residual",
+              services.download_name(bundle.audio_name, "residual"))
     zip_data = services.export_zip(bundle, assignment, n_sources, tuple(names))
     st.download_button("Download all (stems, factors.npz, settings.json)", zip_data,
-                       file_name=f"{Path(bundle.audio_name).stem}_nmfcore.zip", mime="application/zip",
+                       file_name=services.download_name(bundle.audio_name, "nmfcore", ".zip"), mime="application/zip",
                        key="dl_zip", icon=":material/folder_zip:", on_click="ignore", type="primary")
 
 
-def _stem_row(name: str, wav: bytes, detail: str, key: str) -> None:
+def _stem_row(name: str, wav: bytes, detail: str, key: str, file_name: str) -> None:
     c1, c2, c3 = st.columns([1.2, 3, 1], vertical_alignment="center")
     c1.markdown(f"**{name}**  \n{detail}")
     with c2:
         st.audio(wav, format="audio/wav")
-    c3.download_button("Download", wav, file_name=f"{name.lower().replace(' ', '_')}.wav", mime="audio/wav",
+    c3.download_button("Download", wav, file_name=file_name, mime="audio/wav",
                        key=key, icon=":material/download:", on_click="ignore", width="stretch")
 
 
 def evaluation_tab(bundle):
     st.caption("Upload the true stems of this mixture (same length and rate are best) to score the "
-               "sources: SI-SDR, and SDR when a BSS-eval package is installed. Each reference is "
-               "matched to its best source.")
+               "sources: SI-SDR, and SDR, SIR and SAR when a BSS Eval package is installed. Each reference is "
+               "matched to its best source; the mixture's own score against the reference is the baseline "
+               "(what doing nothing scores), and the gain is the source's score above it.")
     files = st.file_uploader("Reference stems", type=list(services.UPLOAD_TYPES), accept_multiple_files=True,
-                             key=Keys.REFERENCES, max_upload_size=services.MAX_UPLOAD_MB)
+                             key=Keys.REFERENCES, max_upload_size=services.UPLOAD_WIDGET_MB)
     if bundle is None:
         st.info("Run a separation first.")
         return
@@ -423,17 +572,21 @@ def evaluation_tab(bundle):
     st.dataframe(rows, hide_index=True)
 
 
-def how_it_works_tab(settings):
-    model = settings.model if settings is not None else services.default_settings().model
-    beta = settings.beta if settings is not None else services.default_settings().beta
-    for paragraph in teaching.how_it_works_md(model, beta):
+def how_it_works_tab(settings, bundle):
+    """The text for the fit on display, or for the settings the next Run would use."""
+    if bundle is not None and (settings is None or bundle.key == state.shown_key() and settings == bundle.settings):
+        used, lead = bundle.settings, "How the result on display was computed."
+    else:
+        used = settings if settings is not None else services.default_settings()
+        lead = "How Run will compute the result with the settings in the sidebar."
+    st.caption(lead)
+    for paragraph in teaching.how_it_works_md(services.fit_description(used)):
         st.markdown(paragraph)
 
 
 # --------------------------------------------------------------------- page
 def main() -> None:
-    st.set_page_config(page_title="nmfcore · NMF source separation", page_icon=":material/graphic_eq:",
-                       layout="wide")
+    st.set_page_config(page_title="nmfcore · NMF source separation", page_icon=str(FAVICON), layout="wide")
     services.warm_up()
     state.init(initial_values())
     state.keep_widget_values()
@@ -441,11 +594,13 @@ def main() -> None:
     st.title("nmfcore · source separation with NMF")
     st.caption("Factorise a recording's spectrogram into templates and activations, listen to every "
                "component, group them into sources and download the stems.")
+    quick_settings()
+    controls = st.container()  # Run and Stop, drawn once the input is known
     top_left, top_right = st.columns([2, 3], gap="large")
     with top_left:
         audio = input_section()
     with top_right:
-        bundle, progress, chart = fit_section(audio, settings)
+        bundle, progress, chart = fit_section(audio, settings, controls)
     if audio is None:
         follow_job(progress, chart)
         return
@@ -476,7 +631,7 @@ def main() -> None:
             evaluation_tab(bundle)
     with tabs[4]:
         if tabs[4].open is not False:
-            how_it_works_tab(settings)
+            how_it_works_tab(settings, bundle)
     follow_job(progress, chart)
 
 

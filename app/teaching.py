@@ -1,13 +1,41 @@
-r"""The "how it works" text: the objective, the update rule and what the knobs do.
+r"""The "how it works" text, written from the settings of the fit that runs.
 
 Pure functions returning Markdown (with ``$...$`` LaTeX, as ``st.markdown``
-renders it) for the chosen model and beta. Nothing here imports nmfcore or
+renders it). They take a :class:`FitDescription`, plain values the service
+layer fills in from the settings and from the engine (which solver it runs),
+so the text follows what actually runs. Nothing here imports nmfcore or
 streamlit.
 """
 
 from __future__ import annotations
 
-__all__ = ["beta_name", "objective_md", "model_md", "update_md", "knobs_md", "how_it_works_md"]
+from dataclasses import dataclass
+
+__all__ = ["FitDescription", "beta_name", "objective_md", "model_md", "update_md", "masks_md", "knobs_md",
+           "how_it_works_md"]
+
+
+@dataclass(frozen=True)
+class FitDescription:
+    """What the text needs to know about a fit."""
+
+    model: str                  # registry name: 'NMF', 'NMFD', 'NMF2D', 'PLCA', ...
+    label: str                  # the model's human-readable name
+    beta: float | None          # None: the model does not minimise a beta-divergence (EM models)
+    solver: str                 # 'mu', 'hals', 'projected_gradient' or 'em' (as the engine resolves it)
+    kernel_dims: int = 0        # 0 matrix, 1 time patterns, 2 time-frequency patches
+    kernel: tuple = ()          # the kernel the model uses: (frames,) or (bins, frames)
+    shifts: int | None = None   # 2-D models: how many frequency shifts H has
+    sparsity_H: float | None = None
+    continuity: float = 0.0
+    mask_power: float = 1.0
+    power: float = 1.0
+    device: str = "cpu"
+
+
+def _num(x: float) -> str:
+    """A number for a formula: negative values in parentheses, so that "-" never meets "-"."""
+    return f"({x:g})" if x < 0 else f"{x:g}"
 
 
 def beta_name(beta: float) -> str:
@@ -17,15 +45,19 @@ def beta_name(beta: float) -> str:
         return "Kullback-Leibler divergence"
     if beta == 0:
         return "Itakura-Saito divergence"
-    return f"beta-divergence with beta = {beta:g}"
+    return f"beta-divergence with β = {beta:g}"
 
 
-def objective_md(beta: float) -> str:
+def objective_md(beta: float | None, power: float = 1.0) -> str:
     """The per-entry divergence $d_\\beta(v|\\hat v)$ for this beta, summed over the spectrogram."""
+    what = "magnitude" if power == 1 else ("power" if power == 2 else f"magnitude$^{{{power:g}}}$")
+    if beta is None:
+        return (f"**Objective**: the {what} spectrogram, scaled to sum to one, is read as a probability "
+                "distribution over time-frequency bins, and the model's distribution is fitted to it by "
+                "maximum likelihood (equivalently, the Kullback-Leibler divergence is minimised).")
     if beta == 2:
         d = r"\tfrac12 (v - \hat v)^2"
-        note = ("squared error: loud bins dominate, so the fit spends its effort on the strongest "
-                "partials.")
+        note = "squared error: loud bins dominate, so the fit spends its effort on the strongest partials."
     elif beta == 1:
         d = r"v \log\frac{v}{\hat v} - v + \hat v"
         note = ("the generalised Kullback-Leibler divergence, the usual choice for magnitude "
@@ -36,73 +68,129 @@ def objective_md(beta: float) -> str:
                 "time-frequency bins weigh the same (good for power spectrograms and reverb tails, "
                 "slower to converge).")
     else:
-        d = (rf"\frac{{v^{{{beta:g}}} + ({beta:g}-1)\,\hat v^{{{beta:g}}} - {beta:g}\, v\, \hat v^{{{beta:g}-1}}}}"
-             rf"{{{beta:g}\,({beta:g}-1)}}")
-        note = ("between the named cases: beta = 2 is the squared error, 1 Kullback-Leibler, "
-                "0 Itakura-Saito; smaller beta gives quiet bins more weight.")
-    return (f"**Objective** ({beta_name(beta)}): the model $\\hat V$ is fitted to the magnitude "
+        b, bm1 = _num(beta), _num(beta - 1)
+        d = (rf"\frac{{v^{{{beta:g}}} + {bm1}\,\hat v^{{{beta:g}}} - {b}\, v\, \hat v^{{{beta - 1:g}}}}}"
+             rf"{{{b}\,{bm1}}}")
+        note = ("between and beyond the named cases: β = 2 is the squared error, 1 Kullback-Leibler, "
+                "0 Itakura-Saito; a smaller β gives quiet bins more weight.")
+    return (f"**Objective** ({beta_name(beta)}): the model $\\hat V$ is fitted to the {what} "
             f"spectrogram $V$ by minimising $D(V|\\hat V) = \\sum_{{f,t}} d_\\beta(v_{{ft}}|\\hat v_{{ft}})$ with\n\n"
             f"$$d_\\beta(v|\\hat v) = {d}$$\n\n{note}")
 
 
-def model_md(model: str) -> str:
-    """The model equation of the registry entry ``model`` (a generic sentence for unknown ones)."""
-    if model == "NMF":
-        return ("**Model** (NMF): $V \\approx \\hat V = W H$. Each column of $W$ (frequency x rank) "
+def model_md(fit: FitDescription) -> str:
+    """The model equation for the fit's model family."""
+    if fit.kernel_dims == 0:
+        return (f"**Model** ({fit.label}): $V \\approx \\hat V = W H$. Each column of $W$ (frequency x rank) "
                 "is a spectral template, each row of $H$ (rank x frames) says how loud that "
                 "template is over time.")
-    if model == "NMFD":
-        return ("**Model** (NMFD, convolutive in time): $\\hat V = \\sum_{\\tau=0}^{T-1} W_\\tau\\, "
-                "\\overset{\\tau\\rightarrow}{H}$. A template is a short spectrogram patch of $T$ "
-                "frames (an onset and its decay), and $\\overset{\\tau\\rightarrow}{H}$ is $H$ shifted "
-                "right by $\\tau$ frames.")
-    if model == "NMF2D":
-        return ("**Model** (NMF2D, convolutive in time and frequency): $\\hat V = \\sum_{\\tau}\\sum_{\\phi} "
-                "\\overset{\\downarrow\\phi}{W_\\tau}\\, \\overset{\\tau\\rightarrow}{H_\\phi}$. A template "
-                "can be shifted up in frequency by $\\phi$ bins, so one template can play several "
-                "pitches (best with a log-frequency spectrogram).")
-    return (f"**Model** ({model}): a non-negative factorisation of the spectrogram into "
-            "templates and activations; see the model's description above.")
+    if fit.kernel_dims == 1:
+        T = fit.kernel[0] if fit.kernel else "T"
+        return (f"**Model** ({fit.label}, convolutive in time): $\\hat V = \\sum_{{\\tau=0}}^{{T-1}} W_\\tau\\, "
+                f"\\overset{{\\tau\\rightarrow}}{{H}}$ with $T = {T}$ frames. A template is a short "
+                "spectrogram patch (an onset and its decay), and $\\overset{\\tau\\rightarrow}{H}$ is $H$ "
+                "shifted right by $\\tau$ frames: one activation starts the whole pattern.")
+    kf, kt = fit.kernel if len(fit.kernel) == 2 else ("k_f", "k_t")
+    s = fit.shifts if fit.shifts is not None else "several"
+    return (f"**Model** ({fit.label}, convolutive in time and frequency): $\\hat V = \\sum_{{\\tau}}\\sum_{{\\phi}} "
+            "\\overset{\\downarrow\\phi}{W_\\tau}\\, \\overset{\\tau\\rightarrow}{H_\\phi}$. Each template is a "
+            f"patch of {kf} frequency bins by {kt} frames; its activation $H$ has a row per frequency shift "
+            f"$\\phi$ ({s} here) as well as per frame, so one template can sound at {s} positions up the "
+            "spectrum. With few shifts the patch spans most of the spectrum and a shift moves the whole "
+            "sound slightly; many shifts (a small patch) would let the activations copy the spectrogram "
+            "instead of explaining it.")
 
 
-def update_md(beta: float) -> str:
-    """The multiplicative update (Lee & Seung, Févotte & Idier) with the MM exponent for beta."""
+def _gamma(beta: float) -> str:
     if beta < 1:
-        gamma = f"1/(2-\\beta) = {1 / (2 - beta):.3g}"
-    elif beta <= 2:
-        gamma = "1"
-    else:
-        gamma = f"1/(\\beta-1) = {1 / (beta - 1):.3g}"
-    return ("**Update rule** (multiplicative updates): alternately for $H$ and $W$,\n\n"
-            "$$H \\leftarrow H \\odot \\left(\\frac{W^\\top\\left[\\hat V^{\\,\\beta-2} \\odot V\\right]}"
-            "{W^\\top \\hat V^{\\,\\beta-1}}\\right)^{\\gamma},\\qquad "
-            "W \\leftarrow W \\odot \\left(\\frac{\\left[\\hat V^{\\,\\beta-2} \\odot V\\right] H^\\top}"
-            "{\\hat V^{\\,\\beta-1} H^\\top}\\right)^{\\gamma}$$\n\n"
-            f"with $\\gamma = {gamma}$ here. Numerator and denominator are the negative and positive "
-            "parts of the gradient, so factors stay non-negative and the objective never increases. "
-            "For convolutive models $W^\\top$ becomes the adjoint of the convolution (a correlation).")
+        return f"1/(2-\\beta) = {1 / (2 - beta):.3g}"
+    if beta <= 2:
+        return "1"
+    return f"1/(\\beta-1) = {1 / (beta - 1):.3g}"
 
 
-def knobs_md() -> str:
+_MU = ("$$H \\leftarrow H \\odot \\left(\\frac{W^\\top\\left[\\hat V^{\\,\\beta-2} \\odot V\\right]}"
+       "{W^\\top \\hat V^{\\,\\beta-1}}\\right)^{\\gamma},\\qquad "
+       "W \\leftarrow W \\odot \\left(\\frac{\\left[\\hat V^{\\,\\beta-2} \\odot V\\right] H^\\top}"
+       "{\\hat V^{\\,\\beta-1} H^\\top}\\right)^{\\gamma}$$")
+
+
+def update_md(fit: FitDescription) -> str:
+    """How the factors are updated: the solver the engine runs for these settings."""
+    conv = ("" if fit.kernel_dims == 0 else
+            " For convolutive models $W^\\top$ becomes the adjoint of the convolution (a correlation).")
+    if fit.solver == "em":
+        return ("**Update rule** (expectation-maximisation): every iteration shares each bin of $V$ among "
+                "the components in proportion to their share of $\\hat V$ (E step), then re-estimates each "
+                "component's template and activation from its share (M step). The likelihood never decreases "
+                "and all factors stay non-negative and normalised.")
+    if fit.solver == "hals":
+        return ("**Update rule** (hierarchical alternating least squares, HALS): for the Euclidean distance on "
+                "the CPU the engine updates one component at a time, exactly: with the others fixed, the best "
+                "non-negative activation row $h_r$ is\n\n"
+                "$$h_r \\leftarrow \\max\\!\\left(0,\\; h_r + \\frac{[W^\\top V]_{r} - [W^\\top W H]_{r}}"
+                "{[W^\\top W]_{rr}}\\right)$$\n\n"
+                "and likewise for each template $w_r$. Each sweep solves a small least-squares problem per component, so "
+                "it reaches a given loss in fewer iterations than multiplicative updates; the loss never "
+                "increases.")
+    beta = 1.0 if fit.beta is None else fit.beta
+    mu = (f"{_MU}\n\nwith $\\gamma = {_gamma(beta)}$ here. Numerator and denominator are the negative and "
+          "positive parts of the gradient, so the factors stay non-negative and the objective never "
+          f"increases.{conv}")
+    if fit.solver == "projected_gradient":
+        return (f"**Update rule** (projected gradient for sparse activations, sparseness {fit.sparsity_H:g}): "
+                "every row of $H$ takes a gradient step and is then projected back onto the non-negative "
+                "vectors with the chosen Hoyer sparseness (the ratio of its L1 and L2 norms); the step "
+                "shrinks until the loss does not increase. $W$ takes the multiplicative update\n\n"
+                f"{mu}")
+    text = "**Update rule** (multiplicative updates): alternately for $H$ and $W$,\n\n" + mu
+    if fit.continuity:
+        text += (f"\n\n**Temporal continuity** (weight {fit.continuity:g}, relative to the data): a penalty on "
+                 "the squared differences between neighbouring frames of each activation row, divided by the "
+                 "row's energy, is added to the objective (Virtanen 2007). It joins the numerator and "
+                 "denominator of $H$'s update, so a component prefers to follow a sound that lasts over "
+                 "flickering on and off. With it the update of $H$ is a heuristic: the objective usually, "
+                 "but not provably, decreases.")
+    return text
+
+
+def masks_md(mask_power: float) -> str:
+    p = f"{mask_power:g}"
+    how = ("the components' modelled magnitudes share each bin in proportion"
+           if mask_power == 1 else
+           "like a Wiener filter, louder components take a larger share of each bin"
+           if mask_power == 2 else
+           "a larger exponent moves the masks towards all-or-nothing, a smaller one towards equal shares")
     return ("**From components to sources**: component $r$ gets the soft mask "
-            "$M_r = \\hat V_r^{\\,p} / \\sum_k \\hat V_k^{\\,p}$ (an alpha-Wiener filter) on the "
-            "mixture's complex STFT, then the inverse STFT; the masks sum to one, so the "
-            "components add up to the mixture. A source is the sum of the components you assign "
-            "to it; the residual is whatever is left.\n\n"
-            "**What the settings change**\n"
-            "- *Rank*: the number of components. Too small and instruments share templates; too "
-            "large and one note splits over several components (group them afterwards).\n"
-            "- *Beta*: which errors count. 2 chases loud bins, 1 (KL) is a good default for "
-            "magnitudes, 0 (IS) treats all levels alike.\n"
-            "- *Kernel size* (convolutive models): how many frames (and frequency shifts) one "
-            "template spans.\n"
-            "- *Sparseness*: forces each component's activations to be peaky (fewer, sharper "
-            "events).\n"
-            "- *Initialisation and seed*: NMF has many local minima; NNDSVD starts from the "
-            "spectrogram's singular vectors, random from a seeded draw.\n"
-            "- *STFT size / hop*: frequency versus time resolution of the spectrogram.")
+            f"$M_r = \\hat V_r^{{\\,p}} / \\sum_k \\hat V_k^{{\\,p}}$ with mask exponent $p = {p}$ ({how}) on "
+            "the mixture's complex STFT, then the inverse STFT. The masks sum to one, so the components "
+            "add up to the mixture exactly. A source is the sum of the components you assign to it; the "
+            "residual is whatever is left.")
 
 
-def how_it_works_md(model: str, beta: float) -> list[str]:
-    """The panel's paragraphs for this model and beta, in order."""
-    return [model_md(model), objective_md(beta), update_md(beta), knobs_md()]
+def knobs_md(fit: FitDescription) -> str:
+    lines = ["**What the settings change**",
+             "- *Rank*: the number of components. Too small and instruments share templates; too large and "
+             "one note splits over several components (group them afterwards)."]
+    if fit.beta is not None:
+        lines.append("- *β*: which errors count. 2 chases loud bins, 1 (KL) suits magnitudes, "
+                     "0 (IS) treats all levels alike.")
+    if fit.kernel_dims == 1:
+        lines.append("- *Kernel size*: how many frames one template spans (long enough for an onset and "
+                     "its decay).")
+    if fit.kernel_dims == 2:
+        lines.append("- *Frequency shifts and frames*: how far up the spectrum a template may move and how "
+                     "many frames it spans; few shifts keep the components meaningful and the fit fast.")
+    lines += ["- *Sparse activations*: force each activation row to be peaky (fewer, sharper events); "
+              "the fit then uses projected gradient steps for $H$.",
+              "- *Temporal continuity* (NMF, NMFD): smooth activations that follow sustained sounds.",
+              "- *Initialisation and seed*: NMF has many local minima; NNDSVD starts from the "
+              "spectrogram's singular vectors, random from a seeded draw.",
+              "- *STFT size / hop*: frequency versus time resolution of the spectrogram."]
+    return "\n".join(lines)
+
+
+def how_it_works_md(fit: FitDescription) -> list[str]:
+    """The panel's paragraphs for this fit, in order."""
+    return [model_md(fit), objective_md(fit.beta, fit.power), update_md(fit), masks_md(fit.mask_power),
+            knobs_md(fit)]

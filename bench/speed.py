@@ -26,7 +26,6 @@ import platform
 import time
 import warnings
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 

@@ -82,8 +82,8 @@ def cuda_graphed(step: Callable[[], None], device) -> Callable[[], None]:
     """``step`` replayed from a CUDA graph: one launch per iteration instead of dozens.
 
     On a GPU an iteration of a small factorisation is bound by the launches of
-    its 20-60 kernels, not by the arithmetic (an NMFD iteration of
-    ``bench/speed.py`` kept the H100 busy 0.2 ms out of 1.5 ms). The first
+    its tens of kernels, not by the arithmetic (the GPU idles most of an
+    iteration between launches). The first
     ``GRAPH_WARMUP`` calls run eagerly (they allocate the workspace and build
     the exponent tables); the next one captures ``step`` into a
     :class:`torch.cuda.CUDAGraph` and every call replays it. ``step`` must

@@ -21,7 +21,11 @@ __all__ = [
     "check_fraction",
     "check_positive_int",
     "check_nonnegative_float",
+    "check_finite_float",
+    "check_int",
+    "check_beta",
     "make_generator",
+    "memory_order",
 ]
 
 
@@ -84,6 +88,24 @@ def check_rank(rank) -> int:
 def check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ParameterError(f"{name}={value!r} must be a positive integer")
+    return int(value)
+
+
+def is_int(value) -> bool:
+    """Whether ``value`` is an integer (not a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value) -> bool:
+    """Whether ``value`` is a real number (not a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_int(value, name: str, *, low: int, high: int | None = None) -> int:
+    """An integer ``>= low`` (and ``<= high`` if given), as an int."""
+    if not is_int(value) or value < low or (high is not None and value > high):
+        span = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ParameterError(f"{name}={value!r} must be an integer {span}")
     return int(value)
 
 

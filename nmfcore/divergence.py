@@ -32,6 +32,8 @@ import math
 
 import torch
 
+from ._workspace import Workspace
+
 __all__ = [
     "eps_for",
     "mu_exponent",
@@ -137,11 +139,11 @@ def beta_divergence(V: torch.Tensor, Y: torch.Tensor, beta: float) -> torch.Tens
     return _elementwise(V, Y, float(beta), eps).clamp_min_(0).sum()
 
 
-def divergence_sum(V: torch.Tensor, Y: torch.Tensor, beta: float, cache: dict) -> torch.Tensor:
+def divergence_sum(V: torch.Tensor, Y: torch.Tensor, beta: float, workspace: Workspace | None = None) -> torch.Tensor:
     r"""Sum of :math:`d_\beta(V | Y)` for the fit loop: fewer passes, ``Y`` overwritten.
 
-    Splits the divergence into terms of ``V`` alone (computed once and kept in
-    ``cache``) and two or three in-place passes over ``Y``:
+    Splits the divergence into terms of ``V`` alone (computed once per ``V``
+    and cached in ``workspace``) and two or three in-place passes over ``Y``:
 
     - beta = 1: :math:`\sum v\log v - v` (cached) :math:`- \sum v \log y + \sum y`
     - beta = 0: :math:`-\sum \log v - n` (cached) :math:`+ \sum v / y + \sum \log y`
@@ -149,10 +151,37 @@ def divergence_sum(V: torch.Tensor, Y: torch.Tensor, beta: float, cache: dict) -
       :math:`\sum v y^{\beta-1}`.
 
     Same floors as :func:`beta_divergence`; the total (not each entry) is
-    clamped at zero. ``cache`` must belong to one ``V`` and ``beta``; for
-    beta other than 0, 1 and 2 it also keeps a scratch buffer of ``Y``'s
-    shape (:func:`workspace_buffer`), so repeated calls allocate nothing.
+    clamped at zero.
+
+    Parameters
+    ----------
+    V : torch.Tensor
+        Target, any shape.
+    Y : torch.Tensor
+        Model, same shape as ``V``; overwritten.
+    beta : float
+        Divergence parameter.
+    workspace : Workspace, optional
+        Where the terms of ``V`` are cached (bound to this ``V``: another
+        ``V`` recomputes them) and, for beta other than 0, 1 and 2, a scratch
+        buffer of ``Y``'s shape is kept, so repeated calls allocate nothing.
+        None: a fresh one.
+
+    Returns
+    -------
+    torch.Tensor
+        Zero-dimensional tensor, equal to :func:`beta_divergence` up to rounding.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from nmfcore._workspace import Workspace
+    >>> V = torch.tensor([1.0, 2.0]); Y = torch.tensor([1.0, 1.0])
+    >>> ws = Workspace()
+    >>> round(float(divergence_sum(V, Y.clone(), 1, ws)), 4), round(float(beta_divergence(V, Y, 1)), 4)
+    (0.3863, 0.3863)
     """
+    ws = Workspace() if workspace is None else workspace
     eps = eps_for(Y.dtype)
     beta = _limit_beta(beta, eps)
     if beta == 2:
@@ -160,26 +189,24 @@ def divergence_sum(V: torch.Tensor, Y: torch.Tensor, beta: float, cache: dict) -
     if beta in (0, 1):
         v, y = _flat_views(V, Y)
     else:
-        v, y, scratch = _flat_views(V, Y, workspace_buffer(cache, "scratch", Y))  # scratch: Y's layout
-    const = cache.get(("const", beta))
-    if const is None:
+        v, y, scratch = _flat_views(V, Y, ws.buffer("scratch", Y))  # scratch: Y's layout
+
+    def constant():
         # in place on one temporary of V's size (long spectrograms: no second copy)
         if beta == 1:
-            const = torch.xlogy(v, v).sub_(v).sum()
-        elif beta == 0:
-            const = -v.clamp_min(eps).log_().sum() - v.numel()
-        else:
-            vs = v.clamp_min(eps) if beta <= 0 else v
-            const = vs.pow(beta).sum() / (beta * (beta - 1))
-        cache[("const", beta)] = const
+            return torch.xlogy(v, v).sub_(v).sum()
+        if beta == 0:
+            return -v.clamp_min(eps).log_().sum() - v.numel()
+        vs = v.clamp_min(eps) if beta <= 0 else v
+        return vs.pow(beta).sum() / (beta * (beta - 1))
+
+    const = ws.cached(V, ("const", beta), constant)
     if beta == 1:
         total = y.sum()
         return (const + total - torch.dot(v, y.clamp_min_(eps).log_())).clamp_min(0)
     y.clamp_min_(eps)
     if beta == 0:
-        vs = cache.get("v_floor")
-        if vs is None:
-            vs = cache["v_floor"] = v.clamp_min(eps)
+        vs = ws.cached(V, "v_floor", lambda: v.clamp_min(eps))
         inv_dot = torch.dot(vs, y.reciprocal_())
         return (const + inv_dot - y.log_().sum()).clamp_min(0)  # log(1/y) = -log(y)
     p = power(y, beta - 1, out=scratch, approx=False)
@@ -215,7 +242,7 @@ def divergence_of_zero(Y: torch.Tensor, beta: float) -> torch.Tensor:
 
 
 def mu_terms(V: torch.Tensor, Y: torch.Tensor, beta: float, *, out: torch.Tensor | None = None,
-             cache: dict | None = None):
+             workspace: Workspace | None = None):
     r"""The two non-negative output-space terms of :math:`\nabla_Y d_\beta(V|Y)`.
 
     Returns ``(neg, pos)`` with :math:`\nabla_Y d = pos - neg`:
@@ -231,12 +258,45 @@ def mu_terms(V: torch.Tensor, Y: torch.Tensor, beta: float, *, out: torch.Tensor
 
     ``Y`` is floored at the dtype's epsilon wherever it is raised to a
     negative power. ``pos`` is ``None`` for beta = 1 so that callers can use
-    the closed form of a vector-Jacobian product with ones (a sum). If
-    ``out`` is given (it must be ``Y`` itself) the terms are written in place:
-    into ``Y`` and, for beta other than 1 and 2, into a scratch buffer kept in
-    ``cache`` (:func:`workspace_buffer`; allocated only for those betas), so
-    that the fit loop allocates nothing of the data's size (a fresh large
-    tensor costs page faults on every iteration).
+    the closed form of a vector-Jacobian product with ones (a sum).
+
+    Parameters
+    ----------
+    V : torch.Tensor
+        Target (data), any shape.
+    Y : torch.Tensor
+        Model (the reconstruction), same shape as ``V``.
+    beta : float
+        Divergence parameter.
+    out : torch.Tensor, optional, keyword-only
+        ``Y`` itself, to write the terms in place: into ``Y`` and, for beta
+        other than 1 and 2, into the scratch buffer of ``workspace`` (allocated
+        only for those betas), so that the fit loop allocates nothing of the
+        data's size (a fresh large tensor costs page faults on every iteration).
+    workspace : Workspace, optional, keyword-only
+        Holds that scratch buffer; None: a fresh one.
+
+    Returns
+    -------
+    neg : torch.Tensor
+        Of ``V``'s shape.
+    pos : torch.Tensor or None
+        Of ``V``'s shape, or None for beta = 1.
+
+    Raises
+    ------
+    ValueError
+        ``out`` is given and is not ``Y``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> V = torch.tensor([2.0, 4.0]); Y = torch.tensor([1.0, 2.0])
+    >>> mu_terms(V, Y, 1)
+    (tensor([2., 2.]), None)
+    >>> neg, pos = mu_terms(V, Y, 0)
+    >>> neg, pos
+    (tensor([2., 1.]), tensor([1.0000, 0.5000]))
     """
     if beta == 2:
         return V, Y
@@ -249,7 +309,7 @@ def mu_terms(V: torch.Tensor, Y: torch.Tensor, beta: float, *, out: torch.Tensor
             return torch.div(V, Y.clamp_min_(eps), out=Y), None
         return V / Y.clamp_min(eps), None
     Ys = Y.clamp_min_(eps) if inplace else Y.clamp_min(eps)
-    scratch = workspace_buffer({} if cache is None else cache, "scratch", Y) if inplace else None
+    scratch = (Workspace() if workspace is None else workspace).buffer("scratch", Y) if inplace else None
     if beta == 0:
         pos = Ys.reciprocal_() if inplace else Ys.reciprocal()
         neg = torch.mul(V, pos, out=scratch) if inplace else V * pos
@@ -263,35 +323,17 @@ def mu_terms(V: torch.Tensor, Y: torch.Tensor, beta: float, *, out: torch.Tensor
     return V * P, P.mul_(Ys)
 
 
-def workspace_buffer(ws: dict, key: str, like: torch.Tensor | tuple, ref: torch.Tensor | None = None) -> torch.Tensor:
-    """A tensor like ``like`` (same shape, strides, dtype and device), or of the shape ``like``
-    with ``ref``'s dtype and device, kept in the workspace ``ws`` under ``key``: allocated on
-    first use in a fit, then reused."""
-    if isinstance(like, torch.Tensor):
-        # in ``like``'s memory layout (e.g. a transposed view): passes over both run in memory order
-        buf = ws.get(key)
-        if buf is None or buf.shape != like.shape or buf.stride() != like.stride() or buf.dtype != like.dtype \
-                or buf.device != like.device:
-            buf = ws[key] = torch.empty_like(like)
-        return buf
-    shape = tuple(like)
-    buf = ws.get(key)
-    if buf is None or tuple(buf.shape) != shape or buf.dtype != ref.dtype or buf.device != ref.device:
-        buf = ws[key] = torch.empty(shape, dtype=ref.dtype, device=ref.device)
-    return buf
-
-
 _TORCH_FAST_EXPONENTS = (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0, 3.0)  # torch.pow special-cases these
 
 
 def power(Y: torch.Tensor, p: float, *, out: torch.Tensor | None = None, approx: bool = True) -> torch.Tensor:
     r"""``Y ** p`` for positive ``Y`` by the cheapest route (the fit loop's only power).
 
-    ``torch.pow`` with a general exponent costs about 20 times a multiplication
-    on the CPU. Exponents torch special-cases go to ``torch.pow``; ``p = +-1.5``
+    ``torch.pow`` with a general exponent costs many multiplications on the
+    CPU. Exponents torch special-cases go to ``torch.pow``; ``p = +-1.5``
     (beta = 0.5, the usual choice for music, and 3.5) is a square root or
-    reciprocal square root cubed (13 times faster, within 4 ulp); any other
-    exponent is ``exp(p log Y)`` (twice as fast; relative error
+    reciprocal square root cubed (much faster, within 4 ulp); any other
+    exponent is ``exp(p log Y)`` (faster than ``pow``; relative error
     :math:`|p \log Y|` ulp, harmless in an update), or, with
     ``approx=False``, ``torch.pow`` (the loss, whose sum may be dominated by tiny ``Y``).
 
@@ -364,6 +406,33 @@ def multiplicative_step(param: torch.Tensor, neg: torch.Tensor, pos: torch.Tenso
     read from a table over ``log(m)`` built once per beta
     (:func:`_relax_table`): a handful of cheap passes instead of evaluating
     the auxiliary function for every candidate.
+
+    Parameters
+    ----------
+    param : torch.Tensor
+        The factor, updated in place.
+    neg, pos : torch.Tensor
+        The negative and positive parts of the gradient with respect to
+        ``param`` (``pos`` may broadcast to ``param``, e.g. the column sums
+        of beta = 1). ``neg`` may be overwritten.
+    beta : float
+        Divergence parameter (for the exponent).
+    l1, l2 : float, default 0
+        Penalty weights.
+    relax : float or sequence of float, default 1
+        Over-relaxation factors (no over-relaxation with a penalty).
+
+    Returns
+    -------
+    torch.Tensor
+        ``param``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.tensor([1.0, 2.0])
+    >>> multiplicative_step(x, torch.tensor([3.0, 1.0]), torch.tensor([1.0, 2.0]), beta=1)
+    tensor([3., 1.])
     """
     denom = pos
     if l1 or l2:
@@ -389,7 +458,7 @@ def multiplicative_step(param: torch.Tensor, neg: torch.Tensor, pos: torch.Tenso
 
 
 def _broadcasts_to(shape, target) -> bool:
-    """Whether a tensor of ``shape`` broadcasts to ``target`` (``torch.broadcast_shapes`` costs ~15 us a call)."""
+    """Whether a tensor of ``shape`` broadcasts to ``target`` (cheaper than ``torch.broadcast_shapes``)."""
     return len(shape) <= len(target) and all(a in (1, b) for a, b in zip(reversed(shape), reversed(target)))
 
 

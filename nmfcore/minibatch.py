@@ -57,10 +57,13 @@ from . import divergence as div
 from ._fit import run_iterations
 from ._validation import (check_beta, check_beta_for_data, check_fraction, check_nonnegative_float,
                           check_positive_int, check_rank, make_generator, value_range)
+from ._workspace import Workspace
 from .exceptions import ParameterError
-# The one tie to nmf.py: the over-relaxation factors of its full-batch MU (certified per coordinate by
-# divergence.multiplicative_step)
-from .nmf import MU_RELAX as _RELAX
+from .operators import MatrixProduct
+# the over-relaxation factors of full-batch MU (certified per coordinate by divergence.multiplicative_step)
+from .solvers.mu import MU_RELAX as _RELAX
+
+_OPERATOR = MatrixProduct()  # NMF's operator: the solvers reach the data only through it
 
 __all__ = [
     "SOLVERS",
@@ -87,11 +90,13 @@ _AVERAGE = ("asag_mu", "gsag_mu")  # running sums of every batch's last parts
 
 
 # ------------------------------------------------------------------ the parts
-def batch_terms(which: str, X: Tensor, W: Tensor, H: Tensor, beta: float):
+def batch_terms(which: str, X: Tensor, W: Tensor, H: Tensor, beta: float, *,
+                workspace: Optional[Workspace] = None):
     r"""``(neg, pos)``: the parts of the gradient of :math:`d_\beta(X | H W^T)` with respect to ``which``.
 
     The output-space terms of :func:`nmfcore.divergence.mu_terms` pulled back
-    through the matrix product, ``grad = pos - neg``:
+    through the matrix product (:class:`nmfcore.operators.MatrixProduct`'s
+    ``terms``, with its closed forms), ``grad = pos - neg``:
 
     - ``which='H'``: ``neg = (X * Y**(beta-2)) @ W``, ``pos = Y**(beta-1) @ W``
     - ``which='W'``: ``neg = (X * Y**(beta-2)).T @ H``, ``pos = Y**(beta-1).T @ H``
@@ -110,11 +115,13 @@ def batch_terms(which: str, X: Tensor, W: Tensor, H: Tensor, beta: float):
     H : torch.Tensor [shape=(N, R)]
         The batch's activations.
     beta : float
+    workspace : nmfcore._workspace.Workspace, optional, keyword-only
+        Scratch buffers reused across calls (a new one if omitted).
 
     Returns
     -------
     neg, pos : torch.Tensor
-        Of ``which``'s shape (``pos`` may be ``(R,)``).
+        Of ``which``'s shape (``pos`` may be ``(R,)``); new tensors.
 
     Examples
     --------
@@ -124,15 +131,7 @@ def batch_terms(which: str, X: Tensor, W: Tensor, H: Tensor, beta: float):
     >>> neg[0], pos[0]
     (tensor([8., 8.]), tensor([8., 8.]))
     """
-    Y = H @ W.t()
-    neg_out, pos_out = div.mu_terms(X, Y, beta)
-    if which == "H":
-        neg = neg_out @ W
-        pos = W.sum(0) if pos_out is None else pos_out @ W
-    else:
-        neg = neg_out.t() @ H
-        pos = H.sum(0) if pos_out is None else pos_out.t() @ H
-    return neg, pos
+    return _OPERATOR.terms(which, X, W, H, beta, Workspace() if workspace is None else workspace)
 
 
 # ------------------------------------------------------- the seed's functions
@@ -492,6 +491,7 @@ class MiniBatchMU:
             generator.seed()
         self.generator = generator
         self.parallel = parallel
+        self._ws = Workspace()  # scratch buffers of the operator (not part of the state)
         self._reset()
 
     def _reset(self):
@@ -677,7 +677,7 @@ class MiniBatchMU:
         for k, (b, Vb) in enumerate(frames.batches(order)):
             Hb = self._rows(b, Vb)
             if self.train_H:
-                self._apply("H", Hb, *batch_terms("H", Vb, W, Hb, beta))
+                self._apply("H", Hb, *batch_terms("H", Vb, W, Hb, beta, workspace=self._ws))
             if not self.train_W:
                 continue
             if self.solver in _GREEDY:
@@ -685,9 +685,9 @@ class MiniBatchMU:
                 # sampling): W does not change within the epoch, so its parts equal those at the end
                 u = torch.rand((), generator=self.generator, device=self.generator.device)
                 if float(u) * (k + 1) < 1:
-                    pick = (b, batch_terms("W", Vb, W, Hb, beta))
+                    pick = (b, batch_terms("W", Vb, W, Hb, beta, workspace=self._ws))
                 continue
-            neg, pos = batch_terms("W", Vb, W, Hb, beta)
+            neg, pos = batch_terms("W", Vb, W, Hb, beta, workspace=self._ws)
             if self.solver == "mu_batch":
                 acc = [neg, pos] if acc is None else [acc[0].add_(neg), acc[1].add_(pos)]
                 continue
@@ -710,7 +710,7 @@ class MiniBatchMU:
         """The full divergence, summed over the batches (and processes)."""
         total = 0.0
         for b, Vb in frames.batches():
-            total += float(div.beta_divergence(Vb, self._H[b] @ self.W.t(), self.beta))
+            total += float(_OPERATOR.loss(Vb, self.W, self._H[b], self.beta, self._ws))
         if self.parallel is not None:
             total = self.parallel.sum_float(total)
         return total
@@ -828,9 +828,9 @@ class MiniBatchMU:
                 raise ParameterError(f"chunk has {X.shape[1]} features but W has {self.W.shape[0]}")
             Hc = self._init_rows(X)
             for _ in range(h_iter):
-                self._apply("H", Hc, *batch_terms("H", X, self.W, Hc, self.beta))
+                self._apply("H", Hc, *batch_terms("H", X, self.W, Hc, self.beta, workspace=self._ws))
             if self.train_W:
-                neg, pos = self._reduce(*batch_terms("W", X, self.W, Hc, self.beta))
+                neg, pos = self._reduce(*batch_terms("W", X, self.W, Hc, self.beta, workspace=self._ws))
                 if self.solver in _AVERAGE:
                     neg, pos = self._average(0, neg, pos, keep=False)
                 self._apply("W", self.W, neg, pos, certified=False)
@@ -852,7 +852,7 @@ class MiniBatchMU:
                     raise ParameterError(f"V has {X.shape[1]} features but W has {self.W.shape[0]}")
                 Hb = self._init_rows(X)
                 for _ in range(max_iter):
-                    self._apply("H", Hb, *batch_terms("H", X, self.W, Hb, self.beta))
+                    self._apply("H", Hb, *batch_terms("H", X, self.W, Hb, self.beta, workspace=self._ws))
                 out.append(Hb)
         return torch.cat(out)
 

@@ -13,6 +13,8 @@ from torch.optim.optimizer import Optimizer
 from . import divergence as div
 from ._hoyer import project_columns
 from ._validation import check_beta, check_fraction, check_nonnegative_float, check_positive_int
+from .operators import pull_back
+from .solvers.projected import search_step
 
 __all__ = ["BetaMu", "SparsityProj"]
 
@@ -22,7 +24,8 @@ class BetaMu(Optimizer):
 
     For each parameter in turn (the others held fixed) the two non-negative
     terms of the gradient of :math:`d_\beta(V | \hat V)` are pulled back
-    through the model's graph by vector-Jacobian products, and the parameter
+    through the model's graph by vector-Jacobian products
+    (:func:`nmfcore.operators.pull_back`), and the parameter
     is multiplied by their ratio raised to :func:`nmfcore.divergence.mu_exponent`.
     The model's output must be non-decreasing in every parameter (products and
     sums of non-negative tensors, as in chained NMF modules).
@@ -71,40 +74,30 @@ class BetaMu(Optimizer):
 
         ``closure()`` must return ``(target, prediction)``.
         """
-        params = [p for g in self.param_groups for p in g["params"]]
-        trainable = {p: p.requires_grad for p in params}
         loss = None
-        try:
-            for p in params:
-                p.requires_grad_(False)
-            for group in self.param_groups:
-                beta = group["beta"]
-                for p in group["params"]:
-                    if not trainable[p]:
-                        continue
-                    p.requires_grad_(True)
-                    with torch.enable_grad():
-                        V, Y = closure()
-                    if not Y.requires_grad:
-                        p.requires_grad_(False)
-                        continue
-                    Yd = Y.detach()
-                    if loss is None:
-                        loss = div.beta_divergence(V, Yd, beta)
-                    neg_out, pos_out = div.mu_terms(V, Yd, beta)
-                    if pos_out is None:
-                        pos_out = torch.ones_like(Yd)
-                    neg, = torch.autograd.grad(Y, p, neg_out, retain_graph=True)
-                    pos, = torch.autograd.grad(Y, p, pos_out)
-                    neg.clamp_min_(0)
-                    pos.clamp_min_(0)
-                    if group["orthogonal"]:
-                        pos.add_(p.sum(1, keepdim=True) - p, alpha=group["orthogonal"])
-                    div.multiplicative_step(p, neg, pos, beta, group["l1_reg"], group["l2_reg"])
-                    p.requires_grad_(False)
-        finally:
-            for p in params:
-                p.requires_grad_(trainable[p])
+        for group in self.param_groups:
+            beta = group["beta"]
+            for p in group["params"]:
+                if not p.requires_grad:
+                    continue
+                with torch.enable_grad():
+                    V, Y = closure()
+                if not Y.requires_grad:
+                    continue
+                Yd = Y.detach()
+                if loss is None:
+                    loss = div.beta_divergence(V, Yd, beta)
+                neg_out, pos_out = div.mu_terms(V, Yd, beta)
+                if pos_out is None:
+                    pos_out = torch.ones_like(Yd)
+                neg, pos = pull_back(Y, p, [neg_out, pos_out], allow_unused=True)
+                if neg is None:  # the prediction does not depend on p
+                    continue
+                neg.clamp_min_(0)
+                pos.clamp_min_(0)
+                if group["orthogonal"]:
+                    pos.add_(p.sum(1, keepdim=True) - p, alpha=group["orthogonal"])
+                div.multiplicative_step(p, neg, pos, beta, group["l1_reg"], group["l2_reg"])
         return loss
 
 
@@ -114,7 +107,8 @@ class SparsityProj(Optimizer):
     Takes a gradient step, projects every slice along ``dim`` onto the target
     sparseness (keeping its L2 norm) and halves the step until the loss does
     not increase (at most ``max_iter`` evaluations; if none succeeds the
-    parameters are left unchanged). The step grows by 1.2 after each call.
+    parameters are left unchanged): :func:`nmfcore.solvers.search_step`, the
+    search of ``sparse_fit``. The step grows by ``STEP_GROW`` after each call.
 
     Parameters
     ----------
@@ -147,21 +141,20 @@ class SparsityProj(Optimizer):
                 init_loss.backward()
             loss = init_loss.detach()
             params = [(p, p.grad.clone(), p.detach().clone()) for p in group["params"] if p.grad is not None]
-            lr = group["lr"]
             dim = group["dim"]
-            for _ in range(group["max_iter"]):
+
+            def trial(lr):
                 for p, g, old in params:
                     dims = [d for d in range(p.ndim) if d != dim]
                     norms = old.square().sum(dims).sqrt()
                     p.copy_(old).sub_(g, alpha=lr)
                     project_columns(p, group["sparsity"], dim=dim, norms=norms)
-                new = closure().detach()
-                if new <= init_loss:
-                    loss = new
-                    break
-                lr *= 0.5
-            else:
+
+            new, group["lr"] = search_step(trial, lambda: closure().detach(), init_loss, group["lr"],
+                                           group["max_iter"])
+            if new is None:
                 for p, _, old in params:
                     p.copy_(old)
-            group["lr"] = lr * 1.2
+            else:
+                loss = new
         return loss

@@ -10,6 +10,7 @@ kept tiny (2 s at 8 kHz, rank 4, 30 iterations, 512-point STFT).
 from __future__ import annotations
 
 import io
+import time
 import json
 import tempfile
 import zipfile
@@ -196,26 +197,58 @@ def test_upload_formats(name, fmt, subtype, mime):
     assert "16000 Hz" in texts(at)
 
 
+ENGINE_WORDS = ("BytesIO", "0x", "max_duration", "n_fft", "Error opening", "Traceback")
+
+
 @pytest.mark.parametrize("name, data, expected", [
-    ("noise.wav", np.random.default_rng(0).bytes(4096), "Could not"),
+    ("noise.wav", np.random.default_rng(0).bytes(4096), "could not be read as audio"),
     ("empty.wav", b"", "empty"),
-    ("notes.wav", b"These are my notes, not audio.\n" * 20, "Could not"),
-    ("long.wav", tone_wav(seconds=61.0, sr=4000), "60"),
+    ("notes.wav", b"These are my notes, not audio.\n" * 20, "could not be read as audio"),
+    ("notes.txt", b"These are my notes, not audio.\n" * 20, "use a wav"),
     ("big.wav", b"RIFF" + bytes(21 * 2**20), "20 MB"),
-    ("song.mp3", b"ID3 but not really an mp3" * 10, "Could not"),
+    ("song.mp3", b"ID3 but not really an mp3" * 10, "could not be read as audio"),
+    ("click.wav", tone_wav(seconds=0.05), "at least"),
 ])
-def test_bad_upload_shows_error_and_app_keeps_working(name, data, expected):
+def test_bad_upload_shows_error_in_user_words_and_app_keeps_working(name, data, expected):
     at = make_fast(new_app())
     upload(at, name, data)
     assert not at.exception, [e.value for e in at.exception]
     msgs = errors(at)
     assert msgs and expected in msgs[0], msgs
+    assert name in msgs[0] and not any(w in msgs[0] for w in ENGINE_WORDS), msgs  # the user's words
+    assert "bundled example" in "\n".join(i.value for i in at.info)  # says what happens now
     assert at.button(key="run").disabled  # nothing to fit
     # a good file afterwards works
     upload(at, "tones.wav", tone_wav())
     assert not errors(at)
     run_fit(at)
     assert n_audio(at) == 1 + RANK + 2 + 1
+
+
+def test_long_upload_offers_a_segment_instead_of_refusing_it():
+    at = make_fast(new_app())
+    upload(at, "long.wav", tone_wav(seconds=75.0, sr=4000))
+    assert not at.exception and not errors(at), errors(at)
+    assert at.number_input(key="segment_length").value == 60
+    at.number_input(key="segment_start").set_value(30.0)
+    at.number_input(key="segment_length").set_value(5.0)
+    at.run()
+    assert "5.0 s · 30.0–35.0 s of 75.0 s" in texts(at), texts(at)
+    run_fit(at)
+    assert not errors(at), errors(at)
+    shown = at.session_state["_results"][at.session_state["_shown_key"]]
+    assert shown.separation.mixture.shape[-1] == 5 * 4000
+
+
+def test_audio_shorter_than_the_stft_is_stopped_before_run():
+    at = new_app()
+    upload(at, "short.wav", tone_wav(seconds=0.2, sr=8000))  # 1600 samples < the 2048-point STFT
+    assert not at.exception and not errors(at), errors(at)
+    assert at.button(key="run").disabled
+    assert any("shorter than one STFT window" in w.value for w in at.warning), [w.value for w in at.warning]
+    at.selectbox(key="n_fft").set_value(512)
+    at.selectbox(key="hop_length").set_value(128).run()
+    assert not at.button(key="run").disabled
 
 
 def test_display_options_never_refit(fitted):
@@ -286,8 +319,9 @@ def test_continuity_control_follows_the_engine_and_reaches_the_fit():
 @pytest.mark.parametrize("model, kernel", [("NMFD", {"kernel_time": 3}),
                                            ("NMF2D", {"kernel_freq": 4, "kernel_time": 2})])
 def test_convolutive_models_run(model, kernel):
-    at = make_fast(new_app(), rank=3)
+    at = new_app()
     at.selectbox(key="model").set_value(model).run()
+    make_fast(at, rank=3)
     for key, value in kernel.items():
         at.number_input(key=key).set_value(value)
     at.run()
@@ -297,15 +331,35 @@ def test_convolutive_models_run(model, kernel):
     assert n_audio(at) == 1 + 3 + 2 + 1
 
 
-def test_a_failing_fit_is_reported_and_the_app_keeps_working():
-    at = make_fast(new_app(), rank=3)
+def test_a_kernel_longer_than_the_recording_is_stopped_before_run():
+    at = new_app()
     at.selectbox(key="model").set_value("NMFD").run()
+    make_fast(at, rank=3)
     at.number_input(key="kernel_time").set_value(30).run()  # longer than the recording's frames
     upload(at, "short.wav", tone_wav(seconds=0.5))
-    run_fit(at)
-    assert any("The fit failed" in e and "kernel" in e for e in errors(at)), errors(at)
-    assert not at.button(key="run").disabled
+    assert at.button(key="run").disabled
+    assert any("fewer than the 30 frames" in w.value for w in at.warning), [w.value for w in at.warning]
     at.number_input(key="kernel_time").set_value(2).run()
+    run_fit(at)
+    assert not errors(at)
+    assert n_audio(at) == 1 + 3 + 2 + 1
+
+
+def test_a_failing_fit_is_reported_and_the_app_keeps_working(monkeypatch):
+    from nmfcore import audio as na
+
+    separate = na.separate
+
+    def fail(*args, **kwargs):
+        raise na.AudioError("the decoder ran out of memory")
+
+    at = make_fast(new_app(), rank=3)
+    upload(at, "short.wav", tone_wav(seconds=0.5))
+    monkeypatch.setattr(na, "separate", fail)
+    run_fit(at)
+    assert any(e == "The fit failed: the decoder ran out of memory" for e in errors(at)), errors(at)
+    assert not at.button(key="run").disabled
+    monkeypatch.setattr(na, "separate", separate)
     run_fit(at)
     assert not errors(at)
     assert n_audio(at) == 1 + 3 + 2 + 1
@@ -439,7 +493,7 @@ def test_load_input_refuses_other_file_types():
     # the uploader's type filter stops these in the browser; the service checks again
     from app import services
 
-    with pytest.raises(services.InputError, match="unsupported"):
+    with pytest.raises(services.InputError, match="use a wav"):
         services.load_input(tone_wav(), "tones.png")
 
 
@@ -477,3 +531,197 @@ def test_settings_refused_by_the_engine_are_a_settings_error():
     with pytest.raises(services.SettingsError, match="rank"):
         services.build_settings(model="NMF", rank=0, beta=1.0, n_iter=20, tol=0.0, kernel_size=1, init="nndsvda",
                                 seed=0, sparsity_H=None, n_fft=512, hop_length=256, device="cpu")
+
+
+# ------------------------------------------------------- issue 18 fixes
+def how_text(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.tabs[4].markdown)
+
+
+@pytest.mark.parametrize("choices, expected, absent", [
+    ({"beta_case": "euclidean"}, "hierarchical alternating least squares", "(multiplicative updates)"),
+    ({"beta_case": "kl"}, "multiplicative updates", "HALS"),
+    ({"beta_case": "euclidean", "sparse_on": True}, "projected gradient", "HALS"),
+    ({"beta_case": "kl", "continuity": 0.2}, "Temporal continuity", "HALS"),
+])
+def test_how_it_works_describes_the_solver_the_engine_runs(choices, expected, absent):
+    at = open_tab(new_app(), "How it works")
+    for key, value in choices.items():
+        widget = {"beta_case": at.selectbox, "sparse_on": at.toggle, "continuity": at.slider}[key]
+        widget(key=key).set_value(value)
+        at.run()
+    text = how_text(at)
+    assert expected in text and absent not in text, text
+    assert "mask exponent" in text  # how components become sources
+
+
+def test_how_it_works_writes_negative_beta_without_double_signs():
+    at = open_tab(new_app(), "How it works")
+    at.selectbox(key="beta_case").set_value("custom").run()
+    at.number_input(key="beta_value").set_value(-1.0).run()
+    text = how_text(at)
+    assert "β = -1" in text
+    assert "- -1" not in text and "-1-1" not in text and "(-1-1)" not in text, text
+    assert r"(-2)\,\hat v^{-1}" in text
+
+
+def test_how_it_works_follows_the_result_on_display(fitted):
+    at = fitted  # KL-NMF
+    at.selectbox(key="beta_case").set_value("euclidean").run()  # changed but not run yet
+    open_tab(at, "How it works")
+    text = how_text(at)
+    assert "Run will compute" in "\n".join(c.value for c in at.caption)
+    assert "hierarchical alternating least squares" in text
+
+
+def test_nmf2d_starts_from_defaults_that_factorise():
+    """Choosing NMF2D sets its own defaults (a few frequency shifts of a tall patch); they fit in seconds
+    without copying the data, and the activations keep their shifts."""
+    from app import plots, services
+
+    at = new_app()
+    at.selectbox(key="model").set_value("NMF2D").run()
+    spec = services.model_choice("NMF2D").defaults
+    assert at.number_input(key="kernel_freq").value == services.nmf2d_shifts(spec["kernel_size"], spec["n_fft"])
+    assert at.number_input(key="kernel_freq").value <= 8
+    assert at.selectbox(key="n_fft").value == spec["n_fft"]
+    assert any("frequency bins" in c.value and "positions up the spectrum" in c.value for c in at.sidebar.caption)
+    upload(at, "tones.wav", tone_wav(seconds=2.0, sr=8000))
+    run_fit(at)
+    assert not errors(at), errors(at)
+    bundle = at.session_state["_results"][at.session_state["_shown_key"]]
+    sep = bundle.separation
+    V, Vh = sep.spectrogram, sep.reconstruction
+    assert 1e-3 < np.linalg.norm(V - Vh) / np.linalg.norm(V) < 0.5  # explains the data without copying it
+    assert bundle.elapsed < 30
+    # back to NMF: its own settings again
+    at.selectbox(key="model").set_value("NMF").run()
+    assert at.selectbox(key="n_fft").value == 2048 and at.slider(key="rank").value == 8
+    # the activations of a 2-D model: one row per component and frequency shift, none summed away
+    fig = plots.activations_figure(sep.H, bundle.sr, 256)
+    assert np.asarray(fig.data[0].z).shape[0] == sep.H.shape[0] * sep.H.shape[1]
+
+
+def test_a_zero_loss_is_drawn_and_flagged():
+    from app import plots
+
+    fig = plots.loss_figure([0, 10, 20, 30], [5.0, 1.0, 0.0, 0.0], max_iter=200)
+    assert "loss 0 from iteration 20" in fig.layout.annotations[0].text
+    assert list(fig.data[0].x) == [10]  # the first report is left out by default; zeros cannot go on a log axis
+    assert list(plots.loss_figure([0, 10], [5.0, 1.0], view="all").data[0].x) == [0, 10]
+
+
+def test_the_live_chart_survives_a_fit_whose_loss_stops_changing(monkeypatch):
+    """A fit whose reports stop changing the figure (a loss of 0 on a log axis) must not draw two
+    identical charts in one run (StreamlitDuplicateElementId froze the page)."""
+    from nmfcore import audio as na
+
+    separate = na.separate
+
+    def zero_loss(y, sr, settings, callback=None, **kw):
+        for i in range(0, 60, 10):
+            callback(i, 1.0 if i == 0 else 0.0)
+            time.sleep(0.4)
+        return separate(y, sr, settings, **kw)
+
+    at = make_fast(new_app(), rank=2)
+    upload(at, "tones.wav", tone_wav(seconds=1.0))
+    monkeypatch.setattr(na, "separate", zero_loss)
+    run_fit(at)
+    assert not at.exception, [e.value for e in at.exception]
+    assert n_audio(at) == 1 + 2 + 2 + 1
+
+
+def test_sources_come_back_after_a_rank_one_result():
+    at = make_fast(new_app(), rank=1)
+    upload(at, "tones.wav", tone_wav(seconds=1.0))
+    run_fit(at)
+    assert at.number_input(key="n_sources").value == 1
+    at.slider(key="rank").set_value(3).run()
+    run_fit(at)
+    assert at.number_input(key="n_sources").value == 2
+    assert n_audio(at) == 1 + 3 + 2 + 1
+
+
+def test_downloads_are_named_after_the_recording(fitted):
+    names = {b.key: b.proto.url for b in fitted.get("download_button")}
+    from app import services
+
+    assert services.download_name("tones.wav", "Source 1") == "tones_Source_1.wav"
+    assert services.download_name("my song.mp3", "residual") == "my_song_residual.wav"
+    assert {"dl_source_0", "dl_residual", "dl_zip"} <= set(names)
+
+
+def test_evaluation_shows_the_mixture_baseline_and_bss_metrics(fitted):
+    from app import services
+
+    at = fitted
+    open_tab(at, "Evaluation")
+    at.file_uploader(key="references").set_value([("low.wav", tone_wav(seed=1), "audio/wav")]).run()
+    assert not errors(at), errors(at)
+    frame = at.dataframe[0].value
+    assert {"SI-SDR (dB)", "mixture SI-SDR (dB)", "SI-SDR gain (dB)"} <= set(frame.columns)
+    if services.na.bss_eval_backend():
+        assert {"SDR (dB)", "SIR (dB)", "SAR (dB)", "mixture SDR (dB)"} <= set(frame.columns)
+    row = frame.iloc[0]
+    assert row["SI-SDR gain (dB)"] == pytest.approx(row["SI-SDR (dB)"] - row["mixture SI-SDR (dB)"], abs=0.02)
+
+
+def test_a_silent_recording_is_flagged():
+    at = new_app()
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(8000, np.float32), 8000, format="WAV")
+    upload(at, "silence.wav", buf.getvalue())
+    assert any("silent" in w.value for w in at.warning), [w.value for w in at.warning]
+
+
+def test_a_setting_error_shows_next_to_the_setting():
+    at = new_app()
+    at.selectbox(key="n_fft").set_value(512)
+    at.selectbox(key="hop_length").set_value(1024).run()
+    assert at.sidebar.expander[0].error, "the STFT error belongs in 'More settings', under the STFT"
+    assert "hop" in at.sidebar.expander[0].error[0].value
+
+
+def test_progress_is_estimated_between_reports():
+    from types import SimpleNamespace
+
+    from app import services
+
+    job = SimpleNamespace(settings=SimpleNamespace(n_iter=200), losses=[(0, 9.0), (10, 5.0)], times=[0.0, 10.0],
+                          last=(10, 5.0), elapsed=15.0, phase="fitting", stop_requested=False)
+    assert services.progress_text(job).startswith("iteration ≈15 / 200")
+    job.elapsed = 100.0  # never beyond the next report
+    assert services.progress_text(job).startswith("iteration ≈19 / 200")
+
+
+def test_reset_returns_to_the_models_starting_values():
+    at = new_app()
+    at.selectbox(key="model").set_value("NMF2D").run()
+    at.slider(key="rank").set_value(3)
+    at.number_input(key="kernel_freq").set_value(40).run()
+    at.button(key="reset_settings").click().run()
+    assert at.slider(key="rank").value == 8 and at.number_input(key="kernel_freq").value == 4
+    assert at.selectbox(key="model").value == "NMF2D"
+
+
+def test_the_essential_settings_are_also_in_the_page_for_phones():
+    at = new_app()
+    assert at.selectbox(key="quick_model").value == at.selectbox(key="model").value
+    at.slider(key="quick_rank").set_value(5).run()
+    assert at.slider(key="rank").value == 5
+    at.selectbox(key="quick_beta_case").set_value("is").run()
+    assert at.selectbox(key="beta_case").value == "is"
+    at.selectbox(key="quick_model").set_value("NMF2D").run()  # with the model's own defaults
+    assert at.selectbox(key="model").value == "NMF2D" and at.number_input(key="kernel_freq").value == 4
+    at.slider(key="rank").set_value(6).run()  # the sidebar and the page show the same value
+    assert at.slider(key="quick_rank").value == 6
+
+
+def test_page_says_what_a_reload_does_and_labels_fit():
+    from app import services
+
+    at = new_app()
+    assert "a reload starts afresh" in texts(at)
+    assert all(len(label) <= 16 for label in services.INIT_LABELS.values())
+    assert not any("kernel_size" in m.description for m in services.models())

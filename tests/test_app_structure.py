@@ -161,14 +161,52 @@ def test_teaching_text_follows_beta():
     assert "Euclidean" in teaching.objective_md(2.0)
     assert "Kullback-Leibler" in teaching.objective_md(1.0)
     assert "0.5" in teaching.objective_md(0.5)
-    paragraphs = teaching.how_it_works_md("NMFD", 1.0)
-    assert len(paragraphs) == 4 and "NMFD" in paragraphs[0]
+    paragraphs = teaching.how_it_works_md(teaching.FitDescription(model="NMFD", label="NMFD", beta=1.0, solver="mu",
+                                                                  kernel_dims=1, kernel=(6,)))
+    assert len(paragraphs) == 5 and "NMFD" in paragraphs[0] and "T = 6" in paragraphs[0]
 
 
-def test_server_upload_ceiling_matches_the_stated_limit():
+def test_server_upload_ceiling_matches_the_uploaders():
     import tomllib
 
     from app import services
 
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
-    assert config["server"]["maxUploadSize"] == services.MAX_UPLOAD_MB
+    # the server takes what the uploader takes; the service refuses files over MAX_UPLOAD_MB with a message
+    assert config["server"]["maxUploadSize"] == services.UPLOAD_WIDGET_MB
+
+
+# ------------------------------------------------------- issue 13: a thin layer
+def test_services_read_model_specs_by_their_fields():
+    """The registry's ModelSpec fields are read directly: no getattr fallbacks for fields that exist."""
+    tree = ast.parse((APP_DIR / "services.py").read_text())
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+             and node.func.id in ("getattr", "hasattr")]
+    assert not calls, [ast.unparse(c) for c in calls]
+
+
+def test_input_spectrogram_is_the_engines():
+    """The spectrogram shown before a fit is the one the fit factorises (the engine's STFT and padding)."""
+    import io as _io
+
+    import soundfile as sf
+
+    from app import services
+    from nmfcore import audio as na
+
+    rng = np.random.default_rng(0)
+    y = (0.3 * rng.standard_normal(4000)).astype(np.float32)
+    buf = _io.BytesIO()
+    sf.write(buf, y, 8000, format="WAV", subtype="FLOAT")
+    shown = services.input_spectrogram(buf.getvalue(), "noise.wav", 512, 128)
+    sep = na.separate(y, 8000, na.SeparationSettings(rank=2, n_iter=1, n_fft=512, hop_length=128))
+    assert shown.shape == sep.spectrogram.shape
+    np.testing.assert_allclose(shown, sep.spectrogram, rtol=1e-4, atol=1e-5)
+
+
+def test_no_measurement_diaries_in_the_app():
+    """Help texts explain in words; benchmark figures live in bench/README.md."""
+    for path in APP_FILES:
+        text = path.read_text()
+        for diary in ("bench/", "setting K", "(measured)", "dB SDR", "development mixtures"):
+            assert diary not in text, (path.name, diary)

@@ -5,7 +5,6 @@ round trips through soundfile (write then read gives the samples back to
 16-bit precision); soxr (librosa's resampler) for the coprime-rate path.
 """
 
-import io
 import math
 
 import numpy as np

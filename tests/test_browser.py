@@ -137,15 +137,93 @@ def open_app(browser, url):
     return page
 
 
+def test_rejected_uploads_say_why_on_the_page(server, browser, tmp_path):
+    """A file over the size limit, or not audio, is refused with its reason in the page (not only in a
+    chip's hover text), the page says what is shown instead, and Run is off."""
+    page = open_app(browser, server)
+    page.wait_for_timeout(500)
+    assert not page.get_by_text("200MB per file").is_visible()  # the widget's ceiling is not the app's limit
+    uploader = page.locator(".st-key-upload input[type=file]")
+    big = tmp_path / "big.wav"
+    big.write_bytes(b"RIFF" + bytes(21 * 2**20))
+    uploader.set_input_files(str(big))
+    alert = page.locator('[data-testid="stAlertContentError"]').first
+    alert.wait_for(timeout=60_000)
+    assert "big.wav" in alert.inner_text() and "20 MB" in alert.inner_text()
+    page.get_by_text("go back to the bundled example").wait_for(timeout=30_000)  # drawn just after the error
+    page.wait_for_selector(".st-key-run button[disabled]", timeout=30_000)
+    assert page.get_by_text("File must be 20.0MB or smaller").count() == 0
+    notes = tmp_path / "notes.txt"
+    notes.write_text("These are my notes, not audio.\n" * 20)
+    uploader.set_input_files(str(notes))
+    page.get_by_text("notes.txt is not a recording the app can read").wait_for(timeout=30_000)
+    page.wait_for_selector(".st-key-run button[disabled]", timeout=30_000)
+    assert page.locator(EXCEPTION).count() == 0
+    save_screenshot(page, tmp_path, "app_rejected_upload.png")
+    page.close()
+
+
+def test_nmf2d_fit_whose_loss_reaches_zero_finishes(server, browser, tmp_path):
+    """NMF2D with as many frequency shifts as bins copies the spectrogram: the loss reaches 0 (nothing to
+    draw on a log axis). The live chart used to raise StreamlitDuplicateElementId and freeze the page."""
+    page = open_app(browser, server)
+    page.locator(".st-key-upload input[type=file]").set_input_files(str(tone_wav(tmp_path / "tones.wav")))
+    page.get_by_text("Uploaded: tones.wav").wait_for(timeout=30_000)
+    page.locator('[data-testid="stSidebar"] .st-key-model').click()
+    page.get_by_role("option", name="NMF 2-D deconvolution (NMF2D)").click()
+    page.get_by_role("spinbutton", name="Frames per patch").wait_for(timeout=30_000)
+    assert page.get_by_role("spinbutton", name="Frequency shifts").input_value() == "4"  # NMF2D's defaults
+    for label, value in (("Frequency shifts", "257"), ("Frames per patch", "1"), ("Iterations", "1000")):
+        box = page.get_by_role("spinbutton", name=label)
+        box.fill(value)
+        box.press("Enter")
+        page.wait_for_timeout(700)
+    tol = page.get_by_role("slider", name="Tolerance")
+    tol.focus()
+    tol.press("Home")  # run all iterations: many reports of a zero loss
+    page.wait_for_timeout(500)
+    page.locator(".st-key-run button").click()
+    n_players = 1 + 8 + 2 + 1
+    page.wait_for_function(f"document.querySelectorAll('{AUDIO}').length >= {n_players}", timeout=120_000)
+    page.get_by_text("done:").first.wait_for(timeout=30_000)
+    assert page.locator(EXCEPTION).count() == 0
+    assert page.get_by_text("reproduces the spectrogram exactly").count() >= 1
+    save_screenshot(page, tmp_path, "app_nmf2d_zero_loss.png")
+    page.close()
+
+
+def test_nothing_is_fetched_from_other_hosts(server, browser, tmp_path):
+    """The favicon and everything else come from the app's own server: it works offline."""
+    page = browser.new_page(viewport=VIEWPORT)
+    foreign = []
+    page.on("request", lambda r: foreign.append(r.url) if not r.url.startswith((server, "data:", "blob:")) else None)
+    page.goto(server)
+    page.wait_for_selector(AUDIO, timeout=60_000)
+    page.wait_for_timeout(1500)
+    icon = page.locator("link[rel~=icon]").first.get_attribute("href") or ""
+    assert not icon.startswith("http") or icon.startswith(server), icon
+    assert foreign == [], foreign
+    page.close()
+
+
+def test_phone_has_the_essential_settings_and_run_in_the_page(server, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page.goto(server)
+    page.wait_for_selector(AUDIO, timeout=60_000)
+    quick = page.locator(".st-key-quick_settings")
+    assert quick.is_visible()
+    assert page.get_by_role("slider", name="Rank").first.is_visible()
+    assert page.locator(".st-key-run button").is_visible()
+    save_screenshot(page, tmp_path, "app_phone.png")
+    page.close()
+    desktop = open_app(browser, server)
+    assert not desktop.locator(".st-key-quick_settings").is_visible()  # the sidebar has them
+    desktop.close()
+
+
 def test_upload_run_players_and_screenshot(server, browser, tmp_path):
     page = open_app(browser, server)
     assert page.get_by_text("Bundled example").count() >= 1
-    # a file over the stated limit is refused with a message, and the page goes on
-    big = tmp_path / "big.wav"
-    big.write_bytes(b"RIFF" + bytes(21 * 2**20))
-    page.locator(".st-key-upload input[type=file]").set_input_files(str(big))
-    page.get_by_text("File must be 20.0MB or smaller").wait_for(timeout=30_000)
-    assert page.locator(EXCEPTION).count() == 0
     wav = tone_wav(tmp_path / "tones.wav")
     page.locator(".st-key-upload input[type=file]").set_input_files(str(wav))
     page.get_by_text("Uploaded: tones.wav").wait_for(timeout=30_000)
@@ -160,6 +238,10 @@ def test_upload_run_players_and_screenshot(server, browser, tmp_path):
     page.wait_for_function(f"document.querySelectorAll('[data-testid=\"stImage\"]').length >= {DEFAULT_RANK}",
                            timeout=30_000)
     assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1  # the loss curve
+    # every card's player is wide enough for its seek bar
+    widths = page.evaluate("() => Array.from(document.querySelectorAll('[class*=\"st-key-card_\"] audio'))"
+                           ".map(a => a.getBoundingClientRect().width)")
+    assert len(widths) == DEFAULT_RANK and min(widths) >= 250, widths
     shot = save_screenshot(page, tmp_path, "app_after_run.png")
     assert shot.stat().st_size > 10_000
 

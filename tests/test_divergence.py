@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from nmfcore import divergence as div
+from nmfcore._workspace import Workspace
 
 BETAS = [-1.2, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0]
 
@@ -132,8 +133,9 @@ def test_mu_terms_in_place_equals_out_of_place(gen, beta):
     Y[0, 0] = 0  # floored either way
     neg, pos = div.mu_terms(V, Y, beta)
     buf, scratch = Y.clone(), torch.full_like(Y, float("nan"))
-    cache = {"scratch": scratch}  # a workspace buffer from an earlier call: its contents must not matter
-    neg2, pos2 = div.mu_terms(V, buf, beta, out=buf, cache=cache)
+    cache = Workspace()
+    cache.share("scratch", scratch)  # a workspace buffer from an earlier call: its contents must not matter
+    neg2, pos2 = div.mu_terms(V, buf, beta, out=buf, workspace=cache)
     torch.testing.assert_close(neg2, neg, rtol=1e-13, atol=0)
     if pos is None:
         assert pos2 is None
@@ -252,7 +254,7 @@ def test_multiplicative_step_never_increases_nmf_objective(gen, beta, relax):
     X = H.clone()
     for _ in range(5):
         before = float(div.beta_divergence(V, X @ W.t(), beta))
-        neg, pos = m._mu_terms("H", V, W, X, beta, {})
+        neg, pos = m.operator.terms("H", V, W, X, beta, Workspace())
         div.multiplicative_step(X, neg, pos, beta, relax=relax)
         after = float(div.beta_divergence(V, X @ W.t(), beta))
         assert after <= before * (1 + 1e-12), (beta, relax, before, after)
@@ -327,7 +329,7 @@ def test_multiplicative_step_zero_data_row_in_nmf_update(gen):
     W = _positive(gen, 5, 2)
     m = NMF(W=W, H=H)
     for beta in (0.5, 1.0, 2.0, 3.0):
-        neg, pos = m._mu_terms("H", V, W, H, beta, {})
+        neg, pos = m.operator.terms("H", V, W, H, beta, Workspace())
         X = H.clone()
         div.multiplicative_step(X, neg, pos, beta)
         assert torch.isfinite(X).all()
@@ -371,11 +373,11 @@ def test_divergence_sum_equals_beta_divergence(beta, dtype):
     Y[:, 0] = 0
     if beta <= 0:
         V = V + 1e-3
-    cache = {}
+    cache = Workspace()
     expected = div.beta_divergence(V, Y, beta)
     got = div.divergence_sum(V, Y.clone(), beta, cache)
     again = div.divergence_sum(V, Y.clone(), beta, cache)  # from the cache
-    cache["scratch"] = torch.full_like(Y, float("nan"))  # a workspace buffer: its contents must not matter
+    cache.share("scratch", torch.full_like(Y, float("nan")))  # a workspace buffer: its contents must not matter
     with_scratch = div.divergence_sum(V, Y.clone(), beta, cache)
     rtol = 1e-12 if dtype == torch.float64 else 2e-6
     assert torch.allclose(got, expected, rtol=rtol)
@@ -392,7 +394,7 @@ def test_divergence_sum_on_transposed_views(beta):
     V = torch.rand(20, 30, generator=g, dtype=torch.float64).add_(1e-3).t()
     Y = torch.rand(20, 30, generator=g, dtype=torch.float64).add_(1e-3).t()
     expected = div.beta_divergence(V, Y, beta)
-    cache = {}
+    cache = Workspace()
     Yw = Y.clone().t().contiguous().t()  # a transposed view of its own storage
     got = div.divergence_sum(V, Yw, beta, cache)
     assert torch.allclose(got, expected, rtol=1e-12)
@@ -408,16 +410,16 @@ def test_mu_terms_allocate_scratch_only_where_needed(gen, beta):
     """Invariant (memory): in place, beta=1 needs no second data-sized buffer; 0 and 0.5 keep one
     in the workspace and reuse it on the next call."""
     V, Y = _positive(gen, 5, 6), _positive(gen, 5, 6)
-    cache = {}
-    div.mu_terms(V, Y.clone(), beta, out=None, cache=cache)
+    cache = Workspace()
+    div.mu_terms(V, Y.clone(), beta, out=None, workspace=cache)
     assert "scratch" not in cache  # out of place: nothing kept
     buf = Y.clone()
-    div.mu_terms(V, buf, beta, out=buf, cache=cache)
+    div.mu_terms(V, buf, beta, out=buf, workspace=cache)
     assert ("scratch" in cache) == (beta != 1.0)
     if beta != 1.0:
         first = cache["scratch"]
         buf = Y.clone()
-        div.mu_terms(V, buf, beta, out=buf, cache=cache)
+        div.mu_terms(V, buf, beta, out=buf, workspace=cache)
         assert cache["scratch"] is first
 
 

@@ -118,8 +118,8 @@ def test_mu_batch_equals_full_mu(gen, beta, batch_size, order):
 
 def test_relaxed_mu_batch_equals_relaxed_full_mu(gen):
     """Oracle: full-batch MU with the same over-relaxed steps (divergence.multiplicative_step with
-    nmf.MU_RELAX, H then W), written as a loop over the whole data."""
-    from nmfcore.nmf import MU_RELAX
+    solvers.MU_RELAX, H then W), written as a loop over the whole data."""
+    from nmfcore.solvers import MU_RELAX
 
     X = low_rank(gen)
     W, H = factors(gen, 60, 12, 3)

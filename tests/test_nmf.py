@@ -14,7 +14,9 @@ import torch
 
 from nmfcore import metrics
 from nmfcore.exceptions import ParameterError
+from nmfcore._workspace import Workspace
 from nmfcore.nmf import NMF, NMF2D, NMF3D, NMFD, BaseComponent
+from nmfcore.operators import general_terms
 
 F64 = torch.float64
 
@@ -211,11 +213,11 @@ def _assert_terms_equal(fast, general):
 @pytest.mark.parametrize("beta", TERM_BETAS)
 @pytest.mark.parametrize("which", ["W", "H"])
 def test_fast_terms_equal_general_terms_dense(gen, beta, which):
-    """Oracle (equivalence): model._mu_terms == BaseComponent._general_terms, every model class."""
+    """Oracle (equivalence): model.operator.terms == operators.general_terms (autograd), every model class."""
     for model, V in _models(gen):
         W, H = model.W.detach(), model.H.detach()
-        fast = model._mu_terms(which, V, W, H, beta, {})
-        general = BaseComponent._general_terms(model, which, V, W, H, beta)
+        fast = model.operator.terms(which, V, W, H, beta, Workspace())
+        general = general_terms(model.reconstruct, which, V, W, H, beta)
         _assert_terms_equal(fast, general)
 
 
@@ -227,8 +229,8 @@ def test_fast_terms_equal_general_terms_sparse_nmf(gen, beta, which):
     V[V < 0.6] = 0
     W, H = rand(gen, 10, 3, low=0.1), rand(gen, 12, 3, low=0.1)
     model = NMF(W=W, H=H)
-    fast = model._mu_terms(which, V.to_sparse(), W, H, beta, {})
-    general = BaseComponent._general_terms(model, which, V, W, H, beta)
+    fast = model.operator.terms(which, V.to_sparse(), W, H, beta, Workspace())
+    general = general_terms(model.reconstruct, which, V, W, H, beta)
     _assert_terms_equal([t.to_dense() if t.is_sparse else t for t in fast], general)
 
 
@@ -240,10 +242,10 @@ def test_fast_terms_on_transposed_v_equal_general_terms(gen, beta, which):
     V = rand(gen, 9, 11, low=0.1).t()
     W, H = rand(gen, 9, 3, low=0.1), rand(gen, 11, 3, low=0.1)
     model = NMF(W=W, H=H)
-    ws = {}
+    ws = Workspace()
     for _ in range(2):  # and again with the workspace buffers reused
-        fast = model._mu_terms(which, V, W, H, beta, ws)
-        _assert_terms_equal(fast, BaseComponent._general_terms(model, which, V.contiguous(), W, H, beta))
+        fast = model.operator.terms(which, V, W, H, beta, ws)
+        _assert_terms_equal(fast, general_terms(model.reconstruct, which, V.contiguous(), W, H, beta))
     if beta != 2:
         assert "Yt" in ws and "Y" not in ws  # the reconstruction was written in V's layout
 
@@ -267,16 +269,16 @@ def test_fit_on_transposed_view_equals_fit_on_copy(gen, beta):
 
 def test_fit_keeps_transposed_view_without_copy(gen, monkeypatch):
     """Invariant (memory): a V given as a transposed view reaches the updates as that view."""
-    import nmfcore.nmf as nmf_module
+    from nmfcore.operators import MatrixProduct
 
     seen = []
-    original = nmf_module.NMF._mu_terms
+    original = MatrixProduct.terms
 
     def spy(self, which, V, *a):
         seen.append(V)
         return original(self, which, V, *a)
 
-    monkeypatch.setattr(nmf_module.NMF, "_mu_terms", spy)
+    monkeypatch.setattr(MatrixProduct, "terms", spy)
     S = lowrank(gen, 12, 16, 3, low=0.01)
     m = nmf_model(S.t(), 3)
     m.fit(S.t(), beta=1, max_iter=2, tol=0, solver="mu")
@@ -294,11 +296,11 @@ def test_fast_terms_workspace_reuse_is_not_stale(gen, cls):
         model = NMFD(W=rand(gen, 9, 3, 3, low=0.1), H=rand(gen, 1, 3, 12, low=0.1))
     W, H = model.W.detach().clone(), model.H.detach().clone()
     for beta in TERM_BETAS:
-        ws = {}
+        ws = Workspace()
         for _ in range(3):
             for which in ("W", "H"):
-                fast = model._mu_terms(which, V, W, H, beta, ws)
-                _assert_terms_equal(fast, BaseComponent._general_terms(model, which, V, W, H, beta))
+                fast = model.operator.terms(which, V, W, H, beta, ws)
+                _assert_terms_equal(fast, general_terms(model.reconstruct, which, V, W, H, beta))
                 (W if which == "W" else H).mul_(1.1)
 
 
@@ -313,14 +315,14 @@ def test_nmfd_product_form_equals_general_terms(gen, beta, which, N, T):
     V = rand(gen, N, C, L + T - 1, low=0.1)
     model = NMFD(W=rand(gen, C, R, T, low=0.1), H=rand(gen, N, R, L, low=0.1))
     W, H = model.W.detach(), model.H.detach()
-    ws = {}
-    fast = model._mu_terms(which, V, W, H, beta, ws)
-    general = BaseComponent._general_terms(model, which, V, W, H, beta)
+    ws = Workspace()
+    fast = model.operator.terms(which, V, W, H, beta, ws)
+    general = general_terms(model.reconstruct, which, V, W, H, beta)
     _assert_terms_equal(fast, general)
     if beta != 2:
         assert ws["terms"].shape == (2,) + V.shape and "lags" in ws  # Y and its terms were written in place
     strided = V.transpose(1, 2).contiguous().transpose(1, 2)
-    _assert_terms_equal(model._mu_terms(which, strided, W, H, beta, {}), general)
+    _assert_terms_equal(model.operator.terms(which, strided, W, H, beta, Workspace()), general)
 
 
 @pytest.mark.parametrize("beta", TERM_BETAS)
@@ -330,20 +332,20 @@ def test_nmfd_product_form_equals_general_terms(gen, beta, which, N, T):
 def test_tap_plane_product_form_equals_general_terms(gen, beta, which, cls, N, C, kernel, monkeypatch):
     """Oracle (equivalence): NMF2D's and NMF3D's terms through the tap planes (reconstruction and
     terms in workspace buffers, one product per pull-back) == the autograd path of conv2d / conv3d,
-    for a 1 x 1 (x 1) kernel, one and several batches and channels; beyond PRODUCT_MAX_ENTRIES the
+    for a 1 x 1 (x 1) kernel, one and several batches and channels; beyond the operator's max_entries the
     fit keeps the general path, with the same terms."""
     R, spatial = 3, (7, 9, 4)[:len(kernel)]
     V = rand(gen, N, C, *(n + k - 1 for n, k in zip(spatial, kernel)), low=0.1)
     model = cls(W=rand(gen, C, R, *kernel, low=0.1), H=rand(gen, N, R, *spatial, low=0.1))
     W, H = model.W.detach(), model.H.detach()
-    general = BaseComponent._general_terms(model, which, V, W, H, beta)
-    ws = {}
+    general = general_terms(model.reconstruct, which, V, W, H, beta)
+    ws = Workspace()
     for _ in range(2):  # and with the workspace reused
-        _assert_terms_equal(model._mu_terms(which, V, W, H, beta, ws), general)
+        _assert_terms_equal(model.operator.terms(which, V, W, H, beta, ws), general)
     assert "planes" in ws and "windows" in ws
-    monkeypatch.setattr(cls, "PRODUCT_MAX_ENTRIES", 1)
-    ws = {}
-    _assert_terms_equal(model._mu_terms(which, V, W, H, beta, ws), general)
+    monkeypatch.setattr(cls.operator, "max_entries", 1)
+    ws = Workspace()
+    _assert_terms_equal(model.operator.terms(which, V, W, H, beta, ws), general)
     assert "planes" not in ws and "windows" not in ws
 
 
@@ -352,11 +354,11 @@ def test_tap_plane_product_form_equals_general_terms(gen, beta, which, cls, N, C
     (NMF3D, (1, 2, 6, 7, 5), (2, 3, 2, 3, 2), (1, 3, 5, 5, 4))])
 def test_tap_plane_fit_is_monotone_and_matches_conv_fit(gen, monkeypatch, cls, V_shape, W_shape, H_shape):
     """Oracles: the NMF2D / NMF3D fit through the product form never increases the objective, and gives
-    the factors of the fit through conv2d / conv3d (PRODUCT_MAX_ENTRIES = 1) up to float64 rounding."""
+    the factors of the fit through conv2d / conv3d (max_entries = 1) up to float64 rounding."""
     V = rand(gen, *V_shape, low=0.05)
     runs = []
-    for cap in (cls.PRODUCT_MAX_ENTRIES, 1):
-        monkeypatch.setattr(cls, "PRODUCT_MAX_ENTRIES", cap)
+    for cap in (cls.operator.max_entries, 1):
+        monkeypatch.setattr(cls.operator, "max_entries", cap)
         m = cls(W=rand(gen.manual_seed(3), *W_shape, low=0.1), H=rand(gen, *H_shape, low=0.1))
         n, losses = record_losses(m, V, beta=1, max_iter=40)
         assert_non_increasing(losses, what=f"{cls.__name__} product form cap={cap}")
@@ -371,7 +373,7 @@ def test_general_terms_difference_is_autograd_gradient(gen, beta, which):
     """Oracle (gradient consistency): pos - neg == d beta_div(model(H, W), V) / d which."""
     for model, V in _models(gen):
         W, H = model.W.detach().clone(), model.H.detach().clone()
-        neg, pos = BaseComponent._general_terms(model, which, V, W, H, beta)
+        neg, pos = general_terms(model.reconstruct, which, V, W, H, beta)
         x = (W if which == "W" else H).clone().requires_grad_(True)
         Y = model.reconstruct(H, x) if which == "W" else model.reconstruct(x, W)
         (grad,) = torch.autograd.grad(metrics.beta_div(Y, V, beta), x)
@@ -637,7 +639,7 @@ def _slow_hals_sweep(X, P, G, l1, l2, floor):
 def test_hals_sweep_equals_slow_coordinate_minimisation(gen, l1, l2):
     """Oracle (slow float64 reference): one sweep of the solver is the exact column-wise
     minimiser, a column whose Gram diagonal is zero (a dead component) kept as it was."""
-    from nmfcore.nmf import _hals_update
+    from nmfcore.solvers.hals import _hals_update
 
     A = rand(gen, 40, 6)
     A[:, 2] = 0  # dead component: G[2, 2] = 0 without l2
@@ -654,7 +656,7 @@ def test_hals_sweep_equals_slow_coordinate_minimisation(gen, l1, l2):
 def test_hals_numpy_sweep_equals_torch_sweep(gen, dtype):
     """Oracle (equivalence): the NumPy sweep used on the CPU equals the torch
     (TorchScript) sweep used on other devices, including its change."""
-    from nmfcore.nmf import _numpy_sweeper, _torch_sweeper
+    from nmfcore.solvers.hals import _numpy_sweeper, _torch_sweeper
 
     R, n = 7, 33
     A = rand(gen, 50, R, dtype=dtype)

@@ -49,7 +49,7 @@ def test_fit_with_continuity_decreases_objective_and_jumps(gen, cls, beta):
     V = _jumpy_problem(gen)
     if cls is NMFD:
         V = V.t().unsqueeze(0)  # (1, freq, frames)
-    axis = cls._time_axis
+    axis = cls.time_axis
     results = {}
     for lam in (0.0, 2.0):
         m = cls(V.shape, 3, **({"T": 3} if cls is NMFD else {}), generator=1).double()

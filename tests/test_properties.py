@@ -7,7 +7,6 @@ float32 and float64. The beta-divergence is finite and non-negative for
 any beta in [-2, 4] with zeros on either side.
 """
 
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

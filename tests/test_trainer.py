@@ -117,10 +117,10 @@ def test_step_returns_divergence_before_the_step(gen):
 # ------------------------------------------------ BetaMu == NMF.fit (MU)
 @pytest.fixture
 def plain_mu(monkeypatch):
-    """fit's MU without over-relaxation (nmf.MU_RELAX = 1): the plain update BetaMu implements."""
-    import nmfcore.nmf
+    """fit's MU without over-relaxation (solvers.mu.MU_RELAX = 1): the plain update BetaMu implements."""
+    import nmfcore.solvers.mu
 
-    monkeypatch.setattr(nmfcore.nmf, "MU_RELAX", 1.0)
+    monkeypatch.setattr(nmfcore.solvers.mu, "MU_RELAX", 1.0)
 
 
 @pytest.mark.parametrize("beta", [1.0, 2.0, 0.5, 3.0])

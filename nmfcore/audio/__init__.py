@@ -12,7 +12,7 @@ Modules
 -------
 io          load_audio, write_audio (AudioWriter), audio_bytes, resample, safe output paths
 spectral    stft, istft, spectrogram, alpha-Wiener soft masks
-models      MODELS registry (NMF, NMFD, NMF2D; PLCA/SI-PLCA when present)
+models      MODELS registry (NMF, NMFD, NMF2D; more through register_model)
 separation  SeparationSettings, separate, Separation; supervised separation
 grouping    component_order (by centroid or pitch), component_pitches, auto_group (clustering)
 evaluation  si_sdr, bss_eval, evaluate, oracle masks, best (oracle) grouping
@@ -24,7 +24,7 @@ from .grouping import (auto_group, component_centroids, component_features, comp
                        harmonic_salience, kmeans, note_names, spectral_clustering)
 from .io import (AudioError, AudioWriter, OutputExistsError, audio_bytes, load_audio, output_path, resample,
                  safe_filename, write_audio)
-from .models import MODELS, ModelSpec, register_model
+from .models import MODELS, ModelSpec, fit_solver, register_model
 from .separation import (Separation, SeparationSettings, check_groups, learn_dictionary, separate,
                          separate_supervised)
 from .spectral import istft, soft_masks, spectrogram, stft
@@ -34,7 +34,7 @@ __all__ = [
     "AudioError", "load_audio", "write_audio", "audio_bytes", "MODELS", "ModelSpec", "SeparationSettings",
     "separate", "Separation", "auto_group", "component_order", "si_sdr", "evaluate",
     # more
-    "OutputExistsError", "AudioWriter", "resample", "safe_filename", "output_path", "register_model", "check_groups",
+    "OutputExistsError", "AudioWriter", "fit_solver", "resample", "safe_filename", "output_path", "register_model", "check_groups",
     "learn_dictionary", "separate_supervised", "component_centroids", "component_features", "kmeans",
     "spectral_clustering", "component_pitches", "harmonic_salience", "note_names",
     "stft", "istft", "spectrogram", "soft_masks",

@@ -32,9 +32,9 @@ and its *activation envelope* :math:`e_r(t) = \sum_f Y_r(f, t)`.
   leave a source with one stray component; ``method='kmeans'`` runs
   k-means++ on the features instead.
 
-How well this works is measured in ``bench/separation.py``: clustering
+How well this works is measured by the separation benchmark: clustering
 without references stays well below the best grouping of the same
-components (see the README section on separation quality).
+components (see the benchmark records).
 
 References
 ----------
@@ -57,13 +57,12 @@ References
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .._validation import check_finite_float, check_positive_int
+from .._validation import check_finite_float, check_int, check_positive_int
 from ..exceptions import ParameterError
 from .spectral import frame_blocks
 
@@ -82,8 +81,7 @@ def component_summaries(separation) -> tuple[Tensor, Tensor]:
     Computed block by block of frames (never a whole component spectrogram
     in float64) and cached on the separation.
     """
-    cache = separation._cache
-    if "summaries" not in cache:
+    def compute():
         W, H = separation.factors
         layout = separation.settings.spec.layout
         R, (F, T) = separation.rank, separation.spectrogram.shape
@@ -91,11 +89,12 @@ def component_summaries(separation) -> tuple[Tensor, Tensor]:
         envelopes = torch.zeros((R, T), dtype=torch.float64)
         for a, b in frame_blocks(T):
             for r in range(R):
-                Y = layout.component_frames(W, H, r, a, b)
+                Y = layout.component_frames(H, W, r, a, b)
                 profiles[r] += Y.sum(1, dtype=torch.float64).cpu()
                 envelopes[r, a:b] = Y.sum(0, dtype=torch.float64).cpu()
-        cache["summaries"] = (profiles, envelopes)
-    return cache["summaries"]
+        return profiles, envelopes
+
+    return separation.cached("summaries", compute)
 
 
 def component_centroids(separation) -> np.ndarray:
@@ -245,11 +244,10 @@ def component_pitches(separation, *, fmin: float = 30.0, fmax: float = 2000.0,
     """Estimated fundamental frequency in Hz of every component, NaN where it is unpitched or silent.
 
     :func:`harmonic_salience` of each component's spectral profile; a
-    component is pitched when its salience reaches ``min_salience``. On the
-    development mixtures (``bench/separation.py``) the bass templates come
-    out at the notes of the bass line (E2-D3), hi-hat and snare templates
-    score 1.4-1.8 (unpitched) and harmonic ones 3-14, hence the default 2.5.
-    A template that covers several notes reports the dominant one.
+    component is pitched when its salience reaches ``min_salience``; the
+    default lies between the scores of the unpitched (hi-hat, snare) and the
+    harmonic templates of the development mixtures of the separation
+    benchmark. A template that covers several notes reports the dominant one.
 
     Examples
     --------
@@ -266,13 +264,15 @@ def component_pitches(separation, *, fmin: float = 30.0, fmax: float = 2000.0,
     """
     min_salience = check_finite_float(min_salience, "min_salience")
     key = ("pitches", fmin, fmax, min_salience)  # cached: component_order(by='pitch') reads them too
-    if key not in separation._cache:
+
+    def compute():
         profiles, _ = component_summaries(separation)
         f0, salience = harmonic_salience(profiles, separation.freqs, fmin=fmin, fmax=min(fmax, separation.sr / 2))
         out = f0.numpy().copy()
         out[(salience < min_salience).numpy()] = np.nan
-        separation._cache[key] = out
-    return separation._cache[key].copy()
+        return out
+
+    return separation.cached(key, compute).copy()
 
 
 def note_names(pitches) -> list[str]:
@@ -486,10 +486,8 @@ def auto_group(separation, n_sources: int, *, seed: int = 0, features: str = "de
     [0, 1, 2, 3]
     """
     R = separation.rank
-    if isinstance(n_sources, bool) or not isinstance(n_sources, numbers.Integral) or not 1 <= n_sources <= R:
-        raise ParameterError(f"n_sources={n_sources!r} must be an integer in [1, {R}] (the number of components)")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ParameterError(f"seed={seed!r} must be a non-negative integer")
+    check_int(n_sources, "n_sources", low=1, high=R)  # at most the number of components
+    check_int(seed, "seed", low=0)
     if method not in GROUPING_METHODS:
         raise ParameterError(f"method={method!r} must be one of {GROUPING_METHODS}")
     X = component_features(separation, features=features)

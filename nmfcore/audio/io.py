@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import math
-import numbers
 import os
 import re
 import tempfile
@@ -32,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._validation import is_int, is_real
 from ..exceptions import ParameterError
 
 __all__ = [
@@ -88,8 +88,8 @@ def check_sample_rate(sr, name: str = "sr") -> int:
     ...
     nmfcore.audio.io.AudioError: sr=0 must be an integer sample rate in [1000, 768000] Hz
     """
-    ok = isinstance(sr, numbers.Integral) and not isinstance(sr, bool)
-    if not ok and isinstance(sr, numbers.Real) and float(sr).is_integer():
+    ok = is_int(sr)
+    if not ok and is_real(sr) and float(sr).is_integer():
         sr, ok = int(sr), True
     if not ok or not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
         raise AudioError(f"{name}={sr!r} must be an integer sample rate in [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz")
@@ -224,7 +224,7 @@ def load_audio(source: AudioSource, *, sr: int | None = None, mono: bool = False
     if sr is not None:
         sr = check_sample_rate(sr)
     if max_duration is not None:
-        if isinstance(max_duration, bool) or not isinstance(max_duration, numbers.Real) or not max_duration > 0:
+        if not is_real(max_duration) or not max_duration > 0:
             raise AudioError(f"max_duration={max_duration!r} must be a positive number of seconds")
     name = _describe(source)
     if isinstance(source, (str, os.PathLike)):

@@ -36,8 +36,9 @@ from torch import Tensor
 from .. import nmf as _nmf
 from ..exceptions import ParameterError
 from ..init import INIT_METHODS
+from ..operators import Deconvolution, TapPlanes
 
-__all__ = ["ModelSpec", "MODELS", "register_model", "Layout", "MATRIX", "CONV1D", "CONV2D"]
+__all__ = ["ModelSpec", "MODELS", "register_model", "fit_solver", "Layout", "MATRIX", "CONV1D", "CONV2D"]
 
 
 class Layout:
@@ -52,15 +53,15 @@ class Layout:
     def from_model(self, Y: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def reconstruct(self, W: Tensor, H: Tensor) -> Tensor:
-        """Spectrogram (F, T) of the whole model."""
+    def reconstruct(self, H: Tensor, W: Tensor) -> Tensor:
+        """Spectrogram (F, T) of the whole model (arguments in the order of the models' ``reconstruct(H, W)``)."""
         raise NotImplementedError
 
-    def component(self, W: Tensor, H: Tensor, r: int) -> Tensor:
+    def component(self, H: Tensor, W: Tensor, r: int) -> Tensor:
         """Spectrogram (F, T) of component ``r`` alone."""
-        return self.reconstruct(W[:, r:r + 1], H[:, r:r + 1])
+        return self.reconstruct(H[:, r:r + 1], W[:, r:r + 1])
 
-    def component_frames(self, W: Tensor, H: Tensor, r: int, a: int, b: int) -> Tensor:
+    def component_frames(self, H: Tensor, W: Tensor, r: int, a: int, b: int) -> Tensor:
         """Frames ``a:b`` of :meth:`component` (F, b - a), computed from the activations they need only.
 
         For convolutive models frame ``t`` depends on activations ``t - k + 1 .. t``
@@ -68,7 +69,7 @@ class Layout:
         """
         k, L = W.shape[-1], H.shape[-1]
         j0, j1 = max(0, a - k + 1), min(L, b)
-        part = self.reconstruct(W[:, r:r + 1], H[:, r:r + 1, ..., j0:j1])
+        part = self.reconstruct(H[:, r:r + 1, ..., j0:j1], W[:, r:r + 1])
         return part[:, a - j0:b - j0]
 
     def export(self, W: Tensor, H: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -95,13 +96,13 @@ class _Matrix(Layout):
     def from_model(self, Y):
         return Y.t()
 
-    def reconstruct(self, W, H):
+    def reconstruct(self, H, W):
         return W @ H.t()
 
-    def component(self, W, H, r):
+    def component(self, H, W, r):
         return torch.outer(W[:, r], H[:, r])
 
-    def component_frames(self, W, H, r, a, b):
+    def component_frames(self, H, W, r, a, b):
         return torch.outer(W[:, r], H[a:b, r])
 
     def export(self, W, H):
@@ -118,8 +119,8 @@ class _Conv1d(Layout):
     def from_model(self, Y):
         return Y[0]
 
-    def reconstruct(self, W, H):
-        return _nmf.NMFD.reconstruct(H, W)[0]
+    def reconstruct(self, H, W):
+        return Deconvolution.reconstruct(H, W)[0]
 
     def export(self, W, H):
         return W.detach().cpu().numpy(), H.detach()[0].cpu().numpy()
@@ -135,8 +136,8 @@ class _Conv2d(Layout):
     def from_model(self, Y):
         return Y[0, 0]
 
-    def reconstruct(self, W, H):
-        return _nmf.NMF2D.reconstruct(H, W)[0, 0]
+    def reconstruct(self, H, W):
+        return TapPlanes.reconstruct(H, W)[0, 0]
 
     def export(self, W, H):
         # (1, R, kf, kt) -> (kf, R, kt): frequency first, as for the other models
@@ -193,6 +194,10 @@ class ModelSpec:
     beta_divergence : bool
         Whether the model minimises the beta-divergence with ``fit(beta=...)``
         and ``trainable_W`` (needed by supervised separation).
+    defaults : dict
+        :class:`~nmfcore.audio.SeparationSettings` values this model should
+        start from where the general defaults do not suit it (an app or
+        script applies them when the model is chosen).
     """
 
     name: str
@@ -206,9 +211,38 @@ class ModelSpec:
     fit: Callable = field(default=_fit_beta, repr=False, compare=False)
     factors: Callable = field(default=lambda m: (m.W.detach(), m.H.detach()), repr=False, compare=False)
     beta_divergence: bool = True
+    defaults: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 MODELS: dict[str, ModelSpec] = {}
+
+_PROBE_SHAPES = {0: (2, 2), 1: (1, 2, 2), 2: (1, 1, 2, 2)}  # the smallest V of each layout
+
+
+def fit_solver(model: str, beta: float, *, device: str = "cpu", sparsity_H=None, continuity: float = 0.0) -> str:
+    """The solver the pipeline's fit runs for these settings.
+
+    ``'projected_gradient'`` with a target sparseness of H (``sparse_fit``:
+    projected gradient steps on H, multiplicative updates on W); ``'mu'``
+    (multiplicative updates) or ``'hals'`` as the model's ``fit`` resolves
+    ``solver='auto'`` (MU with temporal continuity); ``'em'`` for models that
+    do not minimise a beta-divergence (PLCA and kin).
+
+    Examples
+    --------
+    >>> fit_solver("NMF", 2.0), fit_solver("NMF", 1.0), fit_solver("NMF", 2.0, sparsity_H=0.5)
+    ('hals', 'mu', 'projected_gradient')
+    """
+    spec = MODELS[model]
+    if not spec.beta_divergence:
+        return "em"
+    if sparsity_H is not None:
+        return "projected_gradient"
+    if continuity:
+        return "mu"
+    ndim = spec.layout.kernel_ndim
+    probe = spec.build(_PROBE_SHAPES[ndim], 1, (1,) * ndim, None)
+    return probe.resolve_solver("auto", float(beta), torch.device(device))
 
 
 def register_model(spec: ModelSpec) -> ModelSpec:
@@ -229,8 +263,8 @@ register_model(ModelSpec(
 ))
 register_model(ModelSpec(
     name="NMFD", label="NMF deconvolution (NMFD)",
-    description="Non-negative matrix factor deconvolution: each component is a spectro-temporal pattern of "
-                "kernel_size frames (a drum hit, a note with its attack), placed at the onsets in its activation.",
+    description="Non-negative matrix factor deconvolution: each component is a spectro-temporal pattern a few "
+                "frames long (a drum hit, a note with its attack), placed at the onsets in its activation.",
     convolutive=True, kernel_help="length T of each pattern in STFT frames (4-8 at hop 512 and 22 kHz, "
                                   "0.1-0.2 s)",
     layout=CONV1D,
@@ -238,49 +272,15 @@ register_model(ModelSpec(
 ))
 register_model(ModelSpec(
     name="NMF2D", label="NMF 2-D deconvolution (NMF2D)",
-    description="Non-negative matrix factor 2-D deconvolution: each component is a patch of kernel_size "
-                "(frequency bins, frames) shifted in both time and frequency.",
-    convolutive=True, kernel_help="(frequency bins, frames) of each patch, e.g. (16, 4); an int k means (k, k)",
+    description="Non-negative matrix factor 2-D deconvolution: each component is a spectral patch of a few "
+                "frames that can also move up and down the spectrum by a few frequency bins.",
+    convolutive=True, kernel_help="(frequency bins, frames) of each patch; the activations have one row per "
+                                  "frequency shift (bins of the spectrogram - patch bins + 1), so keep the "
+                                  "patch nearly as tall as the spectrogram: a small patch lets them copy it",
     layout=CONV2D,
     init_methods=("random",),
+    # 4 shifts of a 254-bin patch of a 512-point STFT: parts as meaningful as NMF's in seconds
+    # (bench/nmf2d_defaults.py; bench/README.md, 2026-12-03)
+    defaults={"rank": 8, "n_fft": 512, "hop_length": 256, "kernel_size": (254, 4), "n_iter": 100},
     build=lambda shape, rank, kernel, gen: _nmf.NMF2D(shape, rank, kernel, generator=gen),
 ))
-
-
-def _register_plca():
-    """Register PLCA and SI-PLCA once :mod:`nmfcore.plca` exists (reference API: ``Z`` and ``norm``)."""
-    try:
-        from .. import plca as _plca
-    except ImportError:
-        return
-    import inspect
-
-    def fit_plca(model, V, *, beta, tol, max_iter, init, seed, sparsity_H, callback):
-        kwargs = {"callback": callback} if "callback" in inspect.signature(model.fit).parameters else {}
-        out = model.fit(V, tol=tol, max_iter=max_iter, **kwargs)
-        n_iter, norm = out if isinstance(out, tuple) else (out, float(V.sum()))
-        model._audio_norm = float(norm)
-        return int(n_iter)
-
-    def factors(model):
-        # V ~ norm * H diag(Z) W^T (or its convolution): fold Z and norm into H
-        Z = model.Z.detach().reshape((1, -1) + (1,) * (model.H.ndim - 2))
-        return model.W.detach(), model.H.detach() * Z * getattr(model, "_audio_norm", 1.0)
-
-    common = dict(init_methods=(), fit=fit_plca, factors=factors, beta_divergence=False)
-    for name, cls_name, layout, conv, label, build in (
-            ("PLCA", "PLCA", MATRIX, False, "PLCA",
-             lambda shape, rank, kernel, gen, c="PLCA": getattr(_plca, c)(shape, rank)),
-            ("SIPLCA", "SIPLCA", CONV1D, True, "Shift-invariant PLCA (SI-PLCA)",
-             lambda shape, rank, kernel, gen, c="SIPLCA": getattr(_plca, c)(shape, rank, kernel[0])),
-            ("SIPLCA2", "SIPLCA2", CONV2D, True, "2-D shift-invariant PLCA (SI-PLCA2)",
-             lambda shape, rank, kernel, gen, c="SIPLCA2": getattr(_plca, c)(shape, rank, kernel))):
-        if hasattr(_plca, cls_name):
-            register_model(ModelSpec(
-                name=name, label=label,
-                description="Probabilistic latent component analysis, fitted by EM (beta and init do not apply).",
-                convolutive=conv, kernel_help=MODELS["NMFD" if layout is CONV1D else "NMF2D"].kernel_help
-                if conv else "", layout=layout, build=build, **common))
-
-
-_register_plca()

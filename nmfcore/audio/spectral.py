@@ -26,20 +26,20 @@ References
 
 from __future__ import annotations
 
-import numbers
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
+from .._validation import check_finite_float, check_positive_int
 from ..exceptions import ParameterError
 
 __all__ = ["WINDOWS", "get_window", "check_stft_params", "stft", "istft", "spectrogram", "n_frames",
            "frame_blocks", "stft_frames", "OverlapAdd", "MaskBank", "soft_masks"]
 
 #: STFT frames processed at once by the blockwise functions (bounds memory for long recordings; at
-#: n_fft=2048 one float32 block is 4 MiB, which also keeps the passes over it in cache: 1024 frames
-#: rendered a 10-minute file 1.5x faster than 4096, with 0.3 GiB less peak memory)
+#: n_fft=2048 one float32 block is 4 MiB, which also keeps the passes over it in cache, faster and
+#: with less peak memory than larger blocks)
 BLOCK_FRAMES = 1024
 
 WINDOWS = ("hann", "hamming", "blackman", "bartlett", "rect")
@@ -75,8 +75,7 @@ def check_stft_params(n_fft, hop_length, window) -> tuple[int, int, str]:
     nmfcore.exceptions.ParameterError: window='hann' with n_fft=1024 and hop_length=1024 cannot be inverted (its squared overlap-add has zeros): use hop_length <= n_fft // 2
     """
     for name, value in (("n_fft", n_fft), ("hop_length", hop_length)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ParameterError(f"{name}={value!r} must be a positive integer")
+        check_positive_int(value, name)
     if n_fft < 16:
         raise ParameterError(f"n_fft={n_fft} must be at least 16")
     if hop_length > n_fft:
@@ -239,8 +238,8 @@ class OverlapAdd:
     def _fold(self, frames: Tensor) -> Tensor:
         # frames (B, n_fft) -> their overlap-add, ((B - 1) * hop + n_fft,). Each frame is cut into
         # k = ceil(n_fft / hop) pieces of hop samples (zero-padded); piece j of frame t lands in row t + j
-        # of the output seen as (rows, hop): k contiguous additions. torch's fold (col2im) took 14 ms
-        # per block of a 20 s clip, these 1.5 ms (tests pin the result to fold)
+        # of the output seen as (rows, hop): k contiguous additions, an order of magnitude faster than
+        # torch's fold (col2im) (tests pin the result to fold)
         B, n = frames.shape
         hop = self.hop
         k = -(-n // hop)
@@ -356,8 +355,7 @@ class MaskBank:
     """
 
     def __init__(self, component: Callable[[int], Tensor], n: int, power: float = 2.0):
-        if isinstance(power, bool) or not isinstance(power, numbers.Real) or not 0 < power < float("inf"):
-            raise ParameterError(f"mask_power={power!r} must be a finite positive number")
+        power = check_finite_float(power, "mask_power")
         if n < 1:
             raise ParameterError(f"soft masks need at least one component, got {n}")
         self.component, self.n, self.power = component, n, float(power)
