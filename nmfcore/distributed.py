@@ -2,7 +2,8 @@ r"""Data-parallel mini-batch NMF on ``torch.distributed``: the hook that all-red
 
 Each process holds a shard of the frames and its rows of ``H``; ``W`` is the
 same on every process. Between computing W's gradient parts and applying
-them, :class:`DataParallel` sums them over the processes (one all-reduce per
+them (the hook of the solver seam, :mod:`nmfcore.solvers`, or of
+:class:`nmfcore.minibatch.MiniBatchMU`), :class:`DataParallel` sums them over the processes (one all-reduce per
 update of ``W``), so every process takes the same step: the fit of ``P``
 processes with batches ``b_p`` equals the fit of one process whose batch is
 the union of the ``b_p`` ([1]_'s updates are sums over frames). The loss is
@@ -98,6 +99,15 @@ class DataParallel:
         except RuntimeError as e:  # gloo / NCCL report a closed connection or a timeout as RuntimeError
             raise DistributedError(f"{what} failed on process {self.rank} of {self.world_size}: another "
                                    f"process failed, exited or timed out ({type(e).__name__}: {e})") from e
+
+    def __call__(self, which: str, neg: Tensor, pos: Tensor):
+        """The solver seam's hook (:class:`nmfcore.solvers.Solver`): W's parts summed over the processes,
+        H's (each process's own rows) unchanged. With it, full-batch
+        ``MultiplicativeUpdates(Problem(...), hook=DataParallel(), relax=1.0)`` on each process's shard
+        is data-parallel full-batch MU (the problem must not rescale: data within [2**-10, 2**11))."""
+        if which == "W":
+            return self.sum_parts(neg, pos)
+        return neg, pos
 
     def sum_parts(self, neg: Tensor, pos: Tensor):
         """``(neg, pos)`` summed over the processes (one all-reduce); new tensors of the same shapes."""

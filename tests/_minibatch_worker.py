@@ -41,6 +41,18 @@ def fit_all(V, W, H, batch_size, parallel=None, order="cyclic"):
     return out
 
 
+def full_batch(V, W, H, hook=None):
+    """3 plain full-batch MU steps on the solver seam, with an optional hook (the all-reduce)."""
+    from nmfcore.operators import MatrixProduct
+    from nmfcore.solvers import MultiplicativeUpdates, Problem
+
+    prob = Problem(MatrixProduct(), W.clone().requires_grad_(), H.clone().requires_grad_(), V, beta=1.0)
+    mu = MultiplicativeUpdates(prob, hook=hook, relax=1.0)
+    for _ in range(3):
+        mu.step()
+    return prob.W, prob.H
+
+
 def worker(rank: int, world_size: int, init_file: str, out_dir: str, fail_rank: int):
     import torch.distributed as dist
 
@@ -62,6 +74,7 @@ def worker(rank: int, world_size: int, init_file: str, out_dir: str, fail_rank: 
             result = "finished"
         else:
             result = fit_all(Vs, W, Hs, BATCH, DataParallel(), order="shuffle")
+            result["full-batch hook"] = full_batch(Vs, W, Hs, DataParallel())
         torch.save({"ok": result}, f"{out_dir}/{rank}.pt")
     except BaseException as e:  # noqa: BLE001 - reported to the test
         torch.save({"error": f"{type(e).__name__}: {e}", "type": type(e).__name__,

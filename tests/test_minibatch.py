@@ -425,15 +425,17 @@ def _spawn(tmp_path, fail_rank: int, timeout: float = 120):
 
 def test_two_gloo_processes_equal_one_process(tmp_path):
     """Oracle: a one-process fit of the same frames in the same order: batch j of the one process holds
-    batch j of both processes (shuffled order, same generator seed), every solver, 3 epochs, float64."""
+    batch j of both processes (shuffled order, same generator seed), every solver, 3 epochs, float64; and the
+    full-batch MultiplicativeUpdates of the solver seam with DataParallel as its hook."""
     results = _spawn(tmp_path, fail_rank=-1)
     for r in results:
         assert "ok" in r, r.get("trace")
     V, W, H = mw.data(2)
     ref = mw.fit_all(V, W, H, mw.BATCH * 2, order="shuffle")
+    ref["full-batch hook"] = mw.full_batch(V, W, H)
     for rank, r in enumerate(results):
         rows = mw.shard_rows(rank, 2)
-        for solver in SOLVERS:
+        for solver in SOLVERS + ("full-batch hook",):
             Wp, Hp = r["ok"][solver]
             torch.testing.assert_close(Wp, ref[solver][0], msg=f"{solver} W on process {rank}")
             torch.testing.assert_close(Hp, ref[solver][1][rows], msg=f"{solver} H on process {rank}")
