@@ -13,7 +13,7 @@ rank 40), for beta 1 and 2, from the same initial factors:
    epochs / iterations from the start; the time of the first rung that reaches
    the target is reported (an upper bound: the crossing lies in the last
    doubling).
-4. Peak memory (max RSS of a fresh process) of an ``asag_mu`` fit from chunks
+4. Peak memory (peak RSS, VmHWM, of a fresh process) of an ``asag_mu`` fit from chunks
    generated block by block at 1x, 2x and 4x the length: it should grow with the
    batch and ``H`` (frames x rank), not with the data.
 
@@ -132,9 +132,12 @@ def sklearn_ladder(make, V_np, W0, H0, beta, target, start, budget):
 
 
 def peak_memory(F_: int, T_: int, rank: int, batch: int, epochs: int, threads: int) -> float:
-    """Max RSS (MiB) of a fresh process fitting T_ frames from chunks generated on the fly."""
+    """Peak RSS (MiB, VmHWM) of a fresh process fitting T_ frames from chunks generated on the fly.
+
+    Not ``ru_maxrss``: Linux keeps it across ``execve``, so a child started by this (large) process
+    reported the parent's peak (2250 MiB at every length in the first full run)."""
     code = f"""
-import resource, torch, sys
+import torch, sys
 sys.path.insert(0, 'bench')
 torch.set_num_threads({threads})
 from minibatch_speed import templates, block
@@ -142,7 +145,7 @@ from nmfcore.minibatch import MiniBatchMU
 W = templates({F_})
 chunks = lambda: (block(W, s, min({batch}, {T_} - s)) for s in range(0, {T_}, {batch}))
 MiniBatchMU({rank}, solver='asag_mu', beta=1, generator=0).fit(chunks, max_epochs={epochs}, tol=0)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print([int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM')][0] / 1024)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -200,7 +203,7 @@ def main(argv=None):
             print(f"best mini-batch: {best[0]}, {best[2] / t_full:.2f} of full-batch MU's time; {vs_sk}")
         results["rows"].append({"beta": beta, "target": target,
                                 "rows": [dict(zip(("method", "run", "seconds", "loss", "reached"), r)) for r in rows]})
-    print("\npeak memory (max RSS, MiB) of an asag_mu fit from chunks generated on the fly, 2 epochs:")
+    print("\npeak memory (peak RSS, MiB) of an asag_mu fit from chunks generated on the fly, 2 epochs:")
     mem = {}
     for k in (1, 2, 4):
         mem[k] = peak_memory(F_, k * T_, rank, batch, 2, args.threads)
