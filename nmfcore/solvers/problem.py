@@ -67,6 +67,11 @@ class Problem:
     initialize : callable, optional
         ``initialize(V_scaled)`` sets the trainable factors from the data
         (in place), before the starting product is matched.
+    match_start : bool, default True
+        Scale the starting product to the data's sum (what makes fits
+        scale-equivariant). Turn it off where ``V`` is one shard of a larger
+        problem (a data-parallel fit): each shard's own sum would start the
+        processes from different products.
     mask : torch.Tensor, optional
         Non-negative weights broadcastable to ``V`` (dense): the divergence
         becomes :math:`\sum m\, d_\beta(v | \hat v)`; :meth:`terms`
@@ -87,7 +92,8 @@ class Problem:
     def __init__(self, operator: Operator, W: Tensor, H: Tensor, V: Tensor, beta: float, *, l1: float = 0.0,
                  l2: float = 0.0, continuity: float = 0.0, time_axis: Optional[int] = None,
                  vmax: Optional[float] = None, frozen_W_columns: Optional[Sequence[int]] = None,
-                 initialize: Optional[Callable[[Tensor], None]] = None, mask: Optional[Tensor] = None):
+                 initialize: Optional[Callable[[Tensor], None]] = None, mask: Optional[Tensor] = None,
+                 match_start: bool = True):
         self.operator = operator
         self.mask = mask
         self.beta = beta
@@ -136,7 +142,7 @@ class Problem:
         # the continuity penalty does not change with the scale of H
         self.continuity = times(continuity, sb)
         self.loss_scale = _scale.pow2(e * beta)  # inf where the loss in V's units is not a float
-        self._start(initialize, vmax, cols, match=not (l1 or l2))
+        self._start(initialize, vmax, cols, match=match_start and not (l1 or l2))
         self.frozen = {} if cols is None else {"W": (cols, self.W.index_select(1, cols))}
 
     def _start(self, initialize, vmax: float, cols: Optional[Tensor], match: bool) -> None:

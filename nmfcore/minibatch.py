@@ -1,0 +1,888 @@
+r"""Mini-batch multiplicative updates for NMF with the beta-divergence.
+
+The model and its layout are those of :class:`nmfcore.nmf.NMF`: the data
+``V`` holds one frame per row, :math:`V \approx H W^T`. A fit visits the
+frames in mini-batches (consecutive blocks of rows): each batch updates its
+own rows of ``H`` with ``W`` fixed, and gives the negative and positive parts
+of the gradient of its divergence with respect to ``W``. The solvers differ
+in what they do with W's parts ([1]_):
+
+=============  ===========================================================
+``mu_batch``   sum them over the epoch, update ``W`` once per epoch
+               (equal to full-batch multiplicative updates, H then W)
+``asg_mu``     update ``W`` after every batch from that batch's parts
+``gsg_mu``     update ``W`` once per epoch from one random batch's parts
+``asag_mu``    stochastic average gradient: keep every batch's last parts
+               (the negative part times the ``W`` it was computed at),
+               update the running sums, update ``W`` after every batch
+``gsag_mu``    the same running sums, updated from one random batch, ``W``
+               once per epoch
+=============  ===========================================================
+
+Each update of a factor is the same three stages as nmfcore's full-batch
+solvers: the parts (:func:`batch_terms`, the pull-backs of
+:func:`nmfcore.divergence.mu_terms` through the matrix product), a hook on
+W's parts (accumulation, the running sums of the average gradient, the
+all-reduce of :mod:`nmfcore.distributed`), and
+:func:`nmfcore.divergence.multiplicative_step`. Every beta case comes from
+:mod:`nmfcore.divergence`.
+
+The module also gives the update functions of the reference implementation
+of [1]_ (:func:`gradient_h`, :func:`gradient_h_mu`, :func:`gradient_w`,
+:func:`gradient_w_mu`, :func:`mu_update_h`, :func:`mu_update`,
+:func:`update_grad_w`) with their meaning. Their docstrings there call
+beta = 1 Itakura-Saito; in nmfcore (and here) **beta = 0 is Itakura-Saito,
+beta = 1 generalised Kullback-Leibler, beta = 2 half the squared Euclidean
+distance**.
+
+References
+----------
+.. [1] R. Serizel, S. Essid and G. Richard, "Mini-batch stochastic approaches
+   for accelerated multiplicative updates in nonnegative matrix factorisation
+   with beta-divergence", IEEE MLSP 2016.
+.. [2] C. Févotte and J. Idier, "Algorithms for nonnegative matrix
+   factorization with the beta-divergence", Neural Computation 23(9), 2011.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable, Iterator, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import divergence as div
+from ._fit import run_iterations
+from ._validation import (check_beta, check_beta_for_data, check_fraction, check_nonnegative_float,
+                          check_positive_int, check_rank, make_generator, value_range)
+from ._workspace import Workspace
+from .exceptions import ParameterError
+from .operators import MatrixProduct
+# the over-relaxation factors of full-batch MU (certified per coordinate by divergence.multiplicative_step)
+from .solvers.mu import MU_RELAX as _RELAX
+
+_OPERATOR = MatrixProduct()  # NMF's operator: the solvers reach the data only through it
+
+__all__ = [
+    "SOLVERS",
+    "batch_terms",
+    "gradient_h",
+    "gradient_h_mu",
+    "gradient_w",
+    "gradient_w_mu",
+    "mu_update_h",
+    "mu_update",
+    "update_grad_w",
+    "MiniBatchMU",
+    "mu_batch",
+    "asg_mu",
+    "gsg_mu",
+    "asag_mu",
+    "gsag_mu",
+]
+
+SOLVERS = ("mu_batch", "asg_mu", "gsg_mu", "asag_mu", "gsag_mu")
+_EVERY_BATCH = ("asg_mu", "asag_mu")  # W after every batch
+_GREEDY = ("gsg_mu", "gsag_mu")  # W once per epoch from one random batch
+_AVERAGE = ("asag_mu", "gsag_mu")  # running sums of every batch's last parts
+
+
+# ------------------------------------------------------------------ the parts
+def batch_terms(which: str, X: Tensor, W: Tensor, H: Tensor, beta: float, *,
+                workspace: Optional[Workspace] = None):
+    r"""``(neg, pos)``: the parts of the gradient of :math:`d_\beta(X | H W^T)` with respect to ``which``.
+
+    The output-space terms of :func:`nmfcore.divergence.mu_terms` pulled back
+    through the matrix product (:class:`nmfcore.operators.MatrixProduct`'s
+    ``terms``, with its closed forms), ``grad = pos - neg``:
+
+    - ``which='H'``: ``neg = (X * Y**(beta-2)) @ W``, ``pos = Y**(beta-1) @ W``
+    - ``which='W'``: ``neg = (X * Y**(beta-2)).T @ H``, ``pos = Y**(beta-1).T @ H``
+
+    with ``Y = H @ W.T`` (floored at the dtype's epsilon where a power is
+    negative). For beta = 1 ``pos`` is the column sum of the other factor, of
+    shape ``(R,)``, which broadcasts. This is the only place the mini-batch
+    solvers reach the model's operator.
+
+    Parameters
+    ----------
+    which : {'W', 'H'}
+    X : torch.Tensor [shape=(N, C)]
+        A batch of frames.
+    W : torch.Tensor [shape=(C, R)]
+    H : torch.Tensor [shape=(N, R)]
+        The batch's activations.
+    beta : float
+    workspace : nmfcore._workspace.Workspace, optional, keyword-only
+        Scratch buffers reused across calls (a new one if omitted).
+
+    Returns
+    -------
+    neg, pos : torch.Tensor
+        Of ``which``'s shape (``pos`` may be ``(R,)``); new tensors.
+
+    Examples
+    --------
+    >>> import torch
+    >>> X, W, H = torch.full((4, 3), 2.0), torch.ones(3, 2), torch.ones(4, 2)
+    >>> neg, pos = batch_terms("W", X, W, H, 2)
+    >>> neg[0], pos[0]
+    (tensor([8., 8.]), tensor([8., 8.]))
+    """
+    return _OPERATOR.terms(which, X, W, H, beta, Workspace() if workspace is None else workspace)
+
+
+# ------------------------------------------------------- the seed's functions
+def gradient_h_mu(X: Tensor, W: Tensor, H: Tensor, beta: float) -> Tensor:
+    r"""Positive and negative parts of the gradient of :math:`d_\beta(X | H W^T)` with respect to ``H``.
+
+    As in [1]_'s ``gradient_h_mu``: a stack ``[pos, neg]`` with
+    ``grad = pos - neg``, ``pos = (H W^T)^{beta-1} W`` and
+    ``neg = (X * (H W^T)^{beta-2}) W`` (beta = 0 Itakura-Saito, 1 Kullback-Leibler,
+    2 Euclidean in nmfcore's convention).
+
+    Shape
+    -----
+    - X: :math:`(N, C)`; W: :math:`(C, R)`; H: :math:`(N, R)`
+    - returns :math:`(2, N, R)`
+
+    Examples
+    --------
+    >>> import torch
+    >>> X, W, H = torch.ones(4, 3), torch.ones(3, 2), torch.ones(4, 2)
+    >>> gradient_h_mu(X, W, H, 1)[:, 0]
+    tensor([[3.0000, 3.0000],
+            [1.5000, 1.5000]])
+    """
+    neg, pos = batch_terms("H", X, W, H, beta)
+    return torch.stack([pos.expand_as(neg), neg])
+
+
+def gradient_h(X: Tensor, W: Tensor, H: Tensor, beta: float) -> Tensor:
+    r"""The seed's ``gradient_h``: ``neg - pos``, minus the gradient of :math:`d_\beta(X | H W^T)` in ``H``.
+
+    [1]_'s reference code returns the descent direction (for beta = 2,
+    ``X W - H W^T W``); this function keeps that sign.
+
+    Shape
+    -----
+    X: :math:`(N, C)`; W: :math:`(C, R)`; H and the result: :math:`(N, R)`
+
+    Examples
+    --------
+    >>> import torch
+    >>> X, W, H = torch.full((4, 3), 2.0), torch.ones(3, 2), torch.ones(4, 2)
+    >>> gradient_h(X, W, H, 2)[0]
+    tensor([0., 0.])
+    """
+    pos, neg = gradient_h_mu(X, W, H, beta)
+    return neg - pos
+
+
+def gradient_w_mu(X: Tensor, W: Tensor, H: Tensor, beta: float) -> Tensor:
+    r"""Positive and negative parts of the gradient of :math:`d_\beta(X | H W^T)` with respect to ``W``.
+
+    A stack ``[pos, neg]``, ``pos = ((H W^T)^{beta-1})^T H``,
+    ``neg = (X * (H W^T)^{beta-2})^T H`` ([1]_'s ``gradient_w_mu``).
+
+    Shape
+    -----
+    - X: :math:`(N, C)`; W: :math:`(C, R)`; H: :math:`(N, R)`
+    - returns :math:`(2, C, R)`
+
+    Examples
+    --------
+    >>> import torch
+    >>> X, W, H = torch.ones(4, 3), torch.ones(3, 2), torch.ones(4, 2)
+    >>> gradient_w_mu(X, W, H, 2)[:, 0]
+    tensor([[8., 8.],
+            [4., 4.]])
+    """
+    neg, pos = batch_terms("W", X, W, H, beta)
+    return torch.stack([pos.expand_as(neg), neg])
+
+
+def gradient_w(X: Tensor, W: Tensor, H: Tensor, beta: float) -> Tensor:
+    r"""The seed's ``gradient_w``: ``neg - pos``, minus the gradient of :math:`d_\beta(X | H W^T)` in ``W``.
+
+    Shape
+    -----
+    X: :math:`(N, C)`; H: :math:`(N, R)`; W and the result: :math:`(C, R)`
+
+    Examples
+    --------
+    >>> import torch
+    >>> X, W, H = torch.full((4, 3), 2.0), torch.ones(3, 2), torch.ones(4, 2)
+    >>> gradient_w(X, W, H, 1)[0]
+    tensor([0., 0.])
+    """
+    pos, neg = gradient_w_mu(X, W, H, beta)
+    return neg - pos
+
+
+def mu_update(factor: Tensor, gradient_pos: Tensor, gradient_neg: Tensor, *, beta: float = 1.0) -> Tensor:
+    r"""Multiplicative update of ``factor`` from its gradient parts, in place; returns ``factor``.
+
+    ``factor *= (gradient_neg / gradient_pos) ** gamma`` with
+    ``gamma = mu_exponent(beta)`` (:func:`nmfcore.divergence.multiplicative_step`;
+    the positive part is floored at the dtype's tiny). For beta in [0, 2]
+    (the default beta = 1 included) ``gamma = 1``: [1]_'s ``mu_update``
+    exactly; outside, the exponent of [2]_ keeps the objective from
+    increasing. ``gradient_neg`` is not modified.
+
+    Examples
+    --------
+    >>> import torch
+    >>> mu_update(torch.ones(2), torch.tensor([2.0, 4.0]), torch.tensor([1.0, 1.0]))
+    tensor([0.5000, 0.2500])
+    """
+    return div.multiplicative_step(factor, gradient_neg.clone(), gradient_pos, beta)
+
+
+def mu_update_h(X: Tensor, W: Tensor, H: Tensor, beta: float):
+    r"""Update ``H`` in place by the multiplicative rule; returns ``(H, gradient_h_mu(X, W, H_old, beta))``.
+
+    [1]_'s ``mu_update_h``, with the exponent of :func:`mu_update` (1 for beta in [0, 2]).
+
+    Examples
+    --------
+    >>> import torch
+    >>> X, W, H = torch.full((4, 3), 2.0), torch.ones(3, 2), torch.ones(4, 2)
+    >>> H, parts = mu_update_h(X, W, H, 2)
+    >>> H[0], parts.shape
+    (tensor([1., 1.]), torch.Size([2, 4, 2]))
+    """
+    parts = gradient_h_mu(X, W, H, beta)
+    mu_update(H, parts[0], parts[1], beta=beta)
+    return H, parts
+
+
+def update_grad_w(grad: Tensor, grad_old: Tensor, grad_new: Tensor) -> Tensor:
+    r"""The running gradient of the stochastic average gradient: ``grad - grad_old + grad_new``.
+
+    ``grad`` is the sum of every batch's last gradient (or gradient part),
+    ``grad_old`` the one a batch stored before, ``grad_new`` its new one
+    ([1]_'s ``update_grad_w``). Returns a new tensor.
+
+    Examples
+    --------
+    >>> import torch
+    >>> update_grad_w(torch.tensor([5.0]), torch.tensor([2.0]), torch.tensor([3.0]))
+    tensor([6.])
+    """
+    return grad - grad_old + grad_new
+
+
+# ------------------------------------------------------------------ the data
+def _as_matrix(x, name: str, like: Optional[Tensor]) -> Tensor:
+    """A chunk as a 2-D floating tensor (numpy arrays, memory maps and DataLoader items included)."""
+    if isinstance(x, (tuple, list)) and len(x) == 1:  # a DataLoader over a TensorDataset yields [batch]
+        x = x[0]
+    if isinstance(x, np.ndarray):
+        # a read-only memory map is copied (one batch): torch warns on read-only arrays
+        x = torch.from_numpy(np.array(x) if not x.flags.writeable else np.ascontiguousarray(x))
+    if not isinstance(x, Tensor):
+        raise ParameterError(f"{name} must be a torch.Tensor or a numpy array, got {type(x).__name__}")
+    if x.ndim != 2:
+        raise ParameterError(f"{name} must be a matrix (frames, features), got shape {tuple(x.shape)}")
+    if like is not None:
+        x = x.to(device=like.device, dtype=like.dtype)
+    return x
+
+
+class _Frames:
+    """The frames of V as batches: a tensor or array cut into ``batch_size`` rows, or an iterable of chunks.
+
+    Each batch is checked when it is read (finite, non-negative, the same
+    number of features, beta <= 0 needs positive data), with a message naming
+    the batch or chunk; a tensor already in memory is checked once.
+    """
+
+    def __init__(self, data, batch_size: int, beta: float, like: Optional[Tensor]):
+        self.beta = beta
+        self.like = like
+        self.features: Optional[int] = None
+        self.sizes: Optional[list] = None
+        if callable(data) and not isinstance(data, (Tensor, np.ndarray)):
+            self.factory = data
+            self.array = None
+        elif isinstance(data, (Tensor, np.ndarray)):
+            if data.ndim != 2:
+                raise ParameterError(f"V must be a matrix (frames, features), got shape {tuple(data.shape)}")
+            if data.shape[0] == 0:
+                raise ParameterError("V has no frames (shape (0, ...)): nothing to fit")
+            self.array = data
+            self.factory = None
+            n = data.shape[0]
+            self.sizes = [min(batch_size, n - i) for i in range(0, n, batch_size)]
+            self.features = data.shape[1]
+            if isinstance(data, Tensor):
+                vmin, _ = value_range(data, "V")
+                check_beta_for_data(beta, vmin)
+                self.checked = True
+            else:
+                self.checked = False
+        elif isinstance(data, Iterable):
+            self.array = None
+            if iter(data) is data:
+                raise ParameterError("V is a one-shot iterator (a generator?) but a fit reads the data several "
+                                     "times: pass a list, a DataLoader or a function returning a fresh iterator")
+            self.factory = lambda: data
+        else:
+            raise ParameterError(f"V must be a tensor, an array, an iterable of chunks or a function returning "
+                                 f"one, got {type(data).__name__}")
+        self.batch_size = batch_size
+
+    @property
+    def random_access(self) -> bool:
+        return self.array is not None
+
+    def batches(self, order=None) -> Iterator[tuple[int, Tensor]]:
+        """``(index, batch)`` in ``order`` (arrays) or in the iterable's order."""
+        if self.array is not None:
+            starts = np.cumsum([0] + self.sizes)
+            for b in (range(len(self.sizes)) if order is None else order):
+                b = int(b)
+                i, j = int(starts[b]), int(starts[b + 1])
+                X = self.array[i:j]
+                if self.checked:
+                    yield b, X.to(device=self.like.device, dtype=self.like.dtype) if self.like is not None else X
+                else:
+                    yield b, self._check(X, f"V[{i}:{j}] (batch {b})")
+            return
+        sizes = []
+        for k, chunk in enumerate(self.factory()):
+            X = self._check(chunk, f"chunk {k}")
+            if self.sizes is not None and (k >= len(self.sizes) or X.shape[0] != self.sizes[k]):
+                raise ParameterError(f"chunk {k} has {X.shape[0]} frames, but in the first epoch it had "
+                                     f"{self.sizes[k] if k < len(self.sizes) else 'none'}: the iterable must "
+                                     "yield the same chunks in the same order every epoch")
+            sizes.append(X.shape[0])
+            yield k, X
+        if not sizes:
+            raise ParameterError("V is an empty iterable: no chunk to fit")
+        if self.sizes is None:
+            self.sizes = sizes
+        elif len(sizes) != len(self.sizes):
+            raise ParameterError(f"the iterable yielded {len(sizes)} chunks, but {len(self.sizes)} in the first "
+                                 "epoch: it must yield the same chunks every epoch")
+
+    def _check(self, chunk, name: str) -> Tensor:
+        X = _as_matrix(chunk, name, self.like)
+        if X.shape[0] == 0:
+            raise ParameterError(f"{name} has no frames (shape {tuple(X.shape)})")
+        if self.features is None:
+            self.features = X.shape[1]
+        elif X.shape[1] != self.features:
+            raise ParameterError(f"{name} has {X.shape[1]} features (columns) but the data before it has "
+                                 f"{self.features}: every chunk must have the same number of features")
+        vmin, _ = value_range(X, name)
+        try:
+            check_beta_for_data(self.beta, vmin)
+        except ParameterError as e:
+            raise ParameterError(f"{name}: {e}") from None
+        if self.like is None:
+            self.like = X
+        return X
+
+
+# ------------------------------------------------------------------ the solver
+class MiniBatchMU:
+    r"""NMF by mini-batch multiplicative updates ([1]_): :math:`V \approx H W^T`, frames in rows.
+
+    Minimises :math:`\sum_b d_\beta(V_b \,|\, H_b W^T)` over the batches ``b`` of
+    frames (the full divergence) with one of the solvers of :data:`SOLVERS`
+    (see the module). ``H_b`` takes one multiplicative update per visit of
+    its batch, with the exponent of :func:`nmfcore.divergence.mu_exponent`.
+    ``mu_batch`` with ``relax=True`` over-relaxes its steps as
+    :meth:`nmfcore.nmf.NMF.fit` does (certified not to increase the
+    objective with the other factor fixed: its parts are those of the whole
+    data). The stochastic solvers take plain steps: with over-relaxed steps
+    for ``H_b`` alone (each certified for its batch), ``asg_mu`` diverged
+    (the loss rose 6x in 30 epochs on rank-3 data, beta = 1). With
+    ``relax=False`` every step is plain and
+    ``mu_batch`` equals plain full-batch MU with H updated before W.
+
+    The data may be a tensor, a numpy array (a ``np.memmap`` is read one batch
+    at a time), an iterable of chunks (a list, a ``torch.utils.data.DataLoader``
+    without shuffling) or a function returning a fresh iterator of chunks
+    (e.g. the STFT of a long file computed block by block): then each chunk is
+    one batch, visited in the iterable's order every epoch, and only ``H``
+    (frames x rank) and ``W`` stay in memory.
+
+    Parameters
+    ----------
+    rank : int
+    solver : {'mu_batch', 'asg_mu', 'gsg_mu', 'asag_mu', 'gsag_mu'}, default 'asag_mu'
+    beta : float, default 1
+        0 Itakura-Saito, 1 Kullback-Leibler, 2 Euclidean (nmfcore's convention;
+        the reference code of [1]_ calls beta = 1 Itakura-Saito).
+    batch_size : int, default 1024
+        Frames per batch for a tensor or array (an iterable's chunks are its batches).
+    order : {None, 'shuffle', 'cyclic'}
+        Order of the batches in an epoch; ``None`` shuffles a tensor or array
+        and keeps an iterable's order (the only one it has).
+    forget : float in (0, 1], default 1
+        Forgetting factor of the average-gradient solvers: a batch's stored
+        parts are weighted by ``forget ** age``, age counting the updates of
+        the running sums since they were stored; 1 is the plain average
+        gradient ([1]_), and :meth:`partial_fit` uses it on a stream.
+    generator : torch.Generator or int, optional
+        Source of all randomness (initial values, shuffling, the greedy
+        solvers' batch); its state is part of :meth:`state_dict`.
+    relax : bool, default True
+        Over-relax ``mu_batch``'s steps (see above), as
+        :meth:`nmfcore.nmf.NMF.fit` does (about half the iterations).
+    parallel : nmfcore.distributed.DataParallel, optional
+        Fit on several processes (each with its shard of frames): W's parts
+        and the loss are all-reduced, ``W`` starts from process 0's.
+
+    Attributes
+    ----------
+    W : torch.Tensor [shape=(C, R)]
+    H : torch.Tensor [shape=(N, R)]
+        The activations of the frames fitted (concatenated over the batches).
+    epoch : int
+        Epochs run so far.
+    losses : list of (int, float)
+        ``(epoch, loss)`` at every loss evaluation of :meth:`fit`: with a
+        ``callback``, ``tol > 0`` or ``verbose`` (as :meth:`nmfcore.nmf.NMF.fit`,
+        the loss is not evaluated when nothing reads it).
+
+    Shape
+    -----
+    - V: :math:`(N, C)` (frames, features); a spectrogram ``S`` (freq, frames) is ``S.T``
+    - W: :math:`(C, R)`; H: :math:`(N, R)`
+
+    Examples
+    --------
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> V = torch.rand(200, 30, generator=g)
+    >>> m = MiniBatchMU(4, solver="asag_mu", beta=1, batch_size=50, generator=0)
+    >>> m = m.fit(V, max_epochs=5, tol=1e-9)
+    >>> m.W.shape, m.H.shape, m.epoch
+    (torch.Size([30, 4]), torch.Size([200, 4]), 5)
+    >>> m.losses[-1][1] < m.losses[0][1]
+    True
+    """
+
+    def __init__(self, rank: int, *, solver: str = "asag_mu", beta: float = 1.0, batch_size: int = 1024,
+                 order: Optional[str] = None, forget: float = 1.0, relax: bool = True, generator=None,
+                 parallel=None):
+        self.rank = check_rank(rank)
+        if solver not in SOLVERS:
+            raise ParameterError(f"solver={solver!r} must be one of {SOLVERS}")
+        self.solver = solver
+        self.beta = check_beta(beta)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        if order not in (None, "shuffle", "cyclic"):
+            raise ParameterError(f"order={order!r} must be None, 'shuffle' or 'cyclic'")
+        self.order = order
+        self.forget = check_fraction(forget, "forget", low_inclusive=False, high_inclusive=True)
+        if not isinstance(relax, bool):
+            raise ParameterError(f"relax={relax!r} must be True or False")
+        self.relax = relax
+        generator = make_generator(generator)
+        if generator is None:
+            generator = torch.Generator()
+            generator.seed()
+        self.generator = generator
+        self.parallel = parallel
+        self._ws = Workspace()  # scratch buffers of the operator (not part of the state)
+        self._reset()
+
+    def _reset(self):
+        self.W: Optional[Tensor] = None
+        self._H: list = []
+        self.epoch = 0
+        self.losses: list = []
+        self.train_W = self.train_H = True
+        # running sums of the average gradient, every batch's last parts, when they were stored
+        self._sum: Optional[list] = None
+        self._stored: list = []
+        self._stored_at: list = []
+        self._t = 0  # updates of the running sums so far
+
+    # ------------------------------------------------------------ the state
+    @property
+    def H(self) -> Optional[Tensor]:
+        return torch.cat(self._H) if self._H else None
+
+    def state_dict(self) -> dict:
+        """Everything a fit needs to go on exactly where it stopped (tensors cloned).
+
+        ``W``, the activations of every batch, the epoch, the running sums and
+        per-batch parts of the average gradient, the loss history, the
+        generator's state and the settings. Save it with ``torch.save`` (e.g.
+        from a ``callback``) and continue with :meth:`load_state_dict` and
+        ``fit(V, resume=True)``.
+        """
+        clone = lambda x: None if x is None else x.clone()  # noqa: E731
+        return {
+            "settings": {"rank": self.rank, "solver": self.solver, "beta": self.beta, "batch_size": self.batch_size,
+                         "order": self.order, "forget": self.forget, "relax": self.relax},
+            "W": clone(self.W),
+            "H": [h.clone() for h in self._H],
+            "epoch": self.epoch,
+            "losses": list(self.losses),
+            "trainable": (self.train_W, self.train_H),
+            "sum": None if self._sum is None else [clone(x) for x in self._sum],
+            "stored": [None if s is None else [clone(x) for x in s] for s in self._stored],
+            "stored_at": list(self._stored_at),
+            "t": self._t,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> "MiniBatchMU":
+        """Restore a :meth:`state_dict` (settings included); returns ``self``."""
+        try:
+            s = state["settings"]
+            self.rank, self.solver, self.beta = s["rank"], s["solver"], s["beta"]
+            self.batch_size, self.order, self.forget = s["batch_size"], s["order"], s["forget"]
+            self.relax = s["relax"]
+            self.W = state["W"]
+            self._H = list(state["H"])
+            self.epoch = state["epoch"]
+            self.losses = list(state["losses"])
+            self.train_W, self.train_H = state["trainable"]
+            self._sum = state["sum"]
+            self._stored = list(state["stored"])
+            self._stored_at = list(state["stored_at"])
+            self._t = state["t"]
+            self.generator.set_state(state["generator"])
+        except (KeyError, TypeError) as e:
+            raise ParameterError(f"state is not a MiniBatchMU.state_dict(): missing or bad entry {e}") from None
+        return self
+
+    # ------------------------------------------------------------ the pieces
+    def _reduce(self, neg: Tensor, pos: Tensor):
+        """The hook between computing W's parts and using them: the all-reduce over processes (if any)."""
+        if self.parallel is None:
+            return neg, pos
+        return self.parallel.sum_parts(neg, pos)
+
+    def _average(self, b: int, neg: Tensor, pos: Tensor, keep: bool = True):
+        """The stochastic average gradient's hook: running sums after batch ``b`` gave new parts of W.
+
+        A batch stores its parts ``(W_b * neg_b, pos_b)``, the negative part times the ``W_b`` it was
+        computed at (as scikit-learn's ``MiniBatchNMF`` keeps its numerator), and the running sums
+        follow :func:`update_grad_w` on the forgotten terms,
+        ``S <- forget * S - forget**(age + 1) * stored_b + new``, so that ``S`` is always
+        ``sum_b forget**age_b * stored_b``. The step reads ``(S_neg / W, S_pos)``: for one batch that is
+        ``(neg, pos)``; for several, every batch's ratio is taken from the ``W`` it was computed at.
+        Multiplying the current ``W`` by the ratio of the raw stale sums re-applied the other batches'
+        ratios at every step and compounded them: ``W`` reached 1e27 within 10 epochs on rank-3 data
+        (tests/test_minibatch.py's decreasing-loss test).
+
+        Returns new tensors (the step may overwrite them), clamped at 0: the sums are of non-negative
+        parts, but the subtraction can leave rounding below zero (-1e-14 in float64 turned a template
+        negative).
+        """
+        lam = self.forget
+        W = self.W
+        neg = neg * W
+        if self._sum is None:
+            self._sum = [torch.zeros_like(neg), torch.zeros_like(pos)]
+        while keep and len(self._stored) <= b:
+            self._stored.append(None)
+            self._stored_at.append(0)
+        old = self._stored[b] if keep else None
+        age = self._t - self._stored_at[b] if old is not None else 0
+        new_sum = []
+        for i, (S, x) in enumerate(zip(self._sum, (neg, pos))):
+            S = S * lam if lam != 1 else S
+            o = old[i] * lam ** (age + 1) if old is not None else torch.zeros_like(x)
+            new_sum.append(update_grad_w(S, o, x))
+        self._sum = new_sum
+        self._t += 1
+        if keep:
+            self._stored[b] = [neg, pos.clone()]
+            self._stored_at[b] = self._t
+        tiny = torch.finfo(W.dtype).tiny
+        return new_sum[0].clamp_min(0).div_(W.clamp_min(tiny)), new_sum[1].clamp_min(0)
+
+    def _apply(self, which: str, X: Tensor, neg: Tensor, pos: Tensor, certified: bool = True):
+        """The multiplicative step, over-relaxed where ``certified`` (the parts are a divergence's gradient
+        parts at the current factors) and ``relax`` is on."""
+        relax = _RELAX if certified and self.relax and self.solver == "mu_batch" else 1.0
+        div.multiplicative_step(X, neg, pos, self.beta, relax=relax)
+
+    def _init_rows(self, Vb: Tensor) -> Tensor:
+        """Random activations for a batch, scaled as ``init.random_like_data`` to the batch's mean."""
+        scale = math.sqrt(max(float(Vb.mean()), 0.0) / self.rank) or 1.0
+        x = torch.randn((Vb.shape[0], self.rank), generator=self.generator, dtype=Vb.dtype,
+                        device=self.generator.device)
+        return x.abs_().mul_(scale).to(Vb.device)
+
+    def _rows(self, b: int, Vb: Tensor) -> Tensor:
+        """The activations of batch ``b``."""
+        Hb = self._H[b]
+        if Hb.shape[0] != Vb.shape[0]:
+            raise ParameterError(f"batch {b} has {Vb.shape[0]} frames but its activations have "
+                                 f"{Hb.shape[0]} rows: the data changed since the state was made")
+        return Hb
+
+    def _setup(self, frames: _Frames, W, H, trainable_W: bool, trainable_H: bool):
+        """Initial ``W`` (from the argument or random, scaled to the first batch) and every batch's ``H``
+        (split from the argument or random, drawn in data order): one pass over the data."""
+        self._reset()
+        self.train_W, self.train_H = bool(trainable_W), bool(trainable_H)
+        if not self.train_W and W is None:
+            raise ParameterError("trainable_W=False needs the fixed templates W")
+        if not self.train_H and H is None:
+            raise ParameterError("trainable_H=False needs the fixed activations H")
+        if W is None:
+            _, first = next(iter(frames.batches([0] if frames.random_access else None)))
+            scale = math.sqrt(max(float(first.mean()), 0.0) / self.rank) or 1.0
+            x = torch.randn((first.shape[1], self.rank), generator=self.generator, dtype=first.dtype,
+                            device=self.generator.device)
+            W = x.abs_().mul_(scale).to(first.device)
+        else:
+            W = self._check_factor(W, "W", frames.features)
+        self.W = W.detach().clone()
+        frames.like = self.W
+        if self.parallel is not None:
+            self.parallel.broadcast(self.W)
+        if H is not None:
+            H = self._check_factor(H, "H", None)
+            sizes = frames.sizes if frames.sizes is not None else [c.shape[0] for _, c in frames.batches()]
+            if sum(sizes) != H.shape[0]:
+                raise ParameterError(f"H has {H.shape[0]} rows but V has {sum(sizes)} frames")
+            self._H = [h.clone() for h in torch.split(H.detach().to(self.W), sizes)]
+        else:
+            self._H = [self._init_rows(Vb) for _, Vb in frames.batches()]
+        if frames.features != self.W.shape[0]:
+            raise ParameterError(f"V has {frames.features} features but W has {self.W.shape[0]} rows")
+
+    def _check_factor(self, X, name: str, features: Optional[int]) -> Tensor:
+        if not isinstance(X, Tensor):
+            raise ParameterError(f"{name} must be a torch.Tensor, got {type(X).__name__}")
+        value_range(X, name)
+        if X.ndim != 2 or X.shape[1] != self.rank or (features is not None and X.shape[0] != features):
+            want = f"({features}, {self.rank})" if features is not None else f"(frames, {self.rank})"
+            raise ParameterError(f"{name} has shape {tuple(X.shape)}, expected {want}")
+        return X
+
+    # ------------------------------------------------------------ one epoch
+    def _epoch(self, frames: _Frames) -> None:
+        order = None
+        if frames.random_access and self.order != "cyclic":
+            order = torch.randperm(len(frames.sizes), generator=self.generator, device=self.generator.device).tolist()
+        W, beta = self.W, self.beta
+        acc = None
+        pick = None
+        for k, (b, Vb) in enumerate(frames.batches(order)):
+            Hb = self._rows(b, Vb)
+            if self.train_H:
+                self._apply("H", Hb, *batch_terms("H", Vb, W, Hb, beta, workspace=self._ws))
+            if not self.train_W:
+                continue
+            if self.solver in _GREEDY:
+                # one batch, uniformly at random over the epoch, chosen as the batches stream by (reservoir
+                # sampling): W does not change within the epoch, so its parts equal those at the end
+                u = torch.rand((), generator=self.generator, device=self.generator.device)
+                if float(u) * (k + 1) < 1:
+                    pick = (b, batch_terms("W", Vb, W, Hb, beta, workspace=self._ws))
+                continue
+            neg, pos = batch_terms("W", Vb, W, Hb, beta, workspace=self._ws)
+            if self.solver == "mu_batch":
+                acc = [neg, pos] if acc is None else [acc[0].add_(neg), acc[1].add_(pos)]
+                continue
+            neg, pos = self._reduce(neg, pos)
+            if self.solver == "asag_mu":
+                neg, pos = self._average(b, neg, pos)
+            self._apply("W", W, neg, pos, certified=False)
+        if self.train_W:
+            if self.solver == "mu_batch":
+                self._apply("W", W, *self._reduce(*acc))
+            elif self.solver in _GREEDY:
+                b, (neg, pos) = pick
+                neg, pos = self._reduce(neg, pos)
+                if self.solver == "gsag_mu":
+                    neg, pos = self._average(b, neg, pos)
+                self._apply("W", W, neg, pos, certified=False)
+        self.epoch += 1
+
+    def _loss(self, frames: _Frames) -> float:
+        """The full divergence, summed over the batches (and processes)."""
+        total = 0.0
+        for b, Vb in frames.batches():
+            total += float(_OPERATOR.loss(Vb, self.W, self._H[b], self.beta, self._ws))
+        if self.parallel is not None:
+            total = self.parallel.sum_float(total)
+        return total
+
+    # ------------------------------------------------------------ public API
+    def fit(self, V, *, W: Optional[Tensor] = None, H: Optional[Tensor] = None, trainable_W: bool = True,
+            trainable_H: bool = True, max_epochs: int = 100, tol: float = 1e-4, check_every: int = 1,
+            callback: Optional[Callable[[int, float], Optional[bool]]] = None, verbose: bool = False,
+            resume: bool = False) -> "MiniBatchMU":
+        r"""Fit ``W`` and ``H`` to the frames of ``V``; returns ``self``.
+
+        Parameters
+        ----------
+        V : torch.Tensor, numpy.ndarray, iterable of chunks, or callable
+            Non-negative frames ``(N, C)``: in memory, a (memory-mapped)
+            array, an iterable of ``(n_i, C)`` chunks yielding the same
+            chunks each epoch, or a function returning a fresh iterator.
+        W : torch.Tensor [shape=(C, R)], optional, keyword-only
+            Initial (or, with ``trainable_W=False``, fixed) templates; random
+            (scaled to the first batch's mean) if omitted.
+        H : torch.Tensor [shape=(N, R)], optional, keyword-only
+            Initial (or fixed) activations; random per batch at its first
+            visit if omitted.
+        trainable_W, trainable_H : bool, default True, keyword-only
+            ``False`` keeps the factor fixed (supervised NMF: fixed ``W``).
+        max_epochs : int, default 100, keyword-only
+            Number of epochs in all (with ``resume``, those already run count).
+        tol : float, default 1e-4, keyword-only
+            Stop when ``(e_prev - e) / e_0 < tol`` with ``e = sqrt(2 loss)``
+            (as :meth:`nmfcore.nmf.NMF.fit`); 0 runs ``max_epochs``.
+        check_every : int, default 1, keyword-only
+            Epochs between evaluations of the loss (one more pass over the data).
+        callback : callable, keyword-only
+            ``callback(epoch, loss)`` at the start and at every check;
+            returning ``True`` stops. A place to save :meth:`state_dict`.
+        verbose : bool, default False, keyword-only
+            A progress bar over the epochs.
+        resume : bool, default False, keyword-only
+            Go on from the current state (after :meth:`load_state_dict` or a
+            previous fit) instead of starting afresh.
+
+        Raises
+        ------
+        ParameterError
+            Bad settings; a batch or chunk that is not finite and
+            non-negative, has a different number of features or has zeros
+            with ``beta <= 0`` (the message names the chunk's index); an
+            empty iterable; factors of the wrong shape.
+        """
+        max_epochs = check_positive_int(max_epochs, "max_epochs")
+        tol = check_nonnegative_float(tol, "tol")
+        check_every = check_positive_int(check_every, "check_every")
+        if callback is not None and not callable(callback):
+            raise ParameterError(f"callback={callback!r} must be callable")
+        like = self.W if resume else None
+        frames = _Frames(V, self.batch_size, self.beta, like)
+        if self.order == "shuffle" and not frames.random_access:
+            raise ParameterError("order='shuffle' needs a tensor or an array: an iterable of chunks is visited "
+                                 "in its own order")
+        if resume:
+            if self.W is None:
+                raise ParameterError("resume=True needs a state: fit first or load_state_dict()")
+            sizes = [h.shape[0] for h in self._H]
+            if frames.sizes is None:
+                frames.sizes = sizes  # an iterable's chunks must match the state's batches
+            elif frames.sizes != sizes:
+                raise ParameterError(f"V has batches of {frames.sizes[:3]}... frames but the state has "
+                                     f"{sizes[:3]}...: resume with the same data and batch_size")
+        else:
+            self._setup(frames, W, H, trainable_W, trainable_H)
+        if self.parallel is not None:
+            self.parallel.check_schedule(self.solver, frames, self.order)
+        offset = self.epoch
+
+        def report(n: int, loss: float):
+            if not (self.losses and self.losses[-1][0] == offset + n):  # a resumed fit's start is recorded
+                self.losses.append((offset + n, loss))
+            return callback(offset + n, loss) if callback is not None else None
+
+        # as NMF.fit: the loss (a pass over the data) is evaluated only where something reads it
+        track = callback is not None or tol > 0 or verbose
+        with torch.no_grad():
+            run_iterations(lambda: self._epoch(frames), lambda: self._loss(frames),
+                           max_iter=max(max_epochs - offset, 0), tol=tol, check_every=check_every,
+                           callback=report if track else None, verbose=verbose, desc=self.solver)
+        return self
+
+    def partial_fit(self, chunk, *, h_iter: int = 10) -> "MiniBatchMU":
+        """One step on a new chunk of a stream; returns ``self``.
+
+        The chunk's activations start random and take ``h_iter`` updates with
+        ``W`` fixed, then ``W`` takes one update from the chunk's parts
+        (``asag_mu`` / ``gsag_mu``: from the running sums, where the earlier
+        chunks' parts decay by ``forget`` per chunk). The chunk's activations
+        are not kept (:meth:`transform` gives them).
+
+        Parameters
+        ----------
+        chunk : torch.Tensor or numpy.ndarray [shape=(n, C)]
+        h_iter : int, default 10, keyword-only
+        """
+        h_iter = check_positive_int(h_iter, "h_iter")
+        frames = _Frames([chunk], self.batch_size, self.beta, self.W)
+        with torch.no_grad():
+            (_, X), = list(frames.batches())
+            if self.W is None:
+                self._reset()
+                scale = math.sqrt(max(float(X.mean()), 0.0) / self.rank) or 1.0
+                x = torch.randn((X.shape[1], self.rank), generator=self.generator, dtype=X.dtype,
+                                device=self.generator.device)
+                self.W = x.abs_().mul_(scale).to(X.device)
+                if self.parallel is not None:
+                    self.parallel.broadcast(self.W)
+            elif X.shape[1] != self.W.shape[0]:
+                raise ParameterError(f"chunk has {X.shape[1]} features but W has {self.W.shape[0]}")
+            Hc = self._init_rows(X)
+            for _ in range(h_iter):
+                self._apply("H", Hc, *batch_terms("H", X, self.W, Hc, self.beta, workspace=self._ws))
+            if self.train_W:
+                neg, pos = self._reduce(*batch_terms("W", X, self.W, Hc, self.beta, workspace=self._ws))
+                if self.solver in _AVERAGE:
+                    neg, pos = self._average(0, neg, pos, keep=False)
+                self._apply("W", self.W, neg, pos, certified=False)
+        return self
+
+    def transform(self, V, *, max_iter: int = 100) -> Tensor:
+        """Activations of new frames with ``W`` fixed: ``max_iter`` updates per batch, one pass over ``V``.
+
+        ``V`` is anything :meth:`fit` takes; returns ``H`` ``(N, R)``.
+        """
+        if self.W is None:
+            raise ParameterError("transform needs W: fit first or load_state_dict()")
+        max_iter = check_positive_int(max_iter, "max_iter")
+        frames = _Frames(V, self.batch_size, self.beta, self.W)
+        out = []
+        with torch.no_grad():
+            for _, X in frames.batches():
+                if X.shape[1] != self.W.shape[0]:
+                    raise ParameterError(f"V has {X.shape[1]} features but W has {self.W.shape[0]}")
+                Hb = self._init_rows(X)
+                for _ in range(max_iter):
+                    self._apply("H", Hb, *batch_terms("H", X, self.W, Hb, self.beta, workspace=self._ws))
+                out.append(Hb)
+        return torch.cat(out)
+
+
+def _solver_function(name: str):
+    def fit(V, rank: int, **options) -> MiniBatchMU:
+        init = {k: options.pop(k) for k in ("beta", "batch_size", "order", "forget", "generator", "parallel")
+                if k in options}
+        return MiniBatchMU(rank, solver=name, **init).fit(V, **options)
+
+    fit.__name__ = fit.__qualname__ = name
+    fit.__doc__ = f"""``MiniBatchMU(rank, solver={name!r}, ...).fit(V, ...)``; returns the fitted :class:`MiniBatchMU`.
+
+    ``beta``, ``batch_size``, ``order``, ``forget``, ``generator`` and
+    ``parallel`` go to the constructor, every other keyword to
+    :meth:`MiniBatchMU.fit`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> V = torch.rand(100, 20, generator=torch.Generator().manual_seed(0))
+    >>> m = {name}(V, 3, batch_size=25, max_epochs=3, tol=0, generator=0)
+    >>> m.W.shape, m.epoch
+    (torch.Size([20, 3]), 3)
+    """
+    return fit
+
+
+mu_batch = _solver_function("mu_batch")
+asg_mu = _solver_function("asg_mu")
+gsg_mu = _solver_function("gsg_mu")
+asag_mu = _solver_function("asag_mu")
+gsag_mu = _solver_function("gsag_mu")

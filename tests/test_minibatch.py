@@ -1,0 +1,451 @@
+"""Mini-batch multiplicative updates (nmfcore.minibatch) and data-parallel fits (nmfcore.distributed).
+
+Each test names its oracle: autograd, a slow float64 loop, full-batch MU, a
+direct sum, an uninterrupted run, the in-memory fit, a one-process fit.
+"""
+
+import io
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import _minibatch_worker as mw
+from nmfcore import divergence as div
+from nmfcore.exceptions import ParameterError
+from nmfcore.minibatch import (SOLVERS, MiniBatchMU, asag_mu, batch_terms, gradient_h, gradient_h_mu, gradient_w,
+                               gradient_w_mu, mu_batch, mu_update, mu_update_h, update_grad_w)
+
+BETAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+
+
+def low_rank(gen, n=60, c=12, r=3, dtype=torch.float64, floor=0.01):
+    """Synthetic low-rank frames (n, c), strictly positive."""
+    return (torch.rand(n, r, generator=gen, dtype=dtype) @ torch.rand(r, c, generator=gen, dtype=dtype)) + floor
+
+
+def factors(gen, n, c, r, dtype=torch.float64):
+    return torch.rand(c, r, generator=gen, dtype=dtype) + 0.1, torch.rand(n, r, generator=gen, dtype=dtype) + 0.1
+
+
+# ----------------------------------------------------------- the seed's functions
+@pytest.mark.parametrize("beta", BETAS)
+def test_seed_gradients_equal_minus_autograd(gen, beta):
+    """Oracle: autograd. The seed's gradient_h / gradient_w are minus the gradient of beta_div;
+    the parts' difference pos - neg is the gradient."""
+    X = low_rank(gen, 7, 5, 2)
+    W, H = factors(gen, 7, 5, 2)
+    Wg, Hg = W.clone().requires_grad_(), H.clone().requires_grad_()
+    div.beta_divergence(X, Hg @ Wg.t(), beta).backward()
+    torch.testing.assert_close(gradient_h(X, W, H, beta), -Hg.grad)
+    torch.testing.assert_close(gradient_w(X, W, H, beta), -Wg.grad)
+    pos, neg = gradient_h_mu(X, W, H, beta)
+    torch.testing.assert_close(pos - neg, Hg.grad)
+    pos, neg = gradient_w_mu(X, W, H, beta)
+    torch.testing.assert_close(pos - neg, Wg.grad)
+
+
+@pytest.mark.parametrize("beta", BETAS)
+def test_seed_parts_equal_float64_loop(gen, beta):
+    """Oracle: a slow float64 loop over every entry of the formulas of the seed."""
+    X = low_rank(gen, 4, 3, 2)
+    W, H = factors(gen, 4, 3, 2)
+    n, c, r = X.shape[0], X.shape[1], W.shape[1]
+    h_pos, h_neg, w_pos, w_neg = (np.zeros((n, r)), np.zeros((n, r)), np.zeros((c, r)), np.zeros((c, r)))
+    for i in range(n):
+        for j in range(c):
+            y = sum(float(H[i, k]) * float(W[j, k]) for k in range(r))
+            for k in range(r):
+                h_pos[i, k] += y ** (beta - 1) * float(W[j, k])
+                h_neg[i, k] += float(X[i, j]) * y ** (beta - 2) * float(W[j, k])
+                w_pos[j, k] += y ** (beta - 1) * float(H[i, k])
+                w_neg[j, k] += float(X[i, j]) * y ** (beta - 2) * float(H[i, k])
+    ph, pw = gradient_h_mu(X, W, H, beta), gradient_w_mu(X, W, H, beta)
+    for got, want in ((ph[0], h_pos), (ph[1], h_neg), (pw[0], w_pos), (pw[1], w_neg)):
+        torch.testing.assert_close(got, torch.from_numpy(want))
+
+
+@pytest.mark.parametrize("beta", (0.5, 1.0, 3.0))
+def test_seed_mu_updates_equal_formula(gen, beta):
+    """Oracle: the ratio of the float64 parts (to the exponent 1 in [0, 2], 1/(beta-1) above)."""
+    X = low_rank(gen, 6, 5, 2)
+    W, H = factors(gen, 6, 5, 2)
+    pos, neg = gradient_h_mu(X, W, H, beta)
+    gamma = 1.0 if beta <= 2 else 1.0 / (beta - 1)
+    want = H * (neg / pos) ** gamma
+    H2, parts = mu_update_h(X, W, H.clone(), beta)
+    torch.testing.assert_close(H2, want)
+    torch.testing.assert_close(parts, torch.stack([pos, neg]))
+    neg_copy = neg.clone()
+    got = mu_update(H.clone(), pos, neg, beta=beta)
+    torch.testing.assert_close(got, want)
+    assert torch.equal(neg, neg_copy)  # the parts are left alone
+
+
+def test_update_grad_w_is_grad_minus_old_plus_new():
+    """Oracle: the seed's arithmetic."""
+    g, o, n = torch.tensor([5.0, 1.0]), torch.tensor([2.0, 0.5]), torch.tensor([3.0, 4.0])
+    assert torch.equal(update_grad_w(g, o, n), torch.tensor([6.0, 4.5]))
+
+
+# ------------------------------------------------------------------ the solvers
+def slow_full_mu(X, W, H, beta, epochs):
+    """Plain full-batch MU in float64, H then W, written out from the formulas (no nmfcore code)."""
+    W, H = W.clone(), H.clone()
+    gamma = 1.0 if 0 <= beta <= 2 else (1 / (2 - beta) if beta < 0 else 1 / (beta - 1))
+    for _ in range(epochs):
+        Y = H @ W.t()
+        H *= ((X * Y ** (beta - 2)) @ W / (Y ** (beta - 1) @ W)) ** gamma
+        Y = H @ W.t()
+        W *= ((X * Y ** (beta - 2)).t() @ H / ((Y ** (beta - 1)).t() @ H)) ** gamma
+    return W, H
+
+
+@pytest.mark.parametrize("beta", (0.5, 1.0, 2.0, 3.0))
+@pytest.mark.parametrize("batch_size,order", [(60, "cyclic"), (16, "cyclic"), (16, "shuffle")])
+def test_mu_batch_equals_full_mu(gen, beta, batch_size, order):
+    """Oracle: plain full-batch MU (H then W) as a slow float64 loop, with relax=False. NMF.fit is not the
+    oracle: its MU updates W before H and over-relaxes the step (divergence.multiplicative_step's relax)."""
+    X = low_rank(gen)
+    W, H = factors(gen, 60, 12, 3)
+    m = MiniBatchMU(3, solver="mu_batch", beta=beta, batch_size=batch_size, order=order, relax=False, generator=0)
+    m.fit(X, W=W, H=H, max_epochs=5, tol=0)
+    Wr, Hr = slow_full_mu(X, W, H, beta, 5)
+    torch.testing.assert_close(m.W, Wr)
+    torch.testing.assert_close(m.H, Hr)
+
+
+def test_relaxed_mu_batch_equals_relaxed_full_mu(gen):
+    """Oracle: full-batch MU with the same over-relaxed steps (divergence.multiplicative_step with
+    solvers.MU_RELAX, H then W), written as a loop over the whole data."""
+    from nmfcore.solvers import MU_RELAX
+
+    X = low_rank(gen)
+    W, H = factors(gen, 60, 12, 3)
+    m = MiniBatchMU(3, solver="mu_batch", beta=1.5, batch_size=16, generator=0).fit(X, W=W, H=H, max_epochs=4, tol=0)
+    Wr, Hr = W.clone(), H.clone()
+    for _ in range(4):
+        div.multiplicative_step(Hr, *batch_terms("H", X, Wr, Hr, 1.5), 1.5, relax=MU_RELAX)
+        div.multiplicative_step(Wr, *batch_terms("W", X, Wr, Hr, 1.5), 1.5, relax=MU_RELAX)
+    torch.testing.assert_close(m.W, Wr)
+    torch.testing.assert_close(m.H, Hr)
+    assert not torch.allclose(Wr, slow_full_mu(X, W, H, 1.5, 4)[0])  # the relaxed steps differ from plain ones
+
+
+@pytest.mark.parametrize("solver", ("asg_mu", "asag_mu"))
+def test_one_batch_is_full_mu(gen, solver):
+    """Oracle: with one batch per epoch, W after every batch is W once per epoch: full MU."""
+    X = low_rank(gen)
+    W, H = factors(gen, 60, 12, 3)
+    m = MiniBatchMU(3, solver=solver, beta=1, batch_size=1000, relax=False, generator=0)
+    m.fit(X, W=W, H=H, max_epochs=4, tol=0)
+    Wr, Hr = slow_full_mu(X, W, H, 1.0, 4)
+    torch.testing.assert_close(m.W, Wr)
+    torch.testing.assert_close(m.H, Hr)
+
+
+@pytest.mark.parametrize("forget", (1.0, 0.7))
+@pytest.mark.parametrize("solver", ("asag_mu", "gsag_mu"))
+def test_sag_sums_equal_direct_sum(gen, solver, forget):
+    """Oracle: the direct (forgetting-weighted) sum of every batch's stored parts, and, for asag_mu with
+    forget=1, the parts recomputed for every batch from the final factors' history."""
+    X = low_rank(gen)
+    W, H = factors(gen, 60, 12, 3)
+    m = MiniBatchMU(3, solver=solver, beta=1.5, batch_size=16, forget=forget, generator=1)
+    m.fit(X, W=W, H=H, max_epochs=3, tol=0)
+    s = m.state_dict()
+    assert s["t"] >= 3
+    for i in range(2):
+        direct = sum(forget ** (s["t"] - at) * parts[i] for parts, at in zip(s["stored"], s["stored_at"])
+                     if parts is not None)
+        torch.testing.assert_close(s["sum"][i], direct)
+
+
+@pytest.mark.parametrize("beta", (1.0, 2.0))
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_loss_decreases_over_epochs(gen, solver, beta):
+    """Oracle: the full divergence (monotone objective, in expectation for the stochastic solvers) on
+    synthetic rank-3 data: it drops at least 5x over 30 epochs and the second half is below the first."""
+    X = low_rank(gen, 120, 16, 3)
+    m = MiniBatchMU(3, solver=solver, beta=beta, batch_size=20, generator=2)
+    m.fit(X, max_epochs=30, tol=0, callback=lambda epoch, loss: None)
+    losses = [v for _, v in m.losses]
+    assert len(losses) == 31
+    assert losses[-1] < losses[0] / 5
+    assert np.mean(losses[16:]) < np.mean(losses[1:16])
+    assert torch.isfinite(m.W).all() and (m.W >= 0).all() and (m.H >= 0).all()
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_resume_equals_uninterrupted_run(gen, solver):
+    """Oracle: an uninterrupted run. A checkpoint saved by the callback after epoch 3 (torch.save), loaded into
+    a fresh object and resumed to epoch 7 gives bit-identical factors and losses (shuffled order, random init)."""
+    X = low_rank(gen, 50, 10, 3)
+    full = MiniBatchMU(3, solver=solver, beta=1, batch_size=12, forget=0.9, generator=5).fit(
+        X, max_epochs=7, tol=0, callback=lambda epoch, loss: None)
+    saved = {}
+    first = MiniBatchMU(3, solver=solver, beta=1, batch_size=12, forget=0.9, generator=5)
+
+    def checkpoint(epoch, loss):
+        if epoch == 3:
+            buf = io.BytesIO()
+            torch.save(first.state_dict(), buf)
+            saved["state"] = buf.getvalue()
+            return True  # stop as if interrupted
+
+    first.fit(X, max_epochs=7, tol=0, callback=checkpoint)
+    assert first.epoch == 3
+    resumed = MiniBatchMU(1, generator=123)
+    resumed.load_state_dict(torch.load(io.BytesIO(saved["state"]), weights_only=False))
+    resumed.fit(X, max_epochs=7, tol=0, resume=True, callback=lambda epoch, loss: None)
+    assert resumed.epoch == 7 and resumed.solver == solver
+    assert torch.equal(resumed.W, full.W)
+    assert torch.equal(resumed.H, full.H)
+    assert [e for e, _ in resumed.losses] == [e for e, _ in full.losses]
+    assert resumed.losses[-1] == full.losses[-1]
+
+
+def test_fixed_w_and_transform(gen):
+    """Oracle: the fixed factor is untouched; transform's activations reconstruct data made from W."""
+    W_true = torch.rand(12, 3, generator=gen, dtype=torch.float64) + 0.1
+    H_true = torch.rand(40, 3, generator=gen, dtype=torch.float64) + 0.1
+    X = H_true @ W_true.t()
+    m = MiniBatchMU(3, solver="asg_mu", beta=1, batch_size=10, generator=0)
+    m.fit(X, W=W_true, trainable_W=False, max_epochs=30, tol=1e-12)
+    assert torch.equal(m.W, W_true)
+    assert m.losses[-1][1] < 1e-2 * m.losses[0][1]
+    H = m.transform(X, max_iter=200)
+    assert H.shape == (40, 3)
+    rel = float(div.beta_divergence(X, H @ W_true.t(), 1)) / float(X.sum())
+    assert rel < 1e-3
+
+
+@pytest.mark.parametrize("solver", ("asg_mu", "asag_mu"))
+def test_partial_fit_on_a_stream_learns(gen, solver):
+    """Oracle: the divergence of held-out frames under transform drops as chunks of a stream arrive."""
+    def sparse(*shape):
+        return torch.rand(*shape, generator=gen, dtype=torch.float64) * (torch.rand(*shape, generator=gen) > 0.5)
+
+    W_true = sparse(12, 3)
+
+    def chunk(n):
+        return sparse(n, 3) @ W_true.t() + 0.01
+
+    held = chunk(30)
+    m = MiniBatchMU(3, solver=solver, beta=1, forget=0.9, generator=0)
+    m.partial_fit(chunk(20))
+    before = float(div.beta_divergence(held, m.transform(held) @ m.W.t(), 1))
+    for _ in range(30):
+        m.partial_fit(chunk(20))
+    after = float(div.beta_divergence(held, m.transform(held) @ m.W.t(), 1))
+    assert after < before / 3
+
+
+# ------------------------------------------------------------ out-of-memory data
+def test_chunked_fits_equal_in_memory_fit(gen, tmp_path):
+    """Oracle: the in-memory fit of the same frames (cyclic order, random init): a list, a function returning
+    a generator, a DataLoader and a memory-mapped array give bit-identical factors."""
+    X = low_rank(gen, 50, 10, 3, dtype=torch.float32)
+    bs = 12
+    ref = MiniBatchMU(3, solver="asag_mu", beta=1, batch_size=bs, order="cyclic", generator=4).fit(
+        X, max_epochs=4, tol=1e-12)
+    chunks = list(torch.split(X, bs))
+    path = tmp_path / "frames.f32"
+    mm = np.memmap(path, dtype=np.float32, mode="w+", shape=tuple(X.shape))
+    mm[:] = X.numpy()
+    mm.flush()
+    mm = np.memmap(path, dtype=np.float32, mode="r", shape=tuple(X.shape))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X), batch_size=bs, shuffle=False)
+    sources = {"list": chunks, "function": lambda: (c.numpy() for c in chunks), "DataLoader": loader,
+               "memmap": mm}
+    for name, source in sources.items():
+        m = MiniBatchMU(3, solver="asag_mu", beta=1, batch_size=bs, order="cyclic", generator=4)
+        m.fit(source, max_epochs=4, tol=1e-12)
+        assert len(m.losses) == 5
+        assert torch.equal(m.W, ref.W), name
+        assert torch.equal(m.H, ref.H), name
+        assert m.losses == ref.losses, name
+
+
+def test_resume_from_chunks_equals_uninterrupted(gen):
+    """Oracle: an uninterrupted fit from the same list of chunks."""
+    chunks = list(torch.split(low_rank(gen, 40, 8, 2), 10))
+    full = MiniBatchMU(2, solver="gsag_mu", generator=1).fit(chunks, max_epochs=4, tol=0)
+    part = MiniBatchMU(2, solver="gsag_mu", generator=1).fit(chunks, max_epochs=2, tol=0)
+    again = MiniBatchMU(2).load_state_dict(part.state_dict()).fit(chunks, max_epochs=4, tol=0, resume=True)
+    assert torch.equal(again.W, full.W) and torch.equal(again.H, full.H)
+    with pytest.raises(ParameterError, match="chunk 1 has 9 frames"):
+        MiniBatchMU(2).load_state_dict(part.state_dict()).fit(
+            chunks[:1] + [chunks[1][:9]] + chunks[2:], max_epochs=4, resume=True)
+    with pytest.raises(ParameterError, match="resume with the same data and batch_size"):
+        MiniBatchMU(2).load_state_dict(part.state_dict()).fit(torch.cat(chunks)[:35], max_epochs=4, resume=True)
+
+
+def test_memmap_shuffled_equals_in_memory(gen, tmp_path):
+    """Oracle: the in-memory fit; a memory-mapped array is read batch by batch in the same shuffled order."""
+    X = low_rank(gen, 50, 10, 3, dtype=torch.float32)
+    path = tmp_path / "frames.npy"
+    np.save(path, X.numpy())
+    mm = np.load(path, mmap_mode="r")
+    for solver in ("gsg_mu", "gsag_mu"):
+        ref = MiniBatchMU(3, solver=solver, beta=2, batch_size=8, generator=9).fit(X, max_epochs=3, tol=0)
+        m = MiniBatchMU(3, solver=solver, beta=2, batch_size=8, generator=9).fit(mm, max_epochs=3, tol=0)
+        assert torch.equal(m.W, ref.W) and torch.equal(m.H, ref.H)
+
+
+# ------------------------------------------------------------------ bad input
+def test_bad_settings_raise():
+    """Oracle: ParameterError naming the argument and its value."""
+    with pytest.raises(ParameterError, match="batch_size=0"):
+        MiniBatchMU(3, batch_size=0)
+    with pytest.raises(ParameterError, match="batch_size=-2"):
+        MiniBatchMU(3, batch_size=-2)
+    with pytest.raises(ParameterError, match="solver='sgd'"):
+        MiniBatchMU(3, solver="sgd")
+    with pytest.raises(ParameterError, match="forget=0"):
+        MiniBatchMU(3, forget=0)
+    with pytest.raises(ParameterError, match="order='random'"):
+        MiniBatchMU(3, order="random")
+    with pytest.raises(ParameterError, match="relax=1"):
+        MiniBatchMU(3, relax=1)
+    with pytest.raises(ParameterError, match="rank=0"):
+        MiniBatchMU(0)
+    with pytest.raises(ParameterError, match="max_epochs=0"):
+        MiniBatchMU(3).fit(torch.rand(10, 4), max_epochs=0)
+    with pytest.raises(ParameterError, match="callback"):
+        MiniBatchMU(3).fit(torch.rand(10, 4), callback=5)
+
+
+def test_bad_chunks_raise_naming_the_chunk(gen):
+    """Oracle: ParameterError naming the chunk (index) that is bad."""
+    good = [torch.rand(5, 4, generator=gen) + 0.1 for _ in range(4)]
+    m = MiniBatchMU(2, order="cyclic", generator=0)
+    with pytest.raises(ParameterError, match="empty iterable"):
+        m.fit([])
+    with pytest.raises(ParameterError, match="chunk 2 has 3 features"):
+        m.fit(good[:2] + [torch.rand(5, 3)] + good[3:])
+    nan = [c.clone() for c in good]
+    nan[1][2, 0] = float("nan")
+    with pytest.raises(ParameterError, match="chunk 1 must contain only finite values"):
+        m.fit(nan)
+    neg = [c.clone() for c in good]
+    neg[3][0, 0] = -1.0
+    with pytest.raises(ParameterError, match="chunk 3 must be non-negative"):
+        m.fit(neg)
+    zero = [c.clone() for c in good]
+    zero[2][0, 0] = 0.0
+    with pytest.raises(ParameterError, match="chunk 2: beta=0"):
+        MiniBatchMU(2, beta=0, generator=0).fit(zero)
+    with pytest.raises(ParameterError, match="one-shot iterator"):
+        m.fit(c for c in good)
+    with pytest.raises(ParameterError, match="order='shuffle'"):
+        MiniBatchMU(2, order="shuffle").fit(good)
+    with pytest.raises(ParameterError, match="matrix"):
+        m.fit([torch.rand(4)])
+    with pytest.raises(ParameterError, match="V must be non-negative"):
+        m.fit(-torch.ones(6, 4))
+
+
+def test_bad_memmap_batch_names_its_frames(gen, tmp_path):
+    """Oracle: ParameterError naming the batch and its frames for an array read batch by batch."""
+    X = np.random.default_rng(0).random((20, 4)).astype(np.float32)
+    X[13, 1] = np.nan
+    path = tmp_path / "bad.npy"
+    np.save(path, X)
+    with pytest.raises(ParameterError, match=r"V\[10:15\] \(batch 2\) must contain only finite"):
+        MiniBatchMU(2, batch_size=5, order="cyclic", generator=0).fit(np.load(path, mmap_mode="r"), max_epochs=1)
+
+
+def test_bad_factors_and_resume_raise(gen):
+    X = torch.rand(10, 4, generator=gen)
+    with pytest.raises(ParameterError, match="W has shape"):
+        MiniBatchMU(2).fit(X, W=torch.rand(3, 2))
+    with pytest.raises(ParameterError, match="H has 9 rows"):
+        MiniBatchMU(2).fit(X, H=torch.rand(9, 2))
+    with pytest.raises(ParameterError, match="trainable_W=False needs"):
+        MiniBatchMU(2).fit(X, trainable_W=False)
+    with pytest.raises(ParameterError, match="resume=True needs a state"):
+        MiniBatchMU(2).fit(X, resume=True)
+    with pytest.raises(ParameterError, match="transform needs W"):
+        MiniBatchMU(2).transform(X)
+    with pytest.raises(ParameterError, match="not a MiniBatchMU.state_dict"):
+        MiniBatchMU(2).load_state_dict({"W": None})
+
+
+# ------------------------------------------------------------------ the wrappers
+def test_solver_functions_pass_every_argument(gen):
+    """Oracle: the class called with the same arguments."""
+    X = low_rank(gen, 30, 8, 2)
+    a = asag_mu(X, 2, beta=1.5, batch_size=7, order="cyclic", forget=0.8, generator=3, max_epochs=3, tol=0)
+    b = MiniBatchMU(2, solver="asag_mu", beta=1.5, batch_size=7, order="cyclic", forget=0.8, generator=3)
+    b.fit(X, max_epochs=3, tol=0)
+    assert torch.equal(a.W, b.W) and a.solver == "asag_mu" and a.forget == 0.8
+    assert mu_batch(X, 2, max_epochs=1, tol=0, generator=0).solver == "mu_batch"
+
+
+def test_callback_counts_epochs_and_stops(gen):
+    X = low_rank(gen, 30, 8, 2)
+    seen = []
+    m = MiniBatchMU(2, batch_size=10, generator=0)
+    m.fit(X, max_epochs=10, tol=0, check_every=2, callback=lambda e, loss: seen.append(e) or e >= 4)
+    assert seen == [0, 2, 4] and m.epoch == 4
+
+
+def test_batch_terms_equal_autograd(gen):
+    """Oracle: autograd's gradient is pos - neg (beta = 1 gives pos as a broadcast row)."""
+    X = low_rank(gen, 6, 5, 2)
+    W, H = factors(gen, 6, 5, 2)
+    for which in ("W", "H"):
+        Wg, Hg = W.clone().requires_grad_(), H.clone().requires_grad_()
+        div.beta_divergence(X, Hg @ Wg.t(), 1).backward()
+        neg, pos = batch_terms(which, X, W, H, 1)
+        torch.testing.assert_close(pos - neg, Wg.grad if which == "W" else Hg.grad)
+
+
+# ------------------------------------------------------------------ several processes
+def _spawn(tmp_path, fail_rank: int, timeout: float = 120):
+    ctx = torch.multiprocessing.get_context("spawn")
+    out = tmp_path / "out"
+    out.mkdir()
+    init = tmp_path / "init"
+    procs = [ctx.Process(target=mw.worker, args=(r, 2, str(init), str(out), fail_rank)) for r in range(2)]
+    for p in procs:
+        p.start()
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        p.join(max(deadline - time.monotonic(), 1))
+    alive = [p.pid for p in procs if p.is_alive()]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    assert not alive, f"processes {alive} hung"
+    return [torch.load(out / f"{r}.pt", weights_only=False) for r in range(2)]
+
+
+def test_two_gloo_processes_equal_one_process(tmp_path):
+    """Oracle: a one-process fit of the same frames in the same order: batch j of the one process holds
+    batch j of both processes (shuffled order, same generator seed), every solver, 3 epochs, float64; and the
+    full-batch MultiplicativeUpdates of the solver seam with DataParallel as its hook."""
+    results = _spawn(tmp_path, fail_rank=-1)
+    for r in results:
+        assert "ok" in r, r.get("trace")
+    V, W, H = mw.data(2)
+    ref = mw.fit_all(V, W, H, mw.BATCH * 2, order="shuffle")
+    ref["full-batch hook"] = mw.full_batch(V, W, H)
+    for rank, r in enumerate(results):
+        rows = mw.shard_rows(rank, 2)
+        for solver in SOLVERS + ("full-batch hook",):
+            Wp, Hp = r["ok"][solver]
+            torch.testing.assert_close(Wp, ref[solver][0], msg=f"{solver} W on process {rank}")
+            torch.testing.assert_close(Hp, ref[solver][1][rows], msg=f"{solver} H on process {rank}")
+
+
+def test_failing_process_stops_the_other(tmp_path):
+    """Oracle: the other process raises DistributedError (not a hang) when one fails on a NaN chunk."""
+    start = time.monotonic()
+    results = _spawn(tmp_path, fail_rank=1, timeout=90)
+    assert results[1]["type"] == "ParameterError" and "V must contain only finite values" in results[1]["error"]
+    assert results[0].get("type") == "DistributedError", results[0]
+    assert "another process failed" in results[0]["error"]
+    assert time.monotonic() - start < 90
