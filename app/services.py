@@ -515,6 +515,8 @@ class FitJob:
     and the worker never touches Streamlit.
     """
 
+    kind = "blind"  # what the page does with the result: "blind" (components to group) or "guided"
+
     def __init__(self, audio: LoadedAudio, settings: Any, key: str, n_sources: int = 2):
         self.key = key
         self.n_sources = n_sources

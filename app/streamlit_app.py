@@ -307,7 +307,7 @@ def _request_stop() -> None:
 def _finish(job) -> None:
     """Move a finished job's result into the session cache (once)."""
     state.set_job(None)
-    if getattr(job, "kind", "") == "guided":
+    if job.kind == "guided":
         _finish_guided(job)
         return
     if job.error is not None:
