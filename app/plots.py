@@ -25,7 +25,7 @@ _MAGMA = [f"rgb({int(c[1:3], 16)},{int(c[3:5], 16)},{int(c[5:7], 16)})" for c in
 __all__ = [
     "to_db", "pool_time", "log_frequency_pool", "display_grid",
     "loss_figure", "LOSS_VIEWS", "spectrogram_figure", "templates_figure", "activations_figure",
-    "component_image", "colormap", "COLORSCALE",
+    "component_image", "colormap", "COLORSCALE", "SOURCE_COLOURS", "source_colour", "marked_spectrogram_figure",
 ]
 
 # explicit colour stops: a theme (Streamlit's) cannot swap a named scale for its own
@@ -365,3 +365,51 @@ def component_image(S: np.ndarray, sr: int, *, log_freq: bool = False, top_db: f
     if scale > 1:
         img = img.repeat(scale, axis=0).repeat(scale, axis=1)
     return np.ascontiguousarray(img)
+
+
+# ------------------------------------------------------------------ guided
+# bright colours that stand out on Magma's dark purples and yellows
+SOURCE_COLOURS = ("#00e5ff", "#76ff03", "#ff4081", "#ffffff", "#ff9100", "#2979ff", "#e040fb", "#00bfa5")
+
+
+def source_colour(k: int) -> str:
+    """The colour of source ``k`` (marks, titles)."""
+    return SOURCE_COLOURS[int(k) % len(SOURCE_COLOURS)]
+
+
+def marked_spectrogram_figure(S: np.ndarray, sr: int, hop_length: int, *, title: str,
+                              marks: Sequence[tuple] = (), log_freq: bool = False, top_db: float = 80.0,
+                              power: float = 1.0, height: int = 360) -> go.Figure:
+    """A spectrogram to mark on: :func:`spectrogram_figure` in box-select mode with the marks drawn.
+
+    ``marks``: ``(t0, t1, f0, f1, colour, absent, label)`` in s and Hz; a
+    mark "only this source" is a filled box with a solid outline, "absent"
+    a dashed outline with a cross. An invisible grid of points lies over the
+    heatmap so that Plotly reports box and lasso selections on it (a heatmap
+    alone has no selectable points). The x axis is time in s, the y axis Hz
+    (log10 Hz when ``log_freq``), so a selection's coordinates are those.
+    """
+    fig = spectrogram_figure(S, sr, hop_length, title=title, log_freq=log_freq, top_db=top_db, power=power,
+                             height=height)
+    duration = max(1, np.asarray(S).shape[-1] - 1) * hop_length / sr
+    fmin = LOG_FMIN if log_freq else 0.0
+    xs = np.linspace(0.0, duration, 60)
+    fs = np.geomspace(fmin, sr / 2, 40) if log_freq else np.linspace(0.0, sr / 2, 40)
+    gx, gy = np.meshgrid(xs, np.log10(fs) if log_freq else fs)
+    fig.add_trace(go.Scatter(x=gx.ravel().astype(np.float32), y=gy.ravel().astype(np.float32), mode="markers",
+                             marker=dict(size=2, opacity=0), hoverinfo="skip", showlegend=False, name="grid"))
+
+    def y(f):
+        return float(np.log10(max(float(f), fmin))) if log_freq else float(f)
+
+    for t0, t1, f0, f1, colour, absent, label in marks:
+        fig.add_shape(type="rect", x0=float(t0), x1=float(t1), y0=y(f0), y1=y(f1), line=dict(
+            color=colour, width=2, dash="dash" if absent else "solid"),
+            fillcolor=colour, opacity=0.25 if not absent else 0.12, layer="above")
+        if absent:
+            fig.add_shape(type="line", x0=float(t0), x1=float(t1), y0=y(f0), y1=y(f1),
+                          line=dict(color=colour, width=1, dash="dot"))
+        fig.add_annotation(x=float(t0), y=y(f1), text=str(label), showarrow=False, xanchor="left",
+                           yanchor="top", font=dict(color=colour, size=11))
+    fig.update_layout(dragmode="select", selectdirection="any", showlegend=False)
+    return fig

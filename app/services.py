@@ -51,7 +51,8 @@ __all__ = [
     "settings_summary", "nmf2d_shifts", "nmf2d_kernel", "fit_description", "nmfcore_version", "fit_threads", "warm_up", "example_bytes", "load_input",
     "segment", "input_spectrogram", "fit_problem", "progress_text", "reproduces_exactly", "result_key", "prepare_fit", "start_fit", "component_audio", "component_order",
     "component_centroids", "component_pitches", "component_label", "auto_assignment", "groups_from_assignment", "source_audio", "export_zip", "download_name",
-    "evaluate_references",
+    "evaluate_references", "MAX_GUIDED_SOURCES", "source_names_from_text", "selection_boxes", "guided_mark",
+    "to_marks", "guided_settings", "GuidedBundle", "GuidedJob", "start_guided", "can_refine",
 ]
 
 # ------------------------------------------------------------------ limits
@@ -523,6 +524,8 @@ class FitJob:
     and the worker never touches Streamlit.
     """
 
+    kind = "blind"  # what the page does with the result: "blind" (components to group) or "guided"
+
     def __init__(self, audio: LoadedAudio, settings: Any, key: str, n_sources: int = 2):
         self.key = key
         self.n_sources = n_sources
@@ -783,3 +786,164 @@ def _rounded(value: float) -> float | None:
 def download_name(audio_name: str, part: str, suffix: str = ".wav") -> str:
     """A download's file name from the recording's and the part's: ``song_Source_1.wav``."""
     return f"{_stem_name(Path(audio_name).stem)}_{_stem_name(part)}{suffix}"
+
+
+# ------------------------------------------------------------------ guided
+# The user names the sources and marks boxes on the spectrogram where one of
+# them sounds ("only this source here") or does not ("this source absent
+# here"); the engine's guided separation (nmfcore.audio.separate_guided)
+# fits a block of components per source that follows the marks, and
+# refine() warm-starts a new fit from the previous result when marks change.
+# A lasso is reduced to its bounding box (the engine's marks are boxes).
+MAX_GUIDED_SOURCES = 8
+
+
+def source_names_from_text(text: str) -> list[str]:
+    """Source names from the comma-separated text box: stripped, empty ones dropped, duplicates numbered."""
+    names: list[str] = []
+    for part in str(text or "").split(","):
+        name = part.strip()
+        if not name:
+            continue
+        base, k = name, 2
+        while name in names:
+            name, k = f"{base} {k}", k + 1
+        names.append(name)
+    return names[:MAX_GUIDED_SOURCES]
+
+
+def selection_boxes(selection: Any, *, log_freq: bool) -> list[tuple[float, float, float, float]]:
+    """``(t0, t1, f0, f1)`` (s, Hz) of every box and lasso of a Plotly selection event.
+
+    ``selection`` is the ``selection`` part of ``st.plotly_chart``'s event
+    (``{"box": [{"x": [..], "y": [..]}], "lasso": [...]}``) on a spectrogram
+    of :mod:`app.plots` (x: time in s; y: Hz, or log10 Hz when ``log_freq``).
+    A lasso becomes its bounding box.
+    """
+    out = []
+    if not isinstance(selection, dict):
+        return out
+    for kind in ("box", "lasso"):
+        for item in selection.get(kind) or []:
+            xs = [float(x) for x in (item.get("x") or []) if x is not None]
+            ys = [float(y) for y in (item.get("y") or []) if y is not None]
+            if len(xs) < 2 or len(ys) < 2 or not all(map(math.isfinite, xs + ys)):
+                continue
+            fs = [10.0 ** min(y, 6.0) for y in ys] if log_freq else ys
+            out.append((min(xs), max(xs), min(fs), max(fs)))
+    return out
+
+
+def guided_mark(box: Sequence[float], source: int, *, absent: bool, weight: float, duration: float,
+                sr: int) -> dict:
+    """A mark (the engine's JSON form) from a box, clipped to the recording (InputError if nothing is left)."""
+    t0, t1, f0, f1 = (float(v) for v in box)
+    t0, t1 = max(0.0, t0), min(float(duration), t1)
+    f0, f1 = max(0.0, f0), min(sr / 2, f1)
+    if t1 - t0 <= 0 or f1 - f0 <= 0:
+        raise InputError("That box lies outside the recording (or has no width or height): drag a box over "
+                         "the spectrogram.")
+    return na.Mark(int(source), t0, t1, f0, f1, weight=float(weight), absent=bool(absent)).to_dict()
+
+
+def to_marks(marks: Sequence[dict], n_sources: int, audio: LoadedAudio) -> list:
+    """The engine's checked ``Mark`` list from the page's marks (InputError in the user's words)."""
+    try:
+        return na.check_marks(list(marks), n_sources=int(n_sources), duration=audio.duration, sr=audio.sr)
+    except ValueError as exc:
+        raise InputError(f"A mark cannot be used ({exc}); remove it and mark again.") from None
+
+
+def guided_settings(settings: Any, n_sources: int) -> Any:
+    """The sidebar's settings made fit for guided separation: NMF, no sparseness or continuity, and at
+    least one component per source."""
+    try:
+        return dataclasses.replace(settings, model="NMF", kernel_size=1, sparsity_H=None, continuity=0.0,
+                                   rank=max(int(settings.rank), int(n_sources)))
+    except (ValueError, TypeError) as exc:
+        raise SettingsError(str(exc)) from exc
+
+
+@dataclass(frozen=True, eq=False)
+class GuidedBundle:
+    """A finished guided separation: one wav and one spectrogram per named source."""
+
+    key: str                       # result_key(audio, settings) of the first fit
+    audio_name: str
+    audio_digest: str
+    settings: Any
+    names: tuple[str, ...]
+    separation: Any = dataclasses.field(repr=False)      # nmfcore.audio.GuidedSeparation
+    wavs: tuple[bytes, ...] = dataclasses.field(repr=False)
+    spectrograms: tuple[np.ndarray, ...] = dataclasses.field(repr=False)
+    unmarked: tuple[int, ...]      # sources that had no marks
+    refined: bool                  # warm-started from the previous result
+    stopped: bool
+    elapsed: float
+
+    @property
+    def losses(self) -> list[tuple[int, float]]:
+        return [(int(i), float(v)) for i, v in self.separation.losses]
+
+
+class GuidedJob(FitJob):
+    """A guided separation (or a refinement of one) in a worker thread, polled like :class:`FitJob`."""
+
+    kind = "guided"
+
+    def __init__(self, audio: LoadedAudio, settings: Any, names: Sequence[str], marks: Sequence, previous=None):
+        self.full_settings = settings
+        shown = settings
+        if previous is not None:  # refine() runs at most REFINE_ITER iterations: the progress counts those
+            shown = dataclasses.replace(settings, n_iter=min(int(settings.n_iter), na.guided.REFINE_ITER))
+        super().__init__(audio, shown, result_key(audio, settings), n_sources=len(names))
+        self.names = tuple(names)
+        self.marks = list(marks)
+        self.previous = previous
+
+    def _run(self) -> None:
+        try:
+            self.phase = "fitting"
+            if self.previous is not None:
+                sep = na.refine(self.previous.separation, self.marks, n_iter=int(self.settings.n_iter),
+                                callback=self._callback, keep_components=False)
+            else:
+                sep = na.separate_guided(self._y, self._sr, self.marks, self.full_settings,
+                                         n_sources=len(self.names), callback=self._callback,
+                                         keep_components=False)
+            stopped = self._stop.is_set()
+            if not sep.losses:
+                sep.losses = list(self.losses)
+            self.phase = "finishing"
+            s = self.full_settings
+            sources = sep.sources().detach().to("cpu", torch.float32)
+            wavs = tuple(_wav(sources[k], int(sep.sr)) for k in range(sources.shape[0]))
+            specs = tuple(na.spectrogram(sources[k].mean(0), n_fft=s.n_fft, hop_length=s.hop_length,
+                                         window=s.window, power=s.power).numpy() for k in range(sources.shape[0]))
+            self.result = GuidedBundle(key=self.key, audio_name=self.audio_name, audio_digest=self.audio_digest,
+                                       settings=s, names=self.names, separation=sep, wavs=wavs,
+                                       spectrograms=specs, unmarked=tuple(int(u) for u in sep.unmarked),
+                                       refined=self.previous is not None, stopped=stopped,
+                                       elapsed=time.perf_counter() - self.started)
+        except Exception as exc:  # reported on the page; the app keeps working
+            self.error = str(exc) or type(exc).__name__
+        finally:
+            self._y = None
+            self.phase = "done"
+            self.finished = time.perf_counter()
+
+
+def start_guided(audio: LoadedAudio, settings: Any, names: Sequence[str], marks: Sequence,
+                 previous: GuidedBundle | None = None) -> GuidedJob:
+    """Start a guided separation of ``audio`` into the named sources following ``marks`` (``Mark``s).
+
+    With ``previous`` (a result for the same recording, settings and
+    sources) the fit warm-starts from it (the engine's ``refine``).
+    """
+    return GuidedJob(audio, settings, names, marks, previous).start()
+
+
+def can_refine(previous: GuidedBundle | None, audio: LoadedAudio, settings: Any, names: Sequence[str]) -> bool:
+    """Whether a new guided fit may warm-start from ``previous``: same recording, settings and sources."""
+    return (previous is not None and not previous.stopped and previous.audio_digest == audio.digest
+            and previous.key == result_key(audio, settings) and len(previous.names) == len(names))

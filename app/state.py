@@ -21,7 +21,9 @@ __all__ = ["Keys", "init", "keep_widget_values", "get", "set_value", "results", 
            "count_fit",
            "assignment_key", "assignments", "set_assignments", "sources_wanted", "set_sources_wanted", "model_applied",
            "set_model_applied", "assignment_owner",
-           "set_assignment_owner", "message", "set_message", "pop_message"]
+           "set_assignment_owner", "message", "set_message", "pop_message", "guided_marks", "add_guided_mark",
+           "remove_guided_mark", "clear_guided_marks", "seen_selection", "set_seen_selection", "guided_result",
+           "set_guided_result", "request_separate", "take_separate_request"]
 
 MAX_RESULTS = 4  # fitted results kept per session (the oldest is dropped first)
 
@@ -59,6 +61,14 @@ class Keys:
     LOSS_VIEW = "loss_view"          # "from_first" | "all" | "relative"
     SEG_START = "segment_start"      # start (s) of the part of a long recording to separate
     SEG_LENGTH = "segment_length"    # its length (s)
+    # guided separation
+    GUIDED_NAMES = "guided_names"    # text_input: the sources' names, comma-separated
+    GUIDED_SOURCE = "guided_source"  # selectbox: index of the source the next mark is for
+    GUIDED_KIND = "guided_kind"      # radio: "only" | "absent"
+    GUIDED_WEIGHT = "guided_weight"  # slider: the next mark's confidence in (0, 1]
+    GUIDED_MIX = "guided_mix"        # plotly_chart (box/lasso selection) of the mixture's spectrogram
+    GUIDED_SEPARATE = "guided_separate"  # button
+    GUIDED_CLEAR = "guided_clear"    # button: remove every mark
     # buttons
     RUN = "run"
     STOP = "stop"
@@ -74,6 +84,10 @@ class Keys:
     RUN_REQUEST = "_run_request"     # Run was clicked; the page starts the fit in this run
     SOURCES_WANTED = "_sources_wanted"  # sources the user asked for (a rank-1 result shows fewer)
     MODEL_APPLIED = "_model_applied"    # the model whose own defaults the settings were last set from
+    GUIDED_MARKS = "_guided_marks"      # list of marks (the engine's JSON form: source index, s, Hz, ...)
+    GUIDED_SEEN = "_guided_seen"        # chart key -> the last selection turned into marks
+    GUIDED_RESULT = "_guided_result"    # the guided separation on display (GuidedBundle) or None
+    GUIDED_REQUEST = "_guided_request"  # Separate was clicked; the page starts the fit in this run
 
 
 def init(defaults: Mapping[str, Any]) -> None:
@@ -90,7 +104,9 @@ def init(defaults: Mapping[str, Any]) -> None:
     for key, factory in ((Keys.RESULTS, OrderedDict), (Keys.SHOWN, lambda: None), (Keys.JOB, lambda: None),
                          (Keys.FITS, lambda: 0), (Keys.ASSIGN_OWNER, lambda: None),
                          (Keys.MESSAGE, lambda: None), (Keys.RUN_REQUEST, lambda: False),
-                         (Keys.SOURCES_WANTED, lambda: None), (Keys.MODEL_APPLIED, lambda: None)):
+                         (Keys.SOURCES_WANTED, lambda: None), (Keys.MODEL_APPLIED, lambda: None),
+                         (Keys.GUIDED_MARKS, list), (Keys.GUIDED_SEEN, dict), (Keys.GUIDED_RESULT, lambda: None),
+                         (Keys.GUIDED_REQUEST, lambda: False)):
         if key not in ss:
             ss[key] = factory()
 
@@ -101,7 +117,8 @@ def init(defaults: Mapping[str, Any]) -> None:
 PERSISTENT = (Keys.MODEL, Keys.RANK, Keys.BETA_CASE, Keys.BETA_VALUE, Keys.N_ITER, Keys.TOL, Keys.KERNEL_T,
               Keys.KERNEL_F, Keys.SPARSE_ON, Keys.SPARSITY, Keys.INIT, Keys.SEED, Keys.N_FFT, Keys.HOP,
               Keys.DEVICE, Keys.LOG_FREQ, Keys.TOP_DB, Keys.SORT_COMPONENTS, Keys.N_SOURCES, Keys.LOSS_VIEW,
-              Keys.SEG_START, Keys.SEG_LENGTH, Keys.CONTINUITY)
+              Keys.SEG_START, Keys.SEG_LENGTH, Keys.CONTINUITY, Keys.GUIDED_NAMES, Keys.GUIDED_SOURCE,
+              Keys.GUIDED_KIND, Keys.GUIDED_WEIGHT)
 
 
 def keep_widget_values() -> None:
@@ -242,3 +259,52 @@ def pop_message() -> tuple[str, str] | None:
     msg = st.session_state[Keys.MESSAGE]
     st.session_state[Keys.MESSAGE] = None
     return msg
+
+
+# ------------------------------------------------------------------ guided
+def guided_marks() -> list[dict]:
+    """The marks drawn so far, oldest first (each a dict in the engine's JSON form)."""
+    return list(st.session_state[Keys.GUIDED_MARKS])
+
+
+def add_guided_mark(mark: dict) -> None:
+    st.session_state[Keys.GUIDED_MARKS] = guided_marks() + [dict(mark)]
+
+
+def remove_guided_mark(index: int) -> None:
+    marks = guided_marks()
+    if 0 <= index < len(marks):
+        del marks[index]
+    st.session_state[Keys.GUIDED_MARKS] = marks
+
+
+def clear_guided_marks() -> None:
+    st.session_state[Keys.GUIDED_MARKS] = []
+
+
+def seen_selection(chart: str) -> str | None:
+    """The last selection of a chart already turned into marks (its JSON), so it is not added twice."""
+    return st.session_state[Keys.GUIDED_SEEN].get(chart)
+
+
+def set_seen_selection(chart: str, signature: str) -> None:
+    st.session_state[Keys.GUIDED_SEEN] = {**st.session_state[Keys.GUIDED_SEEN], chart: signature}
+
+
+def guided_result() -> Any:
+    return st.session_state[Keys.GUIDED_RESULT]
+
+
+def set_guided_result(bundle: Any) -> None:
+    st.session_state[Keys.GUIDED_RESULT] = bundle
+
+
+def request_separate() -> None:
+    """Separate was clicked (button callback); :func:`take_separate_request` reads it once."""
+    st.session_state[Keys.GUIDED_REQUEST] = True
+
+
+def take_separate_request() -> bool:
+    requested = bool(st.session_state[Keys.GUIDED_REQUEST])
+    st.session_state[Keys.GUIDED_REQUEST] = False
+    return requested

@@ -11,6 +11,7 @@ session state behind the accessors of :mod:`app.state`.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -48,6 +49,8 @@ def _general_defaults() -> dict:
         Keys.DEVICE: s.device,
         Keys.LOG_FREQ: True, Keys.TOP_DB: 80, Keys.SORT_COMPONENTS: True, Keys.N_SOURCES: 2,
         Keys.LOSS_VIEW: "from_first", Keys.SEG_START: 0.0, Keys.SEG_LENGTH: float(services.MAX_DURATION_S),
+        Keys.GUIDED_NAMES: "Source 1, Source 2", Keys.GUIDED_SOURCE: 0, Keys.GUIDED_KIND: "only",
+        Keys.GUIDED_WEIGHT: 1.0,
     }
 
 
@@ -305,6 +308,9 @@ def _request_stop() -> None:
 def _finish(job) -> None:
     """Move a finished job's result into the session cache (once)."""
     state.set_job(None)
+    if job.kind == "guided":
+        _finish_guided(job)
+        return
     if job.error is not None:
         state.set_message("error", f"The fit failed: {job.error}")
         return
@@ -587,6 +593,189 @@ def how_it_works_tab(settings, bundle):
         st.markdown(paragraph)
 
 
+# ------------------------------------------------------------------ guided
+GUIDED_PLOT_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["zoom2d", "pan2d", "autoScale2d"]}
+KIND_LABELS = {"only": "only this source here", "absent": "this source absent here"}
+WEIGHT_HELP = ("How sure you are of a mark. At 1 the other sources are taken out of the box entirely (for "
+               "“only this source here”), or this source is (for “absent”). Below 1 a mark bends the fit "
+               "without forcing silence: the excluded sources only count for less in the box, so a source "
+               "that really sounds there can still take its share.")
+
+
+def guided_chart_key(k: int) -> str:
+    """Chart key of the spectrogram of separated source ``k`` (marks drawn on it say "not yours")."""
+    return f"guided_src_{k}"
+
+
+def _finish_guided(job) -> None:
+    if job.error is not None:
+        state.set_message("error", f"The guided separation failed: {job.error}. Your marks are kept: change "
+                                   "them or the settings and press Separate again.")
+        return
+    state.set_guided_result(job.result)
+    if job.result.stopped:
+        state.set_message("warning", f"Stopped after {job.result.separation.n_iter} iterations; showing the "
+                                     "sources reached so far.")
+
+
+def _take_selection(chart_key: str, source: int, absent: bool, audio, log_freq: bool) -> None:
+    """Turn a new box or lasso selection of a chart into marks (once per selection)."""
+    event = state.get(chart_key)
+    selection = event.get("selection") if isinstance(event, dict) else None
+    if not selection:
+        return
+    signature = json.dumps(selection, sort_keys=True, default=str)
+    if signature == state.seen_selection(chart_key):
+        return
+    state.set_seen_selection(chart_key, signature)
+    for box in services.selection_boxes(dict(selection), log_freq=log_freq):
+        try:
+            state.add_guided_mark(services.guided_mark(box, source, absent=absent,
+                                                       weight=float(state.get(Keys.GUIDED_WEIGHT)),
+                                                       duration=audio.duration, sr=audio.sr))
+        except services.InputError as exc:
+            st.warning(str(exc))
+
+
+def _overlay(marks, names, only_source: int | None = None) -> list[tuple]:
+    out = []
+    for m in marks:
+        k = int(m["source"])
+        if k >= len(names) or (only_source is not None and k != only_source):
+            continue
+        label = f"{names[k]}{' ✕' if m['absent'] else ''}"
+        out.append((m["t0"], m["t1"], m["f0"], m["f1"], plots.source_colour(k), bool(m["absent"]), label))
+    return out
+
+
+def _describe_mark(m: dict, names: list[str]) -> str:
+    k = int(m["source"])
+    who = names[k] if k < len(names) else f"source {k + 1} (no longer named: ignored)"
+    kind = f"{who} absent here" if m["absent"] else f"only {who} here"
+    return (f"{kind} · {m['t0']:.2f}–{m['t1']:.2f} s · {m['f0']:.0f}–{m['f1']:.0f} Hz · "
+            f"confidence {m['weight']:.2f}")
+
+
+def _start_guided(audio, settings, names) -> None:
+    if len(names) < 2:
+        st.warning("Name at least two sources (comma-separated) to separate them.")
+        return
+    marks = [m for m in state.guided_marks() if int(m["source"]) < len(names)]
+    try:
+        gs = services.guided_settings(settings, len(names))
+        problem = services.fit_problem(audio, gs)
+        if problem:
+            st.warning(problem)
+            return
+        checked = services.to_marks(marks, len(names), audio)
+    except services.InputError as exc:
+        st.error(str(exc))
+        return
+    previous = state.guided_result()
+    warm = previous if services.can_refine(previous, audio, gs, names) else None
+    state.set_job(services.start_guided(audio, gs, names, checked, previous=warm))
+    state.count_fit()
+
+
+def guided_tab(audio, settings):
+    """Name the sources, mark boxes on the mixture's spectrogram, separate, listen, mark again."""
+    st.caption("Name the sources, pick one, and drag boxes (or lasso regions) on the mixture's spectrogram "
+               "where it plays alone, or where it is silent. **Separate** fits one block of components per "
+               "source that follows your marks. A lasso counts as its bounding box. On a separated source's "
+               "spectrogram, drag over what is not that source's and separate again: the fit continues from "
+               "the previous result.")
+    st.text_input("Sources (names, comma-separated)", key=Keys.GUIDED_NAMES)
+    names = services.source_names_from_text(state.get(Keys.GUIDED_NAMES))
+    if not names:
+        names = ["Source 1", "Source 2"]
+    if int(state.get(Keys.GUIDED_SOURCE)) >= len(names):
+        state.set_value(Keys.GUIDED_SOURCE, 0)
+    c1, c2, c3 = st.columns([1, 1.4, 1.6], vertical_alignment="bottom")
+    c1.selectbox("Mark for", list(range(len(names))), key=Keys.GUIDED_SOURCE, format_func=names.__getitem__)
+    c2.radio("A box says", list(KIND_LABELS), key=Keys.GUIDED_KIND, format_func=KIND_LABELS.get)
+    c3.slider("Confidence", 0.05, 1.0, step=0.05, key=Keys.GUIDED_WEIGHT, help=WEIGHT_HELP)
+    st.caption(WEIGHT_HELP)
+
+    log_freq, top_db = bool(state.get(Keys.LOG_FREQ)), float(state.get(Keys.TOP_DB))
+    result = state.guided_result()
+    if result is not None and result.audio_digest != audio.digest:
+        result = None
+    # selections made since the last run become marks before anything is drawn
+    _take_selection(Keys.GUIDED_MIX, int(state.get(Keys.GUIDED_SOURCE)), state.get(Keys.GUIDED_KIND) == "absent",
+                    audio, log_freq)
+    if result is not None:
+        for k in range(len(result.names)):
+            _take_selection(guided_chart_key(k), k, True, audio, log_freq)
+
+    if settings is None:
+        st.warning("The settings in the sidebar are not valid: fix them to separate.")
+        return
+    running = state.job() is not None
+    if state.take_separate_request() and not running:
+        _start_guided(audio, settings, names)
+        running = state.job() is not None
+
+    s = settings
+    V = services.input_spectrogram(audio.data, audio.name, s.n_fft, s.hop_length, s.window, s.power)
+    marks = state.guided_marks()
+    fig = plots.marked_spectrogram_figure(V, audio.sr, s.hop_length, title="Mixture: drag a box to mark it",
+                                          marks=_overlay(marks, names), log_freq=log_freq, top_db=top_db,
+                                          power=s.power)
+    st.plotly_chart(fig, key=Keys.GUIDED_MIX, on_select="rerun", selection_mode=("box", "lasso"),
+                    config=GUIDED_PLOT_CONFIG)
+
+    with st.container(key="guided_marks"):
+        if not marks:
+            st.caption("No marks yet. Without marks the sources are separated blindly.")
+        for i, m in enumerate(marks):
+            left, right = st.columns([6, 1], vertical_alignment="center")
+            k = int(m["source"])
+            colour = plots.source_colour(k)
+            left.markdown(f"<span style='color:{colour}'>■</span> {_describe_mark(m, names)}",
+                          unsafe_allow_html=True)
+            right.button("Remove", key=f"guided_rm_{i}", on_click=state.remove_guided_mark, args=(i,),
+                         icon=":material/delete:", width="stretch")
+    b1, b2, b3 = st.columns([1, 1, 3], vertical_alignment="center")
+    b1.button("Separate", type="primary", key=Keys.GUIDED_SEPARATE, on_click=state.request_separate,
+              disabled=running, icon=":material/call_split:", width="stretch")
+    b2.button("Clear marks", key=Keys.GUIDED_CLEAR, on_click=state.clear_guided_marks, disabled=not marks,
+              icon=":material/clear_all:", width="stretch")
+    if running:
+        b3.caption("Separating… progress and loss curve above.")
+    elif result is not None and services.can_refine(result, audio, services.guided_settings(settings, len(names)),
+                                                     names):
+        b3.caption("Separate again continues from the result below (warm start) with your current marks.")
+
+    if result is None:
+        return
+    sep = result.separation
+    st.markdown("##### Separated sources")
+    how = "refined from the previous result" if result.refined else "separated"
+    st.caption(f"{how}: {sep.n_iter} iterations in {result.elapsed:.2f} s · {services.settings_summary(result.settings)}")
+    its, vals = zip(*result.losses) if result.losses else ((), ())
+    st.plotly_chart(plots.loss_figure(its, vals, max_iter=None, view=state.get(Keys.LOSS_VIEW), height=200),
+                    key="guided_loss", config=PLOT_CONFIG)
+    for k, name in enumerate(result.names):
+        with st.container(border=True, key=f"guided_source_{k}"):
+            colour = plots.source_colour(k)
+            st.markdown(f"<span style='color:{colour}'>■</span> **{name}**", unsafe_allow_html=True)
+            if k in result.unmarked:
+                st.info(f"{name} had no marks: no components were forced for it, it took what the other "
+                        "sources' marks left.")
+            c1, c2 = st.columns([4, 1], vertical_alignment="center")
+            with c1:
+                st.audio(result.wavs[k], format="audio/wav")
+            c2.download_button("Download", result.wavs[k], file_name=services.download_name(result.audio_name, name),
+                               mime="audio/wav", key=f"guided_dl_{k}", icon=":material/download:",
+                               on_click="ignore", width="stretch")
+            fig = plots.marked_spectrogram_figure(
+                result.spectrograms[k], result.separation.sr, result.settings.hop_length,
+                title=f"{name}: drag over what is not {name}", marks=_overlay(marks, list(result.names), k),
+                log_freq=log_freq, top_db=top_db, power=result.settings.power, height=280)
+            st.plotly_chart(fig, key=guided_chart_key(k), on_select="rerun", selection_mode=("box", "lasso"),
+                            config=GUIDED_PLOT_CONFIG)
+
+
 # --------------------------------------------------------------------- page
 def main() -> None:
     st.set_page_config(page_title="nmfcore · NMF source separation", page_icon=str(FAVICON), layout="wide")
@@ -611,7 +800,8 @@ def main() -> None:
         _ensure_assignments(bundle)
     st.divider()
     display_options()
-    labels = ["Components & sources", "Spectrograms", "Factors W and H", "Evaluation", "How it works"]
+    labels = ["Components & sources", "Guided separation", "Spectrograms", "Factors W and H", "Evaluation",
+              "How it works"]
     # lazy tabs: only the open one runs (switching tabs reruns the page; no refit)
     tabs = st.tabs(labels, key=Keys.TAB, on_change="rerun")
     with tabs[0]:
@@ -622,18 +812,21 @@ def main() -> None:
                 components_tab(bundle)
     with tabs[1]:
         if tabs[1].open is not False:
-            spectrogram_tab(audio, settings, bundle)
+            guided_tab(audio, settings)
     with tabs[2]:
         if tabs[2].open is not False:
+            spectrogram_tab(audio, settings, bundle)
+    with tabs[3]:
+        if tabs[3].open is not False:
             if bundle is None:
                 st.info("Templates and activations appear here after Run.")
             else:
                 factors_tab(bundle)
-    with tabs[3]:
-        if tabs[3].open is not False:
-            evaluation_tab(bundle)
     with tabs[4]:
         if tabs[4].open is not False:
+            evaluation_tab(bundle)
+    with tabs[5]:
+        if tabs[5].open is not False:
             how_it_works_tab(settings, bundle)
     follow_job(progress, chart)
 

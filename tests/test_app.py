@@ -552,7 +552,8 @@ def test_settings_refused_by_the_engine_are_a_settings_error():
 
 # ------------------------------------------------------- issue 18 fixes
 def how_text(at: AppTest) -> str:
-    return "\n".join(m.value for m in at.tabs[4].markdown)
+    tab = next(t for t in at.tabs if t.label == "How it works")
+    return "\n".join(m.value for m in tab.markdown)
 
 
 @pytest.mark.parametrize("choices, expected, absent", [
@@ -742,3 +743,113 @@ def test_page_says_what_a_reload_does_and_labels_fit():
     assert "a reload starts afresh" in texts(at)
     assert all(len(label) <= 16 for label in services.INIT_LABELS.values())
     assert not any("kernel_size" in m.description for m in services.models())
+
+
+# ------------------------------------------------------------------ guided
+def box_event(x, y, kind: str = "box") -> dict:
+    """What st.plotly_chart reports for one box (or lasso) selection: x in s, y on the chart's y axis."""
+    item = {"xref": "x", "yref": "y", "x": list(x), "y": list(y)}
+    return {"selection": {"points": [], "point_indices": [], "box": [item] if kind == "box" else [],
+                          "lasso": [item] if kind == "lasso" else []}}
+
+
+def guided_app(names: str = "voice, piano") -> AppTest:
+    at = new_app()
+    make_fast(at)
+    upload(at, "tones.wav", tone_wav())
+    open_tab(at, "Guided separation")
+    at.text_input(key="guided_names").set_value(names).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def separate(at: AppTest) -> AppTest:
+    at.button(key="guided_separate").click().run()
+    deadline = time.time() + TIMEOUT
+    while at.session_state["_job"] is not None and time.time() < deadline:  # the page follows the fit
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_guided_selection_becomes_a_mark_once_and_can_be_removed():
+    """A box dragged on the mixture's spectrogram (log-frequency axis: y is log10 Hz) becomes one mark of
+    the picked source with the box's times and frequencies; it is listed, drawn, and removed on request."""
+    at = guided_app()
+    assert at.toggle(key="log_freq").value  # the default axis
+    at.selectbox(key="guided_source").set_value(1).run()  # "piano"
+    at.radio(key="guided_kind").set_value("absent")
+    at.slider(key="guided_weight").set_value(0.5)
+    at.session_state["guided_mix"] = box_event([0.2, 0.9], [np.log10(300.0), np.log10(1200.0)])
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    marks = at.session_state["_guided_marks"]
+    assert len(marks) == 1
+    m = marks[0]
+    assert m["source"] == 1 and m["absent"] and m["weight"] == 0.5
+    assert (m["t0"], m["t1"]) == pytest.approx((0.2, 0.9))
+    assert (m["f0"], m["f1"]) == pytest.approx((300.0, 1200.0), rel=1e-6)
+    assert "piano absent here" in texts(at) and "0.20–0.90 s" in texts(at) and "300–1200 Hz" in texts(at)
+    at.run()  # the same selection is not added again
+    assert len(at.session_state["_guided_marks"]) == 1
+    at.button(key="guided_rm_0").click().run()
+    assert at.session_state["_guided_marks"] == []
+    assert "No marks yet" in texts(at)
+
+
+def test_guided_lasso_and_linear_axis_make_checked_marks():
+    """A lasso counts as its bounding box; on a linear axis y is Hz; a box reaching past the recording is
+    clipped to it; the page's marks become the engine's Mark objects."""
+    from app import services
+
+    at = guided_app()
+    at.toggle(key="log_freq").set_value(False).run()
+    at.session_state["guided_mix"] = box_event([0.5, 0.9, 1.4, 0.6], [500.0, 2500.0, 900.0, 700.0], "lasso")
+    at.run()
+    at.session_state["guided_mix"] = box_event([1.0, 9.0], [-50.0, 9000.0])
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    marks = at.session_state["_guided_marks"]
+    assert [m["source"] for m in marks] == [0, 0]
+    assert (marks[0]["t0"], marks[0]["t1"], marks[0]["f0"], marks[0]["f1"]) == pytest.approx((0.5, 1.4, 500, 2500))
+    assert (marks[1]["t0"], marks[1]["t1"], marks[1]["f0"], marks[1]["f1"]) == pytest.approx((1.0, 2.0, 0, 4000))
+    audio = services.load_input(tone_wav(), "tones.wav")
+    checked = services.to_marks(marks, 2, audio)
+    assert [type(m).__name__ for m in checked] == ["Mark", "Mark"]
+    assert (checked[0].t0, checked[0].t1, checked[0].f0, checked[0].f1) == pytest.approx((0.5, 1.4, 500, 2500))
+
+
+def test_guided_box_outside_the_recording_is_refused_in_words():
+    at = guided_app()
+    at.session_state["guided_mix"] = box_event([5.0, 6.0], [2.0, 3.0])
+    at.run()
+    assert not at.exception
+    assert at.session_state["_guided_marks"] == []
+    assert any("outside the recording" in w.value for w in at.warning)
+
+
+def test_guided_separate_gives_one_player_per_source_then_refines():
+    """Separate: one player and download per named source, a note for the source without marks; a mark
+    on a separated source's spectrogram ("not yours") and Separate again warm-start from the result."""
+    at = guided_app("voice, piano, drums")
+    at.session_state["guided_mix"] = box_event([0.05, 0.6], [np.log10(250.0), np.log10(450.0)])
+    at.run()
+    at.selectbox(key="guided_source").set_value(1).run()
+    at.session_state["guided_mix"] = box_event([1.1, 1.9], [np.log10(1000.0), np.log10(1600.0)])
+    at.run()
+    assert len(at.session_state["_guided_marks"]) == 2
+    separate(at)
+    result = at.session_state["_guided_result"]
+    assert result is not None and result.names == ("voice", "piano", "drums") and not result.refined
+    assert len(at.get("audio")) == 1 + 3  # the input, then one player per source
+    assert any("drums had no marks" in i.value for i in at.info)
+    # "this part is not voice's": a selection on voice's own spectrogram
+    at.session_state["guided_src_0"] = box_event([1.2, 1.8], [np.log10(900.0), np.log10(1800.0)])
+    at.run()
+    marks = at.session_state["_guided_marks"]
+    assert len(marks) == 3 and marks[-1]["source"] == 0 and marks[-1]["absent"]
+    separate(at)
+    again = at.session_state["_guided_result"]
+    assert again is not result and again.refined
+    assert len(again.separation.marks) == 3
+    assert len(at.get("audio")) == 1 + 3

@@ -210,3 +210,25 @@ def test_no_measurement_diaries_in_the_app():
         text = path.read_text()
         for diary in ("bench/", "setting K", "(measured)", "dB SDR", "development mixtures"):
             assert diary not in text, (path.name, diary)
+
+
+# ------------------------------------------------------- issue 17: guided
+def test_marked_spectrogram_draws_marks_on_the_selection_axes(arrays):
+    """Marks sit where a selection with the same coordinates was made (y: Hz, or log10 Hz), the chart
+    starts in box-select mode, and the input is left as it was."""
+    from app import plots
+
+    S = arrays["S"].copy()
+    marks = [(0.5, 1.0, 200.0, 800.0, plots.source_colour(0), False, "voice"),
+             (1.2, 1.5, 100.0, 3000.0, plots.source_colour(1), True, "piano ✕")]
+    for log_freq in (False, True):
+        fig = plots.marked_spectrogram_figure(S, 8000, 128, title="mix", marks=marks, log_freq=log_freq)
+        assert isinstance(fig, go.Figure) and fig.layout.dragmode == "select"
+        rects = [s for s in fig.layout.shapes if s.type == "rect"]
+        assert len(rects) == 2 and rects[1].line.dash == "dash" and rects[0].line.color == plots.source_colour(0)
+        expected = np.log10([200.0, 800.0]) if log_freq else [200.0, 800.0]
+        np.testing.assert_allclose([rects[0].y0, rects[0].y1], expected)
+        assert (rects[0].x0, rects[0].x1) == (0.5, 1.0)
+        fig.to_json()
+    np.testing.assert_array_equal(S, arrays["S"])
+    assert plots.source_colour(0) != plots.source_colour(1)

@@ -286,3 +286,63 @@ def test_long_fit_stays_responsive_and_stops(server, browser, tmp_path):
     assert page.locator(EXCEPTION).count() == 0
     save_screenshot(page, tmp_path, "app_stopped.png")
     page.close()
+
+
+def _drag_box(page, chart, x0: float, y0: float, x1: float, y1: float) -> None:
+    """Drag a box on a Plotly chart, from and to fractions of its plot area (0, 0: top left)."""
+    area = page.locator(f"{chart} .nsewdrag").first
+    area.wait_for(timeout=60_000)
+    area.scroll_into_view_if_needed()
+    b = area.bounding_box()
+    page.mouse.move(b["x"] + x0 * b["width"], b["y"] + y0 * b["height"])
+    page.mouse.down()
+    for f in (0.25, 0.5, 0.75, 1.0):  # in steps, as a hand does: Plotly follows mouse moves
+        page.mouse.move(b["x"] + (x0 + f * (x1 - x0)) * b["width"], b["y"] + (y0 + f * (y1 - y0)) * b["height"])
+        page.wait_for_timeout(100)
+    page.mouse.up()
+
+
+def _wait_for_choice(page, widget: str, text: str) -> None:
+    """Wait until a selectbox shows ``text`` (as text or as its input's value)."""
+    page.wait_for_function(
+        "([sel, text]) => { const e = document.querySelector(sel); if (!e) return false; "
+        "return e.innerText.includes(text) || Array.from(e.querySelectorAll('input'))"
+        ".some(i => (i.value || '').includes(text)); }", arg=[widget, text], timeout=60_000)
+
+
+def test_guided_marks_separate_players(server, browser, tmp_path):
+    """Issue 17: drag a box on the mixture's spectrogram, assign it to a source, press Separate, and one
+    player (and download) per named source appears."""
+    page = open_app(browser, server)
+    page.locator(".st-key-upload input[type=file]").set_input_files(str(tone_wav(tmp_path / "tones.wav")))
+    page.get_by_text("Uploaded: tones.wav").wait_for(timeout=30_000)
+    page.get_by_role("tab", name="Guided separation").click()
+    names = page.get_by_label("Sources (names, comma-separated)")
+    names.wait_for(timeout=60_000)
+    names.fill("low, high")
+    names.press("Enter")
+    page.get_by_text("Mark for").wait_for(timeout=30_000)
+    _wait_for_choice(page, ".st-key-guided_source", "low")
+    chart = ".st-key-guided_mix"
+    # the 330 Hz tone sounds alone in the first third: the bottom-left of the plane is "low"'s
+    _drag_box(page, chart, 0.05, 0.4, 0.3, 0.98)
+    page.get_by_text("only low here").wait_for(timeout=60_000)
+    # pick the other source, then mark the top of the last part (the 1250 Hz tone alone)
+    page.locator(".st-key-guided_source").click()
+    page.get_by_role("option", name="high").click()
+    _wait_for_choice(page, ".st-key-guided_source", "high")
+    _drag_box(page, chart, 0.7, 0.05, 0.95, 0.9)
+    page.get_by_text("only high here").wait_for(timeout=60_000)
+    assert page.locator(EXCEPTION).count() == 0
+    page.locator(".st-key-guided_separate button").click()
+    for k in range(2):
+        page.locator(f".st-key-guided_source_{k} audio").first.wait_for(state="attached", timeout=120_000)
+    page.locator(".st-key-guided_dl_0").wait_for(timeout=30_000)
+    assert "low" in page.locator(".st-key-guided_source_0").inner_text()
+    assert "high" in page.locator(".st-key-guided_source_1").inner_text()
+    with page.expect_download(timeout=60_000) as download:  # named after the recording and the source
+        page.locator(".st-key-guided_dl_1 button").click()
+    assert download.value.suggested_filename == "tones_high.wav"
+    assert page.locator(EXCEPTION).count() == 0
+    save_screenshot(page, tmp_path, "app_guided.png")
+    page.close()
