@@ -12,7 +12,7 @@ import torch
 
 from .exceptions import ParameterError
 
-__all__ = ["kernel_tuple", "check_factor_pair", "check_layout"]
+__all__ = ["kernel_tuple", "check_kernel_fits", "check_factor_pair", "check_layout"]
 
 
 def kernel_tuple(value, n: int, name: str = "kernel_size") -> tuple:
@@ -33,6 +33,13 @@ def kernel_tuple(value, n: int, name: str = "kernel_size") -> tuple:
                                   for k in items):
         raise ParameterError(f"{name}={value!r} must be a positive int or a tuple of {n} positive ints")
     return tuple(int(k) for k in items)
+
+
+def check_kernel_fits(kernel_size: tuple, sizes: tuple, name: str = "kernel_size") -> None:
+    """Every kernel extent lies in [1, the size of V along that axis] (the activations are non-empty)."""
+    for k, n in zip(kernel_size, sizes):
+        if not 1 <= k <= n:
+            raise ParameterError(f"{name}={tuple(kernel_size)} must lie within the size of V {tuple(sizes)}")
 
 
 def check_factor_pair(W, H) -> None:

@@ -43,7 +43,7 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from . import _fit
-from ._checks import check_factor_pair, kernel_tuple
+from ._checks import check_factor_pair, check_kernel_fits, kernel_tuple
 from ._fit import run_iterations
 from ._validation import (check_beta_for_data, check_fraction, check_mask, check_nonnegative_float,
                           check_nonnegative_tensor, check_positive_int, check_rank, make_generator,
@@ -626,7 +626,7 @@ class NMF2D(BaseComponent):
             if len(shape) != 4:
                 raise ParameterError(f"Vshape={shape} must have 4 entries (N, C, L, M) for NMF2D")
             batch, channel, K, M = shape
-            _check_kernel(kernel_size, (K, M))
+            check_kernel_fits(kernel_size, (K, M))
             rank = check_rank(rank if rank is not None else K)
             kwargs["W"] = (channel, rank) + tuple(kernel_size)
             kwargs["H"] = (batch, rank, K - kernel_size[0] + 1, M - kernel_size[1] + 1)
@@ -681,7 +681,7 @@ class NMF3D(BaseComponent):
             if len(shape) != 5:
                 raise ParameterError(f"Vshape={shape} must have 5 entries (N, C, L, M, O) for NMF3D")
             batch, channel, N, K, M = shape
-            _check_kernel(kernel_size, (N, K, M))
+            check_kernel_fits(kernel_size, (N, K, M))
             rank = check_rank(rank if rank is not None else K)
             kwargs["W"] = (channel, rank) + tuple(kernel_size)
             kwargs["H"] = (batch, rank, N - kernel_size[0] + 1, K - kernel_size[1] + 1, M - kernel_size[2] + 1)
@@ -693,10 +693,3 @@ class NMF3D(BaseComponent):
     def reconstruct(H: Tensor, W: Tensor) -> Tensor:
         """``conv3d(H, W.flip((2, 3, 4)))`` with full padding (:class:`~nmfcore.operators.TapPlanes`)."""
         return TapPlanes.reconstruct(H, W)
-
-
-
-def _check_kernel(kernel_size, sizes):
-    for k, n in zip(kernel_size, sizes):
-        if not 1 <= k <= n:
-            raise ParameterError(f"kernel_size={tuple(kernel_size)} must lie within the size of V {tuple(sizes)}")

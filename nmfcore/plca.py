@@ -40,12 +40,12 @@ from typing import Callable, Optional, Union
 import torch
 from torch import Tensor
 from torch.nn import Parameter
-from torch.nn.modules.utils import _pair, _single, _triple
 
 from . import nmf as _nmf
 from ._fit import run_iterations
 from ._validation import (check_mask, check_nonnegative_float, check_positive_int, check_rank,
                           make_generator, value_range)
+from ._checks import check_kernel_fits, kernel_tuple
 from .exceptions import ParameterError
 from .solvers.em import EM, EMProblem, normalise, per_component, prior_term
 
@@ -371,12 +371,6 @@ class BaseComponent(torch.nn.Module):
                 self.Z.fill_(1.0 / self.rank)
 
 
-def _check_kernel(kernel_size, sizes):
-    for k, n in zip(kernel_size, sizes):
-        if not isinstance(k, numbers.Integral) or not 1 <= k <= n:
-            raise ParameterError(f"kernel_size={tuple(kernel_size)} must lie within the size of V {tuple(sizes)}")
-
-
 def _vshape(Vshape, n: int, name: str) -> tuple:
     shape = tuple(Vshape)
     if len(shape) != n or not all(isinstance(s, numbers.Integral) and s >= 1 for s in shape):
@@ -485,9 +479,9 @@ class SIPLCA(BaseComponent):
 
     def __init__(self, Vshape: Iterable = None, rank: int = None, T=1, **kwargs):
         if Vshape is not None:
-            (T,) = _single(T)
+            (T,) = kernel_tuple(T, 1, "T")
             batch, K, M = _vshape(Vshape, 3, "SIPLCA")
-            _check_kernel((T,), (M,))
+            check_kernel_fits((T,), (M,), "T")
             rank = check_rank(rank if rank is not None else K)
             kwargs["W"] = (K, rank, T)
             kwargs["H"] = (batch, rank, M - T + 1)
@@ -538,9 +532,9 @@ class SIPLCA2(BaseComponent):
 
     def __init__(self, Vshape: Iterable = None, rank: int = None, kernel_size=1, **kwargs):
         if Vshape is not None:
-            kernel_size = tuple(_pair(kernel_size))
+            kernel_size = kernel_tuple(kernel_size, 2)
             batch, channel, K, M = _vshape(Vshape, 4, "SIPLCA2")
-            _check_kernel(kernel_size, (K, M))
+            check_kernel_fits(kernel_size, (K, M))
             rank = check_rank(rank if rank is not None else K)
             kwargs["W"] = (channel, rank) + kernel_size
             kwargs["H"] = (batch, rank, K - kernel_size[0] + 1, M - kernel_size[1] + 1)
@@ -590,9 +584,9 @@ class SIPLCA3(BaseComponent):
 
     def __init__(self, Vshape: Iterable = None, rank: int = None, kernel_size=1, **kwargs):
         if Vshape is not None:
-            kernel_size = tuple(_triple(kernel_size))
+            kernel_size = kernel_tuple(kernel_size, 3)
             batch, channel, N, K, M = _vshape(Vshape, 5, "SIPLCA3")
-            _check_kernel(kernel_size, (N, K, M))
+            check_kernel_fits(kernel_size, (N, K, M))
             rank = check_rank(rank if rank is not None else K)
             kwargs["W"] = (channel, rank) + kernel_size
             kwargs["H"] = (batch, rank, N - kernel_size[0] + 1, K - kernel_size[1] + 1, M - kernel_size[2] + 1)

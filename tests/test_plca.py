@@ -637,3 +637,17 @@ def test_app_teaching_and_plot_for_em_models():
     assert not choices["PLCA"].uses_beta and choices["PLCA"].curve == "log-likelihood"
     assert choices["SIPLCA"].kernel_dims == 1 and choices["NMF"].curve == "loss"
     assert services.curve_of(SeparationSettings(model="SIPLCA")) == "log-likelihood"
+
+
+@pytest.mark.parametrize("build, match", [
+    (lambda: SIPLCA2((1, 1, 20, 20), 3, (3,)), r"kernel_size=\(3,\) must be a positive int or a tuple of 2"),
+    (lambda: SIPLCA((1, 20, 20), 3, (2, 3)), r"T=\(2, 3\) must be a positive int or a tuple of 1"),
+    (lambda: SIPLCA((1, 20, 20), 3, True), r"T=True must be a positive int"),
+    (lambda: SIPLCA3((1, 1, 8, 8, 8), 2, (2, 2)), r"kernel_size=\(2, 2\) must be a positive int or a tuple of 3"),
+    (lambda: SIPLCA((1, 20, 20), 3, 30), r"T=\(30,\) must lie within the size of V"),
+])
+def test_kernel_arguments_of_the_wrong_form_are_parameter_errors(build, match):
+    """Oracle (errors): kernels of the wrong length or type, or larger than V, are refused by name
+    (before: IndexError / ValueError from the tuple helpers), as for NMFD, NMF2D and NMF3D."""
+    with pytest.raises(ParameterError, match=match):
+        build()
