@@ -446,7 +446,7 @@ def test_bad_values_of_v(gen, kind, match):
     (lambda: PLCA((5, 4), 0), r"rank=0"),
     (lambda: PLCA((5, 4), -2), r"rank=-2"),
     (lambda: PLCA((5, 4, 3), 2), r"Vshape=\(5, 4, 3\)"),
-    (lambda: SIPLCA((1, 5, 4), 2, 7), r"kernel_size=\(7,\)"),
+    (lambda: SIPLCA((1, 5, 4), 2, 7), r"T=\(7,\) must lie within"),
     (lambda: SIPLCA2((1, 5, 4), 2), r"Vshape=\(1, 5, 4\)"),
     (lambda: SIPLCA3((1, 1, 5, 4, 4), 2, (1, 9, 1)), r"kernel_size=\(1, 9, 1\)"),
     (lambda: PLCA(W=torch.tensor([[1.0, -1.0]])), r"W must be non-negative"),
