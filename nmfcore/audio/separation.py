@@ -44,7 +44,7 @@ from ..exceptions import ConvergenceWarning, ParameterError
 from ..init import nndsvd
 from .io import AudioError, as_waveform, check_sample_rate, resample
 from .models import MATRIX
-from .spectral import (spectrogram)
+from .spectral import BLOCK_FRAMES, spectrogram
 from .result import Separation
 from .settings import SeparationSettings, check_device, check_groups
 
@@ -117,27 +117,84 @@ def _recorder(losses: list, callback: Optional[Callback]) -> Callback:
 NNDSVD_MAX_ENTRIES = 2 ** 24
 
 
-def _nndsvd_of_frame_means(model, V: Tensor, variant: str, seed: int):
-    """NNDSVD of ``V`` (frames, freq) averaged over groups of ``k`` frames, activations repeated ``k`` times.
+def nndsvd_of_frame_means(chunks, n_frames: int, n_bins: int, rank: int, variant: str, seed: int):
+    """NNDSVD of the frames of ``chunks`` averaged over groups of ``k`` consecutive frames.
 
-    The templates come from the spectral subspace of the averaged frames, close
-    to that of all frames; the multiplicative updates refine both factors.
+    ``chunks`` yields blocks ``(n_i, n_bins)`` of the ``n_frames`` frames of
+    ``V`` in order (the groups run across the blocks' borders);
+    ``k = ceil(n_frames * n_bins / NNDSVD_MAX_ENTRIES)``, so ``k = 1`` is the
+    NNDSVD of ``V`` itself. The templates come from the spectral subspace of
+    the averaged frames, close to that of all frames; the activations of a
+    group's mean are repeated for each of its frames. Returns ``W``
+    ``(n_bins, rank)`` and ``H`` ``(n_frames, rank)``.
     """
-    T = V.shape[0]
-    k = math.ceil(V.numel() / NNDSVD_MAX_ENTRIES)
-    full = (T // k) * k
-    means = V[:full].unflatten(0, (T // k, k)).mean(1)  # a view of V in either layout: no full-size copy
-    if full < T:
-        means = torch.cat([means, V[full:].mean(0, keepdim=True)])
-    W0, H0 = nndsvd(means, model.rank, variant, seed)
+    k = math.ceil(n_frames * n_bins / NNDSVD_MAX_ENTRIES)
+    means, acc, filled = [], None, 0  # acc: the sum of the ``filled`` frames of the group begun
+    for X in chunks:
+        i = 0
+        if filled:  # complete the group begun in the previous block
+            i = min(k - filled, X.shape[0])
+            acc += X[:i].sum(0)
+            filled += i
+            if filled == k:
+                means.append((acc / k)[None])
+                acc, filled = None, 0
+        full = i + (X.shape[0] - i) // k * k
+        if full > i:
+            means.append(X[i:full].unflatten(0, ((full - i) // k, k)).mean(1))
+        if full < X.shape[0]:
+            acc, filled = X[full:].sum(0), X.shape[0] - full
+    if filled:
+        means.append((acc / filled)[None])
+    W0, H0 = nndsvd(torch.cat(means), rank, variant, seed)
+    return W0, H0.repeat_interleave(k, 0)[:n_frames]
+
+
+def _nndsvd_of_frame_means(model, V: Tensor, variant: str, seed: int):
+    """:func:`nndsvd_of_frame_means` of ``V`` (frames, freq) copied into the NMF ``model``."""
+    W0, H0 = nndsvd_of_frame_means(torch.split(V, BLOCK_FRAMES), V.shape[0], V.shape[1], model.rank, variant, seed)
     with torch.no_grad():
         model.W.copy_(W0)
-        model.H.copy_(H0.repeat_interleave(k, 0)[:T])
+        model.H.copy_(H0)
+
+
+def factorise_minibatch(V, n_frames: int, peak: float, settings: SeparationSettings,
+                        callback: Optional[Callback]) -> tuple[Tensor, Tensor, int, list]:
+    """NMF of the frames ``V`` by the mini-batch solver ``settings.solver``; returns ``(W, H, epochs, losses)``.
+
+    ``V`` is the ``(frames, freq)`` tensor (batches of ``settings.batch_size``
+    frames, shuffled) or a re-iterable of chunks, each one batch (e.g.
+    :class:`~nmfcore.audio.longfile.SpectrogramBlocks`, read block by block).
+    An NNDSVD ``init`` starts from :func:`nndsvd_of_frame_means` (one pass
+    over the data), 'random' or ``None`` from :class:`~nmfcore.minibatch.MiniBatchMU`'s
+    own random start, drawn from a generator seeded with ``settings.seed``.
+    ``callback(epoch, loss)`` as the full fit's, once per epoch.
+    """
+    from ..minibatch import MiniBatchMU
+
+    rank = settings.rank
+    chunks = torch.split(V, settings.batch_size) if isinstance(V, Tensor) else V
+    if peak == 0:  # silence: nothing to factorise, every component is silent
+        n_bins, device = settings.n_fft // 2 + 1, V.device if isinstance(V, Tensor) else None
+        return torch.zeros(n_bins, rank, device=device), torch.zeros(n_frames, rank, device=device), 0, [(0, 0.0)]
+    W0 = H0 = None
+    if settings.init is not None and settings.init.startswith("nndsvd"):
+        n_bins = settings.n_fft // 2 + 1
+        W0, H0 = nndsvd_of_frame_means(chunks, n_frames, n_bins, rank, settings.init, settings.seed)
+    model = MiniBatchMU(rank, solver=settings.solver, beta=settings.beta, batch_size=settings.batch_size,
+                        generator=torch.Generator().manual_seed(settings.seed))
+    losses: list = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(V, W=W0, H=H0, max_epochs=settings.n_iter, tol=settings.tol, callback=_recorder(losses, callback))
+    return model.W, model.H, int(model.epoch), losses
 
 
 def _factorise(V: Tensor, kernel: tuple, peak: float, settings: SeparationSettings,
                callback: Optional[Callback]) -> tuple[Tensor, Tensor, int, list]:
     """Fit the model to ``V`` (model layout); returns (W, H, n_iter, losses)."""
+    if settings.minibatch:
+        return factorise_minibatch(V, V.shape[0], peak, settings, callback)
     spec = settings.spec
     gen = torch.Generator().manual_seed(settings.seed)
     model = spec.build(tuple(V.shape), settings.rank, kernel, gen).to(V.device)
