@@ -75,7 +75,8 @@ class SpectrogramBlocks:
     the file's mono mix (mean of its channels), ``block_frames`` frames at a
     time in the model layout of NMF, ``(frames, freq)``: exactly the rows of
     the spectrogram :func:`~nmfcore.audio.separate` factorises (zeros floored
-    at ``1e-7`` of the peak for ``beta <= 0``, after :meth:`scan`). Each
+    at ``1e-7`` of the peak after :meth:`scan`, as
+    :func:`~nmfcore.audio.separation.floors_zeros` says). Each
     iteration reads the file afresh, so the object can be given to
     :meth:`nmfcore.minibatch.MiniBatchMU.fit`, which reads it once per
     epoch. Frame ``t`` covers samples ``t * hop - n_fft // 2`` to
@@ -227,6 +228,8 @@ class SpectrogramBlocks:
         return len(self.blocks())
 
     def scan(self) -> "SpectrogramBlocks":
+        from .separation import floors_zeros
+
         """One pass over the file before the fit: checks every sample, finds :attr:`input_peak` and
         :attr:`peak`, and sets the floor of the frames for ``beta <= 0``; returns ``self``."""
         self.floor = 0.0
@@ -237,7 +240,7 @@ class SpectrogramBlocks:
                 input_peak = max(input_peak, float(seg.abs().max()))
                 peak = max(peak, float(self._magnitude(seg).max()))
         self.peak, self.input_peak = peak, input_peak
-        if self.settings.beta <= 0 and peak > 0:
+        if floors_zeros(self.settings) and peak > 0:
             self.floor = peak * 1e-7
         return self
 

@@ -72,7 +72,7 @@ def _prepare(y, sr, settings: SeparationSettings, timings: dict) -> tuple[Tensor
 def _model_data(y: Tensor, settings: SeparationSettings, device, timings: dict) -> tuple[Tensor, tuple, float]:
     """The spectrogram of the mono mix in the model's layout, its kernel and its peak.
 
-    Zeros are floored at 1e-7 of the peak for ``beta <= 0`` (infinite there).
+    Zeros are floored at 1e-7 of the peak where :func:`floors_zeros` says so.
     Only one copy of the spectrogram is kept. For NMF, V (frames, freq) is the
     transposed view of the (freq, frames) spectrogram: NMF's fit works in that
     layout (no copy, and with an odd number of bins its products are faster
@@ -86,10 +86,17 @@ def _model_data(y: Tensor, settings: SeparationSettings, device, timings: dict) 
     V = s.spec.layout.to_model(S)
     del S
     peak = float(V.max())
-    if s.beta <= 0 and peak > 0:
+    if floors_zeros(s) and peak > 0:
         V.clamp_min_(peak * 1e-7)
     timings["stft"] = perf_counter() - t
     return V, kernel, peak
+
+
+def floors_zeros(settings: SeparationSettings) -> bool:
+    """Whether the spectrogram's zeros are floored at 1e-7 of its peak before the fit: for ``beta <= 0``
+    (the divergence is infinite at zero) and for the mini-batch solvers (a batch of exact zeros, digital
+    silence, gives ``asg_mu`` and ``gsg_mu`` a step that sets every template to zero)."""
+    return settings.beta <= 0 or settings.minibatch
 
 
 def _check_kernel_fits(settings: SeparationSettings, S: Tensor) -> tuple:
