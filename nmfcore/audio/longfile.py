@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ..exceptions import ParameterError
-from .io import AudioError, check_sample_rate
+from .io import AudioError, _quiet_stderr, check_sample_rate
 from .result import _group_sums, masked_overlap_add
 from .settings import SeparationSettings, check_device, check_groups
 from .spectral import OverlapAdd, frame_blocks, get_window, n_frames
@@ -60,7 +60,8 @@ def audio_duration(path) -> Optional[float]:
     import soundfile as sf
 
     try:
-        info = sf.info(os.fspath(path))
+        with _quiet_stderr():  # the decoders' own notes go to file descriptor 2
+            info = sf.info(os.fspath(path))
     except Exception:  # noqa: BLE001 (not a file libsndfile reads: the caller decodes it another way)
         return None
     if info.frames <= 0 or info.samplerate <= 0:
