@@ -587,15 +587,23 @@ class FitJob:
         self.losses.append((int(iteration), float(loss)))
         return self._stop.is_set()
 
+    def _fit(self) -> Any:
+        """The engine's fit, reporting to :meth:`_callback` (run in the worker)."""
+        return na.separate(self._y, self._sr, self.settings, callback=self._callback)
+
+    def _finish(self, sep: Any, stopped: bool) -> Any:
+        """What the page shows of the fitted separation (computed in the worker)."""
+        return _bundle(self, sep, self.n_sources, stopped)
+
     def _run(self) -> None:
         try:
             self.phase = "fitting"
-            sep = na.separate(self._y, self._sr, self.settings, callback=self._callback)
+            sep = self._fit()
             stopped = self._stop.is_set()  # a Stop during the finishing steps no longer changes the factors
             if not sep.losses:  # keep the curve even if the engine does not record it
                 sep.losses = list(self.losses)
             self.phase = "finishing"
-            self.result = _bundle(self, sep, self.n_sources, stopped)
+            self.result = self._finish(sep, stopped)
         except Exception as exc:  # reported on the page; the app keeps working
             self.error = str(exc) or type(exc).__name__
         finally:
@@ -928,36 +936,24 @@ class GuidedJob(FitJob):
         self.marks = list(marks)
         self.previous = previous
 
-    def _run(self) -> None:
-        try:
-            self.phase = "fitting"
-            if self.previous is not None:
-                sep = na.refine(self.previous.separation, self.marks, n_iter=int(self.settings.n_iter),
-                                callback=self._callback, keep_components=False)
-            else:
-                sep = na.separate_guided(self._y, self._sr, self.marks, self.full_settings,
-                                         n_sources=len(self.names), callback=self._callback,
-                                         keep_components=False)
-            stopped = self._stop.is_set()
-            if not sep.losses:
-                sep.losses = list(self.losses)
-            self.phase = "finishing"
-            s = self.full_settings
-            sources = sep.sources().detach().to("cpu", torch.float32)
-            wavs = tuple(_wav(sources[k], int(sep.sr)) for k in range(sources.shape[0]))
-            specs = tuple(na.spectrogram(sources[k].mean(0), n_fft=s.n_fft, hop_length=s.hop_length,
-                                         window=s.window, power=s.power).numpy() for k in range(sources.shape[0]))
-            self.result = GuidedBundle(key=self.key, audio_name=self.audio_name, audio_digest=self.audio_digest,
-                                       settings=s, names=self.names, separation=sep, wavs=wavs,
-                                       spectrograms=specs, unmarked=tuple(int(u) for u in sep.unmarked),
-                                       refined=self.previous is not None, stopped=stopped,
-                                       elapsed=time.perf_counter() - self.started)
-        except Exception as exc:  # reported on the page; the app keeps working
-            self.error = str(exc) or type(exc).__name__
-        finally:
-            self._y = None
-            self.phase = "done"
-            self.finished = time.perf_counter()
+    def _fit(self) -> Any:
+        if self.previous is not None:
+            return na.refine(self.previous.separation, self.marks, n_iter=int(self.settings.n_iter),
+                             callback=self._callback, keep_components=False)
+        return na.separate_guided(self._y, self._sr, self.marks, self.full_settings, n_sources=len(self.names),
+                                  callback=self._callback, keep_components=False)
+
+    def _finish(self, sep: Any, stopped: bool) -> GuidedBundle:
+        s = self.full_settings
+        sources = sep.sources().detach().to("cpu", torch.float32)
+        wavs = tuple(_wav(sources[k], int(sep.sr)) for k in range(sources.shape[0]))
+        specs = tuple(na.spectrogram(sources[k].mean(0), n_fft=s.n_fft, hop_length=s.hop_length,
+                                     window=s.window, power=s.power).numpy() for k in range(sources.shape[0]))
+        return GuidedBundle(key=self.key, audio_name=self.audio_name, audio_digest=self.audio_digest,
+                            settings=s, names=self.names, separation=sep, wavs=wavs,
+                            spectrograms=specs, unmarked=tuple(int(u) for u in sep.unmarked),
+                            refined=self.previous is not None, stopped=stopped,
+                            elapsed=time.perf_counter() - self.started)
 
 
 def start_guided(audio: LoadedAudio, settings: Any, names: Sequence[str], marks: Sequence,
