@@ -123,3 +123,11 @@ def test_nan_in_a_long_file_is_one_line_and_leaves_no_run(tmp_path, capsys):
     code, _, err = run(["separate", path, "-o", out, "--long-file", 0, *FAST, "-q"], capsys)
     assert code == 2 and "error: " in err and "NaN or infinite samples" in err and "sample 3000" in err
     assert not (out / "bad").exists() and not list(out.glob(".bad.partial-*"))
+
+
+def test_the_solver_choices_of_the_cli_are_the_engines():
+    # spelled in nmfcore.cli so that --help imports no torch: they must stay the engine's list
+    from nmfcore.audio.settings import SOLVER_CHOICES
+    from nmfcore.cli import SOLVER_CHOICES as CLI_CHOICES
+
+    assert CLI_CHOICES == SOLVER_CHOICES
