@@ -235,6 +235,10 @@ def knobs_md(fit: FitDescription) -> str:
               "- *Initialisation and seed*: NMF has many local minima; NNDSVD starts from the "
               "spectrogram's singular vectors, random from a seeded draw.",
               "- *STFT size / hop*: frequency versus time resolution of the spectrogram."]
+    if fit.model == "NMF":
+        lines.append("- *Solver* (NMF): full batch uses the whole spectrogram at every iteration; a mini-batch "
+                     "solver updates from batches of frames, so each epoch is cheaper and memory stays small, "
+                     "at the price of noisier steps for the stochastic ones.")
     return "\n".join(lines)
 
 

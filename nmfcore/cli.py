@@ -145,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames per batch of the mini-batch solvers, and per block read from a long file "
                         "(default 1024)")
     g.add_argument("--long-file", type=float, default=LONG_FILE_S, metavar="SECONDS",
-                   help="inputs longer than this are read, fitted and written block by block, never held in "
-                        "memory whole: NMF by a mini-batch solver (--solver full means mu_batch there), no "
+                   help="inputs (that libsndfile reads: wav, flac, ogg, mp3, ...) longer than this are read, "
+                        "fitted and written block by block, never held in memory whole: NMF by a mini-batch "
+                        "solver (--solver full means mu_batch there), no "
                         f"--marks, no --sr resampling (default {LONG_FILE_S:g}: 10 minutes; 0: every input)")
     g = sep.add_argument_group("spectrogram and masks")
     g.add_argument("--sr", type=int, default=None, help="resample to this rate first (default: keep)")
