@@ -10,8 +10,7 @@ Each child reports its peak resident set size (``VmHWM`` from
 ``/proc/self/status``: ``ru_maxrss`` survives ``execve``) and its wall time.
 
 Target (issue 16): the block-by-block path's peak memory does not grow with
-the length beyond ``H`` (frames x rank) and the NNDSVD start's frame means,
-so 4x / 2x stays within 10%.
+the length beyond ``H`` (frames x rank), so 4x / 2x stays within 10%.
 
 Usage::
 
@@ -78,8 +77,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=1024, help="frames per block (default 1024)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--scales", default="1,2,4")
-    p.add_argument("--init", default="nndsvda", help="nndsvda (default) or random: the NNDSVD start's frame "
-                                                     "means and their SVD are bounded by NNDSVD_MAX_ENTRIES")
+    p.add_argument("--init", default="nndsvda", help="nndsvda (default) or random")
     p.add_argument("--paths", default="blocks,memory", help="which paths to run (default both)")
     args = p.parse_args(argv)
     rows = []

@@ -41,10 +41,9 @@ import torch
 from torch import Tensor
 
 from ..exceptions import ConvergenceWarning, ParameterError
-from ..init import nndsvd
+from ..init import nndsvd_blocks
 from .io import AudioError, as_waveform, check_sample_rate, resample
-from .models import MATRIX
-from .spectral import BLOCK_FRAMES, spectrogram
+from .spectral import spectrogram
 from .result import Separation
 from .settings import SeparationSettings, check_device, check_groups
 
@@ -119,52 +118,6 @@ def _recorder(losses: list, callback: Optional[Callback]) -> Callback:
     return record
 
 
-#: Above this many spectrogram entries the NNDSVD initialisation of NMF is computed from means of
-#: consecutive frames (its float64 SVD would need about 6 times the spectrogram's memory).
-NNDSVD_MAX_ENTRIES = 2 ** 24
-
-
-def nndsvd_of_frame_means(chunks, n_frames: int, n_bins: int, rank: int, variant: str, seed: int):
-    """NNDSVD of the frames of ``chunks`` averaged over groups of ``k`` consecutive frames.
-
-    ``chunks`` yields blocks ``(n_i, n_bins)`` of the ``n_frames`` frames of
-    ``V`` in order (the groups run across the blocks' borders);
-    ``k = ceil(n_frames * n_bins / NNDSVD_MAX_ENTRIES)``, so ``k = 1`` is the
-    NNDSVD of ``V`` itself. The templates come from the spectral subspace of
-    the averaged frames, close to that of all frames; the activations of a
-    group's mean are repeated for each of its frames. Returns ``W``
-    ``(n_bins, rank)`` and ``H`` ``(n_frames, rank)``.
-    """
-    k = math.ceil(n_frames * n_bins / NNDSVD_MAX_ENTRIES)
-    means, acc, filled = [], None, 0  # acc: the sum of the ``filled`` frames of the group begun
-    for X in chunks:
-        i = 0
-        if filled:  # complete the group begun in the previous block
-            i = min(k - filled, X.shape[0])
-            acc += X[:i].sum(0)
-            filled += i
-            if filled == k:
-                means.append((acc / k)[None])
-                acc, filled = None, 0
-        full = i + (X.shape[0] - i) // k * k
-        if full > i:
-            means.append(X[i:full].unflatten(0, ((full - i) // k, k)).mean(1))
-        if full < X.shape[0]:
-            acc, filled = X[full:].sum(0), X.shape[0] - full
-    if filled:
-        means.append((acc / filled)[None])
-    W0, H0 = nndsvd(torch.cat(means), rank, variant, seed)
-    return W0, H0.repeat_interleave(k, 0)[:n_frames]
-
-
-def _nndsvd_of_frame_means(model, V: Tensor, variant: str, seed: int):
-    """:func:`nndsvd_of_frame_means` of ``V`` (frames, freq) copied into the NMF ``model``."""
-    W0, H0 = nndsvd_of_frame_means(torch.split(V, BLOCK_FRAMES), V.shape[0], V.shape[1], model.rank, variant, seed)
-    with torch.no_grad():
-        model.W.copy_(W0)
-        model.H.copy_(H0)
-
-
 #: epochs a stochastic mini-batch fit may run without improving on its best loss by ``tol`` before it stops
 PATIENCE = 5
 
@@ -210,8 +163,8 @@ def factorise_minibatch(V, n_frames: int, peak: float, settings: SeparationSetti
     ``V`` is the ``(frames, freq)`` tensor (batches of ``settings.batch_size``
     frames, shuffled) or a re-iterable of chunks, each one batch (e.g.
     :class:`~nmfcore.audio.longfile.SpectrogramBlocks`, read block by block).
-    An NNDSVD ``init`` starts from :func:`nndsvd_of_frame_means` (one pass
-    over the data), 'random' or ``None`` from :class:`~nmfcore.minibatch.MiniBatchMU`'s
+    An NNDSVD ``init`` starts from :func:`~nmfcore.init.nndsvd_blocks` (two
+    passes over the data), 'random' or ``None`` from :class:`~nmfcore.minibatch.MiniBatchMU`'s
     own random start, drawn from a generator seeded with ``settings.seed``.
     ``callback(epoch, loss)`` as the full fit's, once per epoch. ``mu_batch``
     stops by the full fit's rule (its loss decreases at every epoch), the
@@ -226,8 +179,7 @@ def factorise_minibatch(V, n_frames: int, peak: float, settings: SeparationSetti
         return torch.zeros(n_bins, rank, device=device), torch.zeros(n_frames, rank, device=device), 0, [(0, 0.0)]
     W0 = H0 = None
     if settings.init is not None and settings.init.startswith("nndsvd"):
-        n_bins = settings.n_fft // 2 + 1
-        W0, H0 = nndsvd_of_frame_means(chunks, n_frames, n_bins, rank, settings.init, settings.seed)
+        W0, H0 = nndsvd_blocks(chunks, rank, settings.init, settings.seed)
     model = MiniBatchMU(rank, solver=settings.solver, beta=settings.beta, batch_size=settings.batch_size,
                         generator=torch.Generator().manual_seed(settings.seed))
     losses: list = []
@@ -260,9 +212,6 @@ def _factorise(V: Tensor, kernel: tuple, peak: float, settings: SeparationSettin
     init = settings.init
     if init is not None and init not in spec.init_methods:
         init = "random" if "random" in spec.init_methods else None
-    if init is not None and init.startswith("nndsvd") and spec.layout is MATRIX and V.numel() > NNDSVD_MAX_ENTRIES:
-        _nndsvd_of_frame_means(model, V, init, settings.seed)
-        init = None
     penalty = _penalty(V, settings, model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

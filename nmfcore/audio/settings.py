@@ -52,9 +52,10 @@ class SeparationSettings:
         ``(k, k)``). Ignored by NMF.
     init : {'nndsvda', 'nndsvd', 'nndsvdar', 'random', None}, default 'nndsvda'
         Initialisation; a method a model lacks falls back to 'random'. For
-        NMF of long recordings (more than ``NNDSVD_MAX_ENTRIES`` spectrogram
-        entries) NNDSVD is computed from means of consecutive frames, which
-        keeps its memory small.
+        long recordings (more than :data:`nmfcore.init.SVD_MAX_ENTRIES`
+        spectrogram entries) and for the mini-batch solvers NNDSVD is
+        computed block by block of frames (:func:`~nmfcore.init.nndsvd_blocks`,
+        the same result in freq x freq + frames x rank memory).
     seed : int, default 0
         Seed of the random initial values (results are reproducible).
     sparsity_H : float in (0, 1), optional
