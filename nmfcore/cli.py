@@ -34,8 +34,9 @@ from .exceptions import NMFCoreError
 __all__ = ["main", "build_parser", "parse_groups"]
 
 EXIT_USAGE = 2
-#: default of ``--long-file``: inputs longer than this many seconds are separated block by block (10 minutes:
-#: a 44.1 kHz spectrogram of 1025 bins is then about 2 GB in float32, with the stems as much again)
+#: default of ``--long-file``: inputs longer than this many seconds are separated block by block (10 minutes: the
+#: in-memory path's peak grows with the length, 1.0 GB for 20 minutes of 22.05 kHz mono, while the block-by-block
+#: one stays near 0.5 GB but reads the file twice per epoch; bench/README.md)
 LONG_FILE_S = 600.0
 # the solvers of a separation (nmfcore.audio.settings.SOLVER_CHOICES; spelled here so --help imports no torch)
 SOLVER_CHOICES = ("full", "mu_batch", "asg_mu", "gsg_mu", "asag_mu", "gsag_mu")

@@ -469,7 +469,7 @@ def test_nndsvd_block_by_block_for_long_recordings(monkeypatch):
 @pytest.mark.parametrize("solver", ["mu_batch", "asag_mu"])
 def test_a_minibatch_separation_is_the_minibatch_fit_of_its_spectrogram(solver):
     # path equivalence: separate() with a mini-batch solver equals MiniBatchMU's fit of the same frames from
-    # the NNDSVD of frame means and the generator seeded with the settings' seed
+    # the block-by-block NNDSVD and the generator seeded with the settings' seed
     from nmfcore.audio.separation import _model_data
     from nmfcore.init import nndsvd_blocks
     from nmfcore.minibatch import MiniBatchMU
