@@ -42,7 +42,8 @@ def test_a_file_longer_than_long_file_is_separated_block_by_block(tmp_path, song
                              "--long-file", 1.5, "--batch-size", 40, *FAST], capsys)
     assert code == 0, err
     assert "note: " in err and "more than --long-file 1.5 s" in err and "mu_batch" in err
-    assert "15 epochs" in stdout and "epoch" in stdout  # the report, and the progress bar's unit
+    assert "15 epochs in" in stdout  # the report
+    assert "/15 [" in stdout and "epoch/s" in stdout  # the progress bar, per epoch
     folder = out / "song"
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["long_file"] is True and summary["iteration_unit"] == "epoch"
@@ -65,7 +66,7 @@ def test_a_mini_batch_solver_in_memory_below_the_threshold(tmp_path, song, capsy
     code, stdout, err = run(["separate", song, "-o", out, "--rank", 3, "--solver", "asag_mu", "--batch-size", 32,
                              *FAST, "-q"], capsys)
     assert code == 0, err
-    assert "note: " not in err and "15 epochs" in stdout
+    assert "note: " not in err and "15 epochs" in stdout and "epoch/s" not in stdout  # -q: no bar
     summary = json.loads((out / "song" / "summary.json").read_text())
     assert summary["long_file"] is False and summary["settings"]["solver"] == "asag_mu"
     assert summary["losses"][-1][1] < summary["losses"][0][1]
