@@ -151,16 +151,19 @@ def loglik_figure(iterations: Sequence[int], logliks: Sequence[float], *, max_it
 
 
 def curve_figure(iterations: Sequence[int], values: Sequence[float], *, curve: str = "loss",
-                 max_iter: int | None = None, view: str = "from_first") -> go.Figure:
-    """:func:`loss_figure` or, for ``curve='log-likelihood'`` (the EM models), :func:`loglik_figure`."""
+                 max_iter: int | None = None, view: str = "from_first", unit: str = "iteration") -> go.Figure:
+    """:func:`loss_figure` or, for ``curve='log-likelihood'`` (the EM models), :func:`loglik_figure`.
+
+    ``unit``: what the x axis counts, ``'iteration'`` or ``'epoch'`` (a mini-batch fit's passes over the frames).
+    """
     if curve == "log-likelihood":
         return loglik_figure(iterations, values, max_iter=max_iter)
-    return loss_figure(iterations, values, max_iter=max_iter, view=view)
+    return loss_figure(iterations, values, max_iter=max_iter, view=view, unit=unit)
 
 
 def loss_figure(iterations: Sequence[int], losses: Sequence[float], *, max_iter: int | None = None,
-                view: str = "from_first", height: int = 260) -> go.Figure:
-    """Objective against iteration on a log y-axis (the live curve of a fit).
+                view: str = "from_first", height: int = 260, unit: str = "iteration") -> go.Figure:
+    """Objective against iteration (or ``unit``, e.g. 'epoch') on a log y-axis (the live curve of a fit).
 
     ``view``: ``'from_first'`` leaves out the initial loss (iteration 0), which
     is often far above the rest and flattens the curve; ``'all'`` shows every
@@ -182,12 +185,12 @@ def loss_figure(iterations: Sequence[int], losses: Sequence[float], *, max_iter:
     keep = finite & (ls > 0)
     fig = go.Figure(go.Scatter(x=it[keep], y=ls[keep], mode="lines+markers", marker=dict(size=4),
                                line=dict(width=2), name="loss",
-                               hovertemplate="iteration %{x}<br>%{y:.4g}<extra></extra>"))
+                               hovertemplate=unit + " %{x}<br>%{y:.4g}<extra></extra>"))
     fig.update_yaxes(type="log", title=title, exponentformat="power", nticks=5, automargin=True)
     xr = [0, max_iter] if max_iter else None
-    fig.update_xaxes(title="iteration", range=xr)
+    fig.update_xaxes(title=unit, range=xr)
     if zero_at.size:
-        fig.add_annotation(text=f"loss 0 from iteration {int(zero_at[0])}: the model copies the data",
+        fig.add_annotation(text=f"loss 0 from {unit} {int(zero_at[0])}: the model copies the data",
                            showarrow=False, xref="paper", yref="paper", x=1, y=1, xanchor="right",
                            font=dict(color="crimson"))
     if not keep.any():

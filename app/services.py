@@ -177,9 +177,29 @@ def beta_case(beta: float) -> str:
     return "custom"
 
 
+SOLVER_LABELS = {
+    "full": "Full batch (whole spectrogram per iteration)",
+    "mu_batch": "Mini-batch MU, W once per epoch (mu_batch)",
+    "asg_mu": "Stochastic: W after every batch (asg_mu)",
+    "gsg_mu": "Stochastic: W from one random batch (gsg_mu)",
+    "asag_mu": "Average gradient: W after every batch (asag_mu)",
+    "gsag_mu": "Average gradient: W once per epoch (gsag_mu)",
+}
+
+
+def solvers(model: str) -> list[str]:
+    """The solvers the app offers for ``model``: full batch, and the mini-batch solvers for NMF."""
+    return list(na.SOLVER_CHOICES) if model == "NMF" else ["full"]
+
+
+def iteration_unit(settings: Any) -> str:
+    """What one step of the fit's curve is: ``'epoch'`` (mini-batch solvers) or ``'iteration'``."""
+    return "epoch" if settings.solver != "full" else "iteration"
+
+
 def build_settings(*, model: str, rank: int, beta: float, n_iter: int, tol: float, kernel_size: Any,
                    init: str | None, seed: int, sparsity_H: float | None, n_fft: int, hop_length: int,
-                   device: str, continuity: float = 0.0) -> Any:
+                   device: str, continuity: float = 0.0, solver: str = "full", batch_size: int = 1024) -> Any:
     """A frozen ``SeparationSettings`` from the picker's values (SettingsError if refused)."""
     if hop_length > n_fft:
         raise SettingsError(f"the hop ({hop_length}) must not be larger than the STFT size ({n_fft})",
@@ -188,7 +208,8 @@ def build_settings(*, model: str, rank: int, beta: float, n_iter: int, tol: floa
         return dataclasses.replace(
             na.SeparationSettings(), model=model, rank=int(rank), beta=float(beta), n_iter=int(n_iter),
             tol=float(tol), kernel_size=kernel_size, init=init, seed=int(seed), sparsity_H=sparsity_H,
-            n_fft=int(n_fft), hop_length=int(hop_length), device=device, continuity=float(continuity))
+            n_fft=int(n_fft), hop_length=int(hop_length), device=device, continuity=float(continuity),
+            solver=solver, batch_size=int(batch_size))
     except (ValueError, TypeError) as exc:  # ParameterError is a ValueError
         raise SettingsError(str(exc)) from exc
 
@@ -199,7 +220,10 @@ def settings_summary(settings: Any) -> str:
     kern = "" if not model_choice(settings.model).convolutive else f", kernel {k}"
     sp = "" if settings.sparsity_H is None else f", sparseness {settings.sparsity_H:g}"
     sp += f", continuity {settings.continuity:g}" if settings.continuity else ""
-    return (f"{settings.model}, rank {settings.rank}, β = {settings.beta:g}, {settings.n_iter} iterations, "
+    if settings.solver != "full":
+        sp += f", solver {settings.solver} (batches of {settings.batch_size} frames)"
+    return (f"{settings.model}, rank {settings.rank}, β = {settings.beta:g}, {settings.n_iter} "
+            f"{iteration_unit(settings)}s, "
             f"tol {settings.tol:g}{kern}{sp}, init {settings.init}, seed {settings.seed}, "
             f"STFT {settings.n_fft}/{settings.hop_length}, {settings.device}")
 
@@ -221,12 +245,14 @@ def fit_description(settings: Any) -> teaching.FitDescription:
     kernel = settings.kernel()
     return teaching.FitDescription(
         model=settings.model, label=spec.label, beta=float(settings.beta) if spec.beta_divergence else None,
-        solver=na.fit_solver(settings.model, settings.beta, device=settings.device,
-                             sparsity_H=settings.sparsity_H, continuity=settings.continuity),
+        solver="mu" if settings.solver != "full" else na.fit_solver(  # mini-batch: multiplicative updates
+            settings.model, settings.beta, device=settings.device, sparsity_H=settings.sparsity_H,
+            continuity=settings.continuity),
         kernel_dims=spec.layout.kernel_ndim, kernel=tuple(kernel),
         shifts=nmf2d_shifts(kernel, settings.n_fft) if len(kernel) == 2 else None,
         sparsity_H=settings.sparsity_H, continuity=float(settings.continuity),
-        mask_power=float(settings.mask_power), power=float(settings.power), device=settings.device)
+        mask_power=float(settings.mask_power), power=float(settings.power), device=settings.device,
+        minibatch=settings.solver if settings.solver != "full" else None, batch_size=int(settings.batch_size))
 
 
 def nmfcore_version() -> str:
@@ -422,7 +448,8 @@ def progress_text(job: "FitJob") -> str:
                 guess = min(n_iter, guess, it + (it - i0) - 1)
                 if guess > it:
                     it = guess
-        text = f"iteration {'≈' if it != last[0] else ''}{it} / {n_iter} · {curve_of(job.settings)} {last[1]:.4g}"
+        text = (f"{iteration_unit(job.settings)} {'≈' if it != last[0] else ''}{it} / {n_iter} · "
+                f"{curve_of(job.settings)} {last[1]:.4g}")
     if job.phase == "finishing":
         text = "masks, inverse STFT and grouping… " + text
     if job.stop_requested:
@@ -560,15 +587,23 @@ class FitJob:
         self.losses.append((int(iteration), float(loss)))
         return self._stop.is_set()
 
+    def _fit(self) -> Any:
+        """The engine's fit, reporting to :meth:`_callback` (run in the worker)."""
+        return na.separate(self._y, self._sr, self.settings, callback=self._callback)
+
+    def _finish(self, sep: Any, stopped: bool) -> Any:
+        """What the page shows of the fitted separation (computed in the worker)."""
+        return _bundle(self, sep, self.n_sources, stopped)
+
     def _run(self) -> None:
         try:
             self.phase = "fitting"
-            sep = na.separate(self._y, self._sr, self.settings, callback=self._callback)
+            sep = self._fit()
             stopped = self._stop.is_set()  # a Stop during the finishing steps no longer changes the factors
             if not sep.losses:  # keep the curve even if the engine does not record it
                 sep.losses = list(self.losses)
             self.phase = "finishing"
-            self.result = _bundle(self, sep, self.n_sources, stopped)
+            self.result = self._finish(sep, stopped)
         except Exception as exc:  # reported on the page; the app keeps working
             self.error = str(exc) or type(exc).__name__
         finally:
@@ -855,11 +890,11 @@ def to_marks(marks: Sequence[dict], n_sources: int, audio: LoadedAudio) -> list:
 
 
 def guided_settings(settings: Any, n_sources: int) -> Any:
-    """The sidebar's settings made fit for guided separation: NMF, no sparseness or continuity, and at
-    least one component per source."""
+    """The sidebar's settings made fit for guided separation: NMF, full batch, no sparseness or continuity,
+    and at least one component per source."""
     try:
         return dataclasses.replace(settings, model="NMF", kernel_size=1, sparsity_H=None, continuity=0.0,
-                                   rank=max(int(settings.rank), int(n_sources)))
+                                   rank=max(int(settings.rank), int(n_sources)), solver="full")
     except (ValueError, TypeError) as exc:
         raise SettingsError(str(exc)) from exc
 
@@ -901,36 +936,24 @@ class GuidedJob(FitJob):
         self.marks = list(marks)
         self.previous = previous
 
-    def _run(self) -> None:
-        try:
-            self.phase = "fitting"
-            if self.previous is not None:
-                sep = na.refine(self.previous.separation, self.marks, n_iter=int(self.settings.n_iter),
-                                callback=self._callback, keep_components=False)
-            else:
-                sep = na.separate_guided(self._y, self._sr, self.marks, self.full_settings,
-                                         n_sources=len(self.names), callback=self._callback,
-                                         keep_components=False)
-            stopped = self._stop.is_set()
-            if not sep.losses:
-                sep.losses = list(self.losses)
-            self.phase = "finishing"
-            s = self.full_settings
-            sources = sep.sources().detach().to("cpu", torch.float32)
-            wavs = tuple(_wav(sources[k], int(sep.sr)) for k in range(sources.shape[0]))
-            specs = tuple(na.spectrogram(sources[k].mean(0), n_fft=s.n_fft, hop_length=s.hop_length,
-                                         window=s.window, power=s.power).numpy() for k in range(sources.shape[0]))
-            self.result = GuidedBundle(key=self.key, audio_name=self.audio_name, audio_digest=self.audio_digest,
-                                       settings=s, names=self.names, separation=sep, wavs=wavs,
-                                       spectrograms=specs, unmarked=tuple(int(u) for u in sep.unmarked),
-                                       refined=self.previous is not None, stopped=stopped,
-                                       elapsed=time.perf_counter() - self.started)
-        except Exception as exc:  # reported on the page; the app keeps working
-            self.error = str(exc) or type(exc).__name__
-        finally:
-            self._y = None
-            self.phase = "done"
-            self.finished = time.perf_counter()
+    def _fit(self) -> Any:
+        if self.previous is not None:
+            return na.refine(self.previous.separation, self.marks, n_iter=int(self.settings.n_iter),
+                             callback=self._callback, keep_components=False)
+        return na.separate_guided(self._y, self._sr, self.marks, self.full_settings, n_sources=len(self.names),
+                                  callback=self._callback, keep_components=False)
+
+    def _finish(self, sep: Any, stopped: bool) -> GuidedBundle:
+        s = self.full_settings
+        sources = sep.sources().detach().to("cpu", torch.float32)
+        wavs = tuple(_wav(sources[k], int(sep.sr)) for k in range(sources.shape[0]))
+        specs = tuple(na.spectrogram(sources[k].mean(0), n_fft=s.n_fft, hop_length=s.hop_length,
+                                     window=s.window, power=s.power).numpy() for k in range(sources.shape[0]))
+        return GuidedBundle(key=self.key, audio_name=self.audio_name, audio_digest=self.audio_digest,
+                            settings=s, names=self.names, separation=sep, wavs=wavs,
+                            spectrograms=specs, unmarked=tuple(int(u) for u in sep.unmarked),
+                            refined=self.previous is not None, stopped=stopped,
+                            elapsed=time.perf_counter() - self.started)
 
 
 def start_guided(audio: LoadedAudio, settings: Any, names: Sequence[str], marks: Sequence,

@@ -52,6 +52,8 @@ class Keys:
     N_FFT = "n_fft"
     HOP = "hop_length"
     DEVICE = "device"
+    SOLVER = "solver"                # "full" or a mini-batch solver of nmfcore.minibatch (NMF only)
+    BATCH_SIZE = "batch_size"        # frames per batch of a mini-batch solver
     # display widgets (never refit)
     LOG_FREQ = "log_freq"
     TOP_DB = "top_db"
@@ -118,7 +120,7 @@ PERSISTENT = (Keys.MODEL, Keys.RANK, Keys.BETA_CASE, Keys.BETA_VALUE, Keys.N_ITE
               Keys.KERNEL_F, Keys.SPARSE_ON, Keys.SPARSITY, Keys.INIT, Keys.SEED, Keys.N_FFT, Keys.HOP,
               Keys.DEVICE, Keys.LOG_FREQ, Keys.TOP_DB, Keys.SORT_COMPONENTS, Keys.N_SOURCES, Keys.LOSS_VIEW,
               Keys.SEG_START, Keys.SEG_LENGTH, Keys.CONTINUITY, Keys.GUIDED_NAMES, Keys.GUIDED_SOURCE,
-              Keys.GUIDED_KIND, Keys.GUIDED_WEIGHT)
+              Keys.GUIDED_KIND, Keys.GUIDED_WEIGHT, Keys.SOLVER, Keys.BATCH_SIZE)
 
 
 def keep_widget_values() -> None:

@@ -46,7 +46,7 @@ def _general_defaults() -> dict:
         Keys.SPARSITY: float(s.sparsity_H) if s.sparsity_H is not None else 0.5,
         Keys.CONTINUITY: float(s.continuity),
         Keys.INIT: s.init, Keys.SEED: int(s.seed), Keys.N_FFT: int(s.n_fft), Keys.HOP: int(s.hop_length),
-        Keys.DEVICE: s.device,
+        Keys.DEVICE: s.device, Keys.SOLVER: s.solver, Keys.BATCH_SIZE: int(s.batch_size),
         Keys.LOG_FREQ: True, Keys.TOP_DB: 80, Keys.SORT_COMPONENTS: True, Keys.N_SOURCES: 2,
         Keys.LOSS_VIEW: "from_first", Keys.SEG_START: 0.0, Keys.SEG_LENGTH: float(services.MAX_DURATION_S),
         Keys.GUIDED_NAMES: "Source 1, Source 2", Keys.GUIDED_SOURCE: 0, Keys.GUIDED_KIND: "only",
@@ -133,6 +133,16 @@ def settings_sidebar():
     c2.select_slider("Tolerance", options=[0.0, 1e-5, 1e-4, 1e-3, 1e-2], key=Keys.TOL,
                      format_func=lambda t: "off" if t == 0 else f"{t:.0e}",
                      help="Stop when the relative improvement of the error drops below this; off runs all iterations.")
+    solvers = services.solvers(spec.name)
+    if state.get(Keys.SOLVER) not in solvers:
+        state.set_value(Keys.SOLVER, solvers[0])
+    if len(solvers) > 1:
+        sb.selectbox("Solver", solvers, key=Keys.SOLVER, format_func=lambda n: services.SOLVER_LABELS.get(n, n),
+                     help="Full batch fits the whole spectrogram at every iteration. A mini-batch solver visits "
+                          "the frames in batches and counts epochs (passes over all frames) instead of "
+                          "iterations; see How it works.")
+        if state.get(Keys.SOLVER) != "full":
+            sb.number_input("Batch size (frames)", min_value=1, max_value=100_000, step=64, key=Keys.BATCH_SIZE)
 
     kernel = 1
     if spec.kernel_dims:
@@ -191,7 +201,8 @@ def settings_sidebar():
             tol=state.get(Keys.TOL), kernel_size=kernel, init=state.get(Keys.INIT) if spec.inits else None,
             seed=state.get(Keys.SEED),
             sparsity_H=sparsity, n_fft=state.get(Keys.N_FFT), hop_length=state.get(Keys.HOP),
-            device=state.get(Keys.DEVICE), continuity=continuity)
+            device=state.get(Keys.DEVICE), continuity=continuity, solver=state.get(Keys.SOLVER),
+            batch_size=state.get(Keys.BATCH_SIZE))
     except services.SettingsError as exc:
         # next to the setting it names: the STFT's in "More settings", the others under the model's
         slot = stft_errors if exc.setting in ("n_fft", "hop_length", "window") else main_errors
@@ -318,7 +329,8 @@ def _finish(job) -> None:
     state.remember_result(bundle.key, bundle)
     state.set_shown_key(bundle.key)
     if bundle.stopped:
-        state.set_message("warning", f"Stopped after {bundle.separation.n_iter} iterations; "
+        state.set_message("warning", f"Stopped after {bundle.separation.n_iter} "
+                                     f"{services.iteration_unit(bundle.settings)}s; "
                                      "showing the factors reached so far.")
 
 
@@ -373,11 +385,13 @@ def fit_section(audio, settings, controls):
     elif bundle is not None:
         sep = bundle.separation
         status = "stopped" if bundle.stopped else "done"
-        progress.progress(1.0, text=f"{status}: {sep.n_iter} iterations in {bundle.elapsed:.2f} s")
+        unit = services.iteration_unit(bundle.settings)
+        progress.progress(1.0, text=f"{status}: {sep.n_iter} {unit}s in {bundle.elapsed:.2f} s")
         its, vals = zip(*bundle.losses) if bundle.losses else ((), ())
         # no key: the live chart and this one share an id scheme, so the browser updates it in place
         chart.plotly_chart(plots.curve_figure(its, vals, curve=services.curve_of(bundle.settings),
-                                              max_iter=bundle.settings.n_iter, view=state.get(Keys.LOSS_VIEW)),
+                                              max_iter=bundle.settings.n_iter, view=state.get(Keys.LOSS_VIEW),
+                                              unit=unit),
                            config=PLOT_CONFIG)
         if services.reproduces_exactly(bundle):
             st.warning("The model reproduces the spectrogram exactly (loss 0): its factors are large enough to "
@@ -415,7 +429,7 @@ def follow_job(progress, chart) -> None:
         if now - drawn >= REDRAW_S and job.losses:
             its, vals = zip(*list(job.losses))
             fig = plots.curve_figure(its, vals, curve=services.curve_of(job.settings), max_iter=job.settings.n_iter,
-                                     view=state.get(Keys.LOSS_VIEW))
+                                     view=state.get(Keys.LOSS_VIEW), unit=services.iteration_unit(job.settings))
             signature = fig.to_json()
             if signature != shown:
                 chart.plotly_chart(fig, config=PLOT_CONFIG)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["FitDescription", "beta_name", "objective_md", "model_md", "update_md", "masks_md", "knobs_md",
-           "how_it_works_md"]
+__all__ = ["FitDescription", "beta_name", "objective_md", "model_md", "update_md", "minibatch_md", "masks_md",
+           "knobs_md", "how_it_works_md"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class FitDescription:
     mask_power: float = 1.0
     power: float = 1.0
     device: str = "cpu"
+    minibatch: str | None = None  # a mini-batch solver of nmfcore.minibatch ('asg_mu', ...), None: full batch
+    batch_size: int = 0           # its frames per batch
 
 
 def _num(x: float) -> str:
@@ -164,6 +166,8 @@ def update_md(fit: FitDescription) -> str:
                 "shrinks until the loss does not increase. $W$ takes the multiplicative update\n\n"
                 f"{mu}")
     text = "**Update rule** (multiplicative updates): alternately for $H$ and $W$,\n\n" + mu
+    if fit.minibatch:
+        text += "\n\n" + minibatch_md(fit.minibatch, fit.batch_size)
     if fit.continuity:
         text += (f"\n\n**Temporal continuity** (weight {fit.continuity:g}, relative to the data): a penalty on "
                  "the squared differences between neighbouring frames of each activation row, divided by the "
@@ -172,6 +176,30 @@ def update_md(fit: FitDescription) -> str:
                  "flickering on and off. With it the update of $H$ is a heuristic: the objective usually, "
                  "but not provably, decreases.")
     return text
+
+
+#: what each mini-batch solver does with W (Serizel, Essid and Richard, MLSP 2016)
+MINIBATCH_TEXT = {
+    "mu_batch": "sums the gradient parts of $W$ over all batches and updates $W$ once per epoch: the same "
+                "steps as full-batch multiplicative updates, computed one batch at a time.",
+    "asg_mu": "updates $W$ after every batch from that batch alone: many cheap steps per epoch, but noisy "
+              "(a quiet batch pulls the templates towards itself).",
+    "gsg_mu": "updates $W$ once per epoch from one batch drawn at random: the cheapest epochs, the "
+              "noisiest steps.",
+    "asag_mu": "keeps every batch's last gradient parts and updates $W$ after every batch from their running "
+               "sums (stochastic average gradient): steps about as steady as full batch, as frequent as "
+               "asg_mu.",
+    "gsag_mu": "keeps the running sums of the average gradient, refreshed from one random batch, and "
+               "updates $W$ once per epoch.",
+}
+
+
+def minibatch_md(solver: str, batch_size: int) -> str:
+    """One or two sentences on a mini-batch solver."""
+    return (f"**Mini-batch solver** (`{solver}`, batches of {batch_size} frames): the frames are visited in "
+            "batches; each batch's activations $H_b$ take one update with $W$ fixed, and the solver "
+            f"{MINIBATCH_TEXT.get(solver, 'updates W from the batches.')} The curve shows the loss after each "
+            "epoch (one pass over all frames).")
 
 
 def masks_md(mask_power: float) -> str:
@@ -207,6 +235,10 @@ def knobs_md(fit: FitDescription) -> str:
               "- *Initialisation and seed*: NMF has many local minima; NNDSVD starts from the "
               "spectrogram's singular vectors, random from a seeded draw.",
               "- *STFT size / hop*: frequency versus time resolution of the spectrogram."]
+    if fit.model == "NMF":
+        lines.append("- *Solver* (NMF): full batch uses the whole spectrogram at every iteration; a mini-batch "
+                     "solver updates from batches of frames, so each epoch is cheaper and memory stays small, "
+                     "at the price of noisier steps for the stochastic ones.")
     return "\n".join(lines)
 
 

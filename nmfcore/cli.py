@@ -6,6 +6,11 @@ Separate a song into three sources with NMFD and keep every component::
 
     nmfcore separate song.wav -o stems --model NMFD --rank 12 --kernel 6 --sources 3 --components
 
+Separate a long recording block by block (files over ``--long-file`` seconds
+take this path by themselves), with a mini-batch solver::
+
+    nmfcore separate concert.flac -o stems --solver asg_mu --batch-size 2048 --long-file 0
+
 Score estimated stems against references (files or folders)::
 
     nmfcore evaluate -e stems/song -r refs/song
@@ -29,6 +34,12 @@ from .exceptions import NMFCoreError
 __all__ = ["main", "build_parser", "parse_groups"]
 
 EXIT_USAGE = 2
+#: default of ``--long-file``: inputs longer than this many seconds are separated block by block (10 minutes: the
+#: in-memory path's peak grows with the length, 1.0 GB for 20 minutes of 22.05 kHz mono, while the block-by-block
+#: one stays near 0.5 GB but reads the file twice per epoch; bench/README.md)
+LONG_FILE_S = 600.0
+# the solvers of a separation (nmfcore.audio.settings.SOLVER_CHOICES; spelled here so --help imports no torch)
+SOLVER_CHOICES = ("full", "mu_batch", "asg_mu", "gsg_mu", "asag_mu", "gsag_mu")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 
 
@@ -126,6 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the temporal continuity of the activations, relative to the data "
                         "(NMF, NMFD; default 0: none)")
     g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    g.add_argument("--solver", default="full", choices=SOLVER_CHOICES,
+                   help="full: the model's fit of the whole spectrogram at every iteration (default); or a "
+                        "mini-batch solver of NMF (--model NMF, no --sparsity or --continuity) over batches of "
+                        "--batch-size frames, --iter then counting epochs: mu_batch (full-batch MU computed batch "
+                        "by batch), asg_mu, gsg_mu, asag_mu, gsag_mu (stochastic)")
+    g.add_argument("--batch-size", type=int, default=1024, metavar="N",
+                   help="frames per batch of the mini-batch solvers, and per block read from a long file "
+                        "(default 1024)")
+    g.add_argument("--long-file", type=float, default=LONG_FILE_S, metavar="SECONDS",
+                   help="inputs (that libsndfile reads: wav, flac, ogg, mp3, ...) longer than this are read, "
+                        "fitted and written block by block, never held in memory whole: NMF by a mini-batch "
+                        "solver (--solver full means mu_batch there), no "
+                        f"--marks, no --sr resampling (default {LONG_FILE_S:g}: 10 minutes; 0: every input)")
     g = sep.add_argument_group("spectrogram and masks")
     g.add_argument("--sr", type=int, default=None, help="resample to this rate first (default: keep)")
     g.add_argument("--n-fft", type=int, default=2048, help="FFT size (default 2048)")
@@ -204,7 +228,7 @@ def _settings_from_args(args):
                               seed=args.seed, sparsity_H=args.sparsity, continuity=args.continuity,
                               n_fft=args.n_fft, hop_length=args.hop,
                               window=args.window, power=args.power, mask_power=args.mask_power, sr=args.sr,
-                              device=args.device)
+                              device=args.device, solver=args.solver, batch_size=args.batch_size)
 
 
 def _source_names(args, n: int) -> list[str]:
@@ -308,31 +332,43 @@ def _separate_one(path: Path, root: Path, folder: str, args, settings, groups, n
                         load_audio, note_names, output_path, separate)
     from .audio.grouping import describe_sources
     from .audio.guided import separate_marked
+    from .audio.longfile import audio_duration, separate_file
 
     final = output_path(root, folder)
     _check_run_folder(final, args.overwrite)
     files = _plan_outputs(final, names, settings.rank if args.components else None, args)
 
     t0 = perf_counter()
-    y, sr = load_audio(path, max_duration=args.max_duration)
+    duration = audio_duration(path) if path.is_file() else None
+    long = duration is not None and duration > args.long_file
+    if long:  # block by block: nothing is loaded now
+        if args.max_duration is not None and duration > args.max_duration:
+            raise AudioError(f"'{path}' is {duration:.1f} s long, more than max_duration={args.max_duration:g} s")
+        settings = _long_file_settings(path, duration, args, settings, err)
+        n_samples, sr = _header(path)
+    else:
+        y, sr = load_audio(path, max_duration=args.max_duration)
+        n_samples = y.shape[-1]
     t_load = perf_counter() - t0
-    limit = _rank_limit(settings, y.shape[-1], sr)
+    limit = _rank_limit(settings, n_samples, sr)
     if settings.rank > limit:
         raise AudioError(f"--rank {settings.rank} is more than the spectrogram supports: at most {limit} "
                          f"(min of {settings.n_fft // 2 + 1} frequency bins and the frames of this "
-                         f"{y.shape[-1] / sr:.2f} s input at --hop {settings.hop_length})")
+                         f"{n_samples / sr:.2f} s input at --hop {settings.hop_length})")
     bars = []  # made at the first report, so errors before the fit print no bar
 
     def progress(iteration, loss):
         if not bars:
-            bars.append(tqdm(total=settings.n_iter, desc=path.name[:30], unit="it", leave=False,
-                             disable=args.quiet, file=out))
+            bars.append(tqdm(total=settings.n_iter, desc=path.name[:30], leave=False, disable=args.quiet, file=out,
+                             unit="epoch" if settings.minibatch else "it"))
         bars[0].update(iteration - bars[0].n)
         bars[0].set_postfix(loss=f"{loss:.4g}", refresh=False)
 
     grouping = "manual" if groups is not None else "auto"
     try:
-        if args.marks is not None:  # guided separation (nmfcore.audio.guided): the marks decide the groups
+        if long:
+            sep = separate_file(path, settings, callback=progress)
+        elif args.marks is not None:  # guided separation (nmfcore.audio.guided): the marks decide the groups
             sep = separate_marked(y, sr, args.marks, settings, len(names), groups=groups, callback=progress)
             groups, grouping = sep.groups, "marks"
         else:
@@ -342,7 +378,8 @@ def _separate_one(path: Path, root: Path, folder: str, args, settings, groups, n
             bar.close()
     if groups is None:
         groups = auto_group(sep, len(names), seed=settings.seed, features=args.features)
-    peak = float(sep.mixture.abs().max())
+    peak = sep.input_peak if long else float(sep.mixture.abs().max())
+    n_samples = sep.n_samples if long else sep.mixture.shape[-1]
     t = perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.partial-", dir=root))
     try:
@@ -357,7 +394,8 @@ def _separate_one(path: Path, root: Path, folder: str, args, settings, groups, n
         summary = {
             "nmfcore_version": __version__, "input": str(path), "output_folder": str(final),
             "settings": settings.to_dict(), "sample_rate": sep.sr, "channels": sep.n_channels,
-            "duration_s": sep.mixture.shape[-1] / sep.sr, "n_iter": sep.n_iter,
+            "duration_s": n_samples / sep.sr, "long_file": long, "n_iter": sep.n_iter,
+            "iteration_unit": "epoch" if settings.minibatch else "iteration",
             "final_loss": sep.losses[-1][1] if sep.losses else None, "losses": [list(p) for p in sep.losses],
             "timings_s": timings, "grouping": grouping, "grouping_features": args.features if grouping == "auto"
             else None, "source_names": names, "groups": groups,
@@ -378,12 +416,47 @@ def _separate_one(path: Path, root: Path, folder: str, args, settings, groups, n
     return summary
 
 
+def _header(path: Path) -> tuple[int, int]:
+    """``(samples, sample rate)`` of an audio file from its header."""
+    import soundfile as sf
+
+    info = sf.info(str(path))
+    return int(info.frames), int(info.samplerate)
+
+
+def _long_file_settings(path: Path, duration: float, args, settings, err):
+    """The settings of the block-by-block path for an input longer than ``--long-file``, after refusing
+    what it cannot do (by the options' names); says on stderr that the input takes it."""
+    from .audio import AudioError
+
+    why = f"it is {duration:.1f} s long, more than --long-file {args.long_file:g} s, so it is separated block by block"
+    if settings.model != "NMF":
+        raise AudioError(f"{why}: only --model NMF is fitted that way (mini-batch solvers), not --model "
+                         f"{settings.model}; use --model NMF or raise --long-file")
+    if args.marks is not None:
+        raise AudioError(f"{why}: --marks (guided separation) needs the whole spectrogram; drop --marks or "
+                         "raise --long-file")
+    for option, value in (("--sparsity", settings.sparsity_H), ("--continuity", settings.continuity or None)):
+        if value is not None:
+            raise AudioError(f"{why}: {option} is not available to the mini-batch solvers; drop it or raise "
+                             "--long-file")
+    _, rate = _header(path)
+    if settings.sr is not None and settings.sr != rate:
+        raise AudioError(f"{why}: resampling to --sr {settings.sr} is not done block by block (the file is at "
+                         f"{rate} Hz); resample the file first, drop --sr or raise --long-file")
+    if not settings.minibatch:
+        settings = settings.replace(solver="mu_batch")
+    print(f"note: {path}: {why}: NMF by the mini-batch solver {settings.solver}, {settings.batch_size} frames per "
+          f"block, --iter {settings.n_iter} epochs", file=err)
+    return settings
+
+
 def _output_peak(sep, groups, components: bool) -> float:
     """Largest absolute sample of every output (sources, residual, components): one rendering pass."""
     peak = 0.0
     for start, chunk, comp_chunk in sep.source_blocks(groups, components=components):
         peak = max(peak, float(chunk.abs().max()))
-        residual = sep.mixture[:, start:start + chunk.shape[-1]] - chunk.sum(0)
+        residual = sep.mixture_samples(start, start + chunk.shape[-1]) - chunk.sum(0)
         peak = max(peak, float(residual.abs().max()))
         if comp_chunk is not None:
             peak = max(peak, float(comp_chunk.abs().max()))
@@ -429,7 +502,7 @@ def _write_outputs(sep, groups, files: dict, folder: Path, fmt: str, input_peak:
             for w, wave in zip(sources, chunk):
                 w.write(wave * gain if gain != 1.0 else wave)
             if residual is not None:
-                res = sep.mixture[:, start:start + chunk.shape[-1]] - chunk.sum(0)
+                res = sep.mixture_samples(start, start + chunk.shape[-1]) - chunk.sum(0)
                 residual.write(res * gain if gain != 1.0 else res)
             for w, wave in zip(components, comp_chunk if components else ()):
                 w.write(wave * gain if gain != 1.0 else wave)
@@ -450,6 +523,18 @@ def _cmd_separate(args, out, err) -> int:
     from .audio.grouping import FEATURE_BLOCKS
     from .audio.separation import check_device
 
+    if args.batch_size < 1:
+        raise _UsageError(f"--batch-size {args.batch_size} must be at least 1 (frames per batch)")
+    if not args.long_file >= 0:
+        raise _UsageError(f"--long-file {args.long_file:g} must be a number of seconds >= 0")
+    if args.solver != "full":
+        clash = [opt for opt, on in ((f"--model {args.model}", args.model != "NMF"),
+                                     ("--sparsity", args.sparsity is not None), ("--continuity", args.continuity != 0),
+                                     ("--marks", args.marks is not None))
+                 if on]
+        if clash:
+            raise _UsageError(f"--solver {args.solver} is a mini-batch solver of NMF: not with {', '.join(clash)} "
+                              "(use --solver full)")
     settings = _settings_from_args(args)
     if settings.model == "NMF" and args.kernel != 1:
         raise _UsageError(f"--kernel {args.kernel} has no effect with --model NMF (it is the pattern length "
@@ -487,7 +572,7 @@ def _cmd_separate(args, out, err) -> int:
             failed += 1
             continue
         t = summary["timings_s"]
-        print(f"{path}: {summary['n_iter']} iterations in {t.get('fit', 0):.2f} s, "
+        print(f"{path}: {summary['n_iter']} {summary['iteration_unit']}s in {t.get('fit', 0):.2f} s, "
               f"{len(summary['files']['sources'])} sources -> {summary['output_folder']} "
               f"[{_one_line_sources(summary)}]", file=out)
     return EXIT_USAGE if failed else 0

@@ -18,9 +18,14 @@ import torch
 from ._validation import make_generator
 from .exceptions import ParameterError
 
-__all__ = ["INIT_METHODS", "random_like_data", "nndsvd"]
+__all__ = ["INIT_METHODS", "random_like_data", "nndsvd", "nndsvd_blocks"]
 
 INIT_METHODS = ("random", "nndsvd", "nndsvda", "nndsvdar")
+#: above this many entries :func:`nndsvd` works block by block of rows (:func:`nndsvd_blocks`): the float64
+#: SVD of the whole matrix would take about 6 times its float32 size
+SVD_MAX_ENTRIES = 2 ** 24
+#: entries per block of rows of :func:`nndsvd` on a large matrix
+_BLOCK_ENTRIES = 2 ** 20
 
 
 def _abs_randn(shape, like: torch.Tensor, generator) -> torch.Tensor:
@@ -56,7 +61,9 @@ def nndsvd(V: torch.Tensor, rank: int, variant: str = "nndsvd", generator=None):
     Follows [1]_ as implemented by scikit-learn: each singular pair is split
     into its positive and negative parts and the larger is kept. Zeros are
     kept (``'nndsvd'``, best for sparse results), filled with the data mean
-    (``'nndsvda'``) or with small random values (``'nndsvdar'``).
+    (``'nndsvda'``) or with small random values (``'nndsvdar'``). A matrix of
+    more than :data:`SVD_MAX_ENTRIES` entries is decomposed block by block of
+    rows (:func:`nndsvd_blocks`, the same result up to rounding).
 
     Shape
     -----
@@ -75,14 +82,23 @@ def nndsvd(V: torch.Tensor, rank: int, variant: str = "nndsvd", generator=None):
         raise ParameterError(f"variant={variant!r} must be one of {INIT_METHODS[1:]}")
     if V.ndim != 2:
         raise ParameterError(f"nndsvd needs a matrix, got V with shape {tuple(V.shape)}")
-    generator = make_generator(generator)
     X = V.to_dense() if V.is_sparse else V
+    if X.numel() > SVD_MAX_ENTRIES:
+        return nndsvd_blocks(torch.split(X, max(1, _BLOCK_ENTRIES // max(1, X.shape[1]))), rank, variant, generator)
     work = X.double() if X.dtype != torch.float64 else X
     U, S, Vh = torch.linalg.svd(work, full_matrices=False)
-    n, c = X.shape
+    return _nndsvd_factors(U, S, Vh, rank, variant, float(X.mean()), generator, X.dtype)
+
+
+def _nndsvd_factors(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor, rank: int, variant: str, avg: float,
+                    generator, dtype):
+    """NNDSVD [1]_ from the leading singular triplets ``U (n, k)``, ``S (k,)``, ``Vh (k, c)`` (float64, ``S``
+    descending) of the data, whose mean is ``avg``; returns ``W (c, rank)``, ``H (n, rank)`` in ``dtype``."""
+    generator = make_generator(generator)
+    n, c = U.shape[0], Vh.shape[1]
     k = min(rank, S.numel())
-    Hs = torch.zeros(n, rank, dtype=work.dtype, device=X.device)  # left factor
-    Ws = torch.zeros(c, rank, dtype=work.dtype, device=X.device)  # right factor
+    Hs = torch.zeros(n, rank, dtype=U.dtype, device=U.device)  # left factor
+    Ws = torch.zeros(c, rank, dtype=U.dtype, device=U.device)  # right factor
     Hs[:, 0] = S[0].sqrt() * U[:, 0].abs()
     Ws[:, 0] = S[0].sqrt() * Vh[0].abs()
     for j in range(1, k):
@@ -102,7 +118,6 @@ def nndsvd(V: torch.Tensor, rank: int, variant: str = "nndsvd", generator=None):
     Hs[Hs < tol] = 0
     Ws[Ws < tol] = 0
     if variant != "nndsvd":
-        avg = float(X.mean())
         if variant == "nndsvda":
             Hs[Hs == 0] = avg
             Ws[Ws == 0] = avg
@@ -112,4 +127,53 @@ def nndsvd(V: torch.Tensor, rank: int, variant: str = "nndsvd", generator=None):
                 zeros = M == 0
                 r = _abs_randn((int(zeros.sum()),), M, generator).mul_(fill)
                 M[zeros] = r
-    return Ws.to(X.dtype).nan_to_num_(0.0), Hs.to(X.dtype).nan_to_num_(0.0)
+    return Ws.to(dtype).nan_to_num_(0.0), Hs.to(dtype).nan_to_num_(0.0)
+
+
+def nndsvd_blocks(blocks, rank: int, variant: str = "nndsvd", generator=None):
+    r"""The NNDSVD of :func:`nndsvd` of a matrix given as blocks of rows, never held whole.
+
+    ``blocks`` is a re-iterable of matrices ``(n_i, C)`` (the rows of ``V``
+    in order), read twice: the Gram matrix :math:`V^T V` (C x C, float64)
+    summed over the blocks gives the right singular vectors and the singular
+    values (its eigenvectors and the square roots of its eigenvalues), and
+    the left singular vectors are :math:`V v_j / s_j`, block by block. The
+    memory is C x C and N x rank whatever N. The singular triplets equal
+    those of the SVD up to rounding (the Gram matrix squares the condition
+    number: singular values below about 1e-8 of the largest lose their
+    accuracy, far below those an NMF start uses), and NNDSVD does not
+    depend on their signs, so the result is :func:`nndsvd`'s.
+
+    Shape
+    -----
+    - blocks: :math:`(n_i, C)`; W: :math:`(C, R)`; H: :math:`(\sum n_i, R)`
+
+    Examples
+    --------
+    >>> import torch
+    >>> V = torch.rand(300, 20, generator=torch.Generator().manual_seed(0))
+    >>> W, H = nndsvd_blocks(torch.split(V, 64), 4, "nndsvda")
+    >>> W0, H0 = nndsvd(V, 4, "nndsvda")
+    >>> bool(torch.allclose(W, W0, atol=1e-5) and torch.allclose(H, H0, atol=1e-5))
+    True
+    """
+    if variant not in INIT_METHODS[1:]:
+        raise ParameterError(f"variant={variant!r} must be one of {INIT_METHODS[1:]}")
+    gram, total, n, like = None, 0.0, 0, None
+    for X in blocks:
+        if X.ndim != 2:
+            raise ParameterError(f"nndsvd_blocks needs blocks of rows (matrices), got shape {tuple(X.shape)}")
+        Xd = X.double()
+        gram = Xd.t() @ Xd if gram is None else gram.addmm_(Xd.t(), Xd)
+        total += float(Xd.sum())
+        n, like = n + X.shape[0], X
+    if gram is None:
+        raise ParameterError("nndsvd_blocks got no blocks")
+    c = gram.shape[0]
+    k = min(rank, n, c)
+    evals, evecs = torch.linalg.eigh(gram)  # ascending
+    S = evals.flip(0)[:k].clamp_min(0).sqrt()
+    Vh = evecs.flip(1)[:, :k].t().contiguous()
+    inv = torch.where(S > 0, 1 / S.clamp_min(torch.finfo(S.dtype).tiny), torch.zeros_like(S))
+    U = torch.cat([(X.double() @ Vh.t()) * inv for X in blocks])
+    return _nndsvd_factors(U, S, Vh, rank, variant, total / (n * c), generator, like.dtype)

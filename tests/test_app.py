@@ -706,7 +706,7 @@ def test_progress_is_estimated_between_reports():
 
     from app import services
 
-    job = SimpleNamespace(settings=SimpleNamespace(n_iter=200, model="NMF"), losses=[(0, 9.0), (10, 5.0)], times=[0.0, 10.0],
+    job = SimpleNamespace(settings=SimpleNamespace(n_iter=200, model="NMF", solver="full"), losses=[(0, 9.0), (10, 5.0)], times=[0.0, 10.0],
                           last=(10, 5.0), elapsed=15.0, phase="fitting", stop_requested=False)
     assert services.progress_text(job).startswith("iteration ≈15 / 200")
     job.elapsed = 100.0  # never beyond the next report
@@ -853,3 +853,42 @@ def test_guided_separate_gives_one_player_per_source_then_refines():
     assert again is not result and again.refined
     assert len(again.separation.marks) == 3
     assert len(at.get("audio")) == 1 + 3
+
+
+def test_a_mini_batch_solver_is_chosen_for_nmf_and_its_curve_counts_epochs():
+    """The solver picker offers full batch and the mini-batch solvers for NMF only; the chosen one and its
+    batch size reach the fit, How it works explains it, and the loss curve's x axis counts epochs."""
+    from app import services
+
+    at = make_fast(new_app(), rank=3)
+    assert list(at.selectbox(key="solver").options) == [services.SOLVER_LABELS[n] for n in services.solvers("NMF")]
+    assert "batch_size" not in [w.key for w in at.number_input]  # full batch: no batch size
+    at.selectbox(key="solver").set_value("asag_mu").run()
+    at.number_input(key="batch_size").set_value(16).run()
+    open_tab(at, "How it works")
+    text = how_text(at)
+    assert "Mini-batch solver" in text and "asag_mu" in text and "batches of 16 frames" in text, text
+    assert "hierarchical alternating least squares" not in text
+    open_tab(at, "Components & sources")
+    upload(at, "tones.wav", tone_wav(seconds=1.5))
+    run_fit(at)
+    assert not errors(at), errors(at)
+    shown = at.session_state["_results"][at.session_state["_shown_key"]]
+    assert shown.settings.solver == "asag_mu" and shown.settings.batch_size == 16
+    assert [i for i, _ in shown.losses] == list(range(len(shown.losses)))  # one loss per epoch
+    assert "epochs in" in at.progress[0].proto.text
+    (chart,) = at.get("plotly_chart")
+    fig = json.loads(chart.proto.spec)
+    assert fig["layout"]["xaxis"]["title"]["text"] == "epoch"
+    assert "solver asag_mu (batches of 16 frames)" in services.settings_summary(shown.settings)
+    # other models fit the whole spectrogram: no picker, and the solver goes back to full batch
+    at.selectbox(key="model").set_value("NMFD").run()
+    assert "solver" not in [w.key for w in at.selectbox]
+    assert services.solvers("NMFD") == ["full"]
+
+
+def test_a_mini_batch_solver_with_sparse_activations_is_a_settings_error():
+    at = make_fast(new_app(), rank=3)
+    at.selectbox(key="solver").set_value("gsg_mu").run()
+    at.toggle(key="sparse_on").set_value(True).run()
+    assert any("solver='gsg_mu'" in e and "sparsity_H" in e for e in errors(at)), errors(at)

@@ -444,23 +444,81 @@ def test_blockwise_spectrogram_equals_full_stft(monkeypatch):
     assert torch.allclose(S, stft(y, n_fft=256, hop_length=64).abs() ** 2, rtol=1e-4, atol=1e-5)
 
 
-def test_nndsvd_of_frame_means_for_long_recordings(monkeypatch):
-    # below the threshold: exactly the model's own NNDSVD; above: frame means, still a good start
-    import nmfcore.audio.separation as separation
+def test_nndsvd_block_by_block_for_long_recordings(monkeypatch):
+    # below the threshold: the SVD of the spectrogram; above: nndsvd_blocks (the Gram matrix of the frames,
+    # block by block), the same start up to rounding, for every variant (until issue 16 the pipeline used the
+    # NNDSVD of frame means, a different and worse start whose SVD set the long-file path's peak memory)
+    import nmfcore.init
 
     mix, _ = two_sources(seconds=2.0)
-    s = SeparationSettings(rank=3, tol=0, n_fft=256, hop_length=64, n_iter=1)
-    plain = separate(mix, SR, s)
-    monkeypatch.setattr(separation, "NNDSVD_MAX_ENTRIES", 129 * 50)  # k = ceil(251 / 50) = 6 frames per mean
-    means = separate(mix, SR, s)
-    assert plain.losses[0] != means.losses[0]
-    # a good start: under half the loss of a random start (it was within 1.5x of the plain NNDSVDa
-    # start, which improved 3x when fits began matching the starting product to the data, issue 14)
-    monkeypatch.setattr(separation, "NNDSVD_MAX_ENTRIES", 10 ** 12)
-    random_start = separate(mix, SR, s.replace(init="random"))
-    assert means.losses[0][1] < 0.5 * random_start.losses[0][1]
-    assert plain.losses[0][1] < means.losses[0][1]
-    monkeypatch.setattr(separation, "NNDSVD_MAX_ENTRIES", 129 * 50)
+    for init in ("nndsvd", "nndsvda", "nndsvdar"):
+        s = SeparationSettings(rank=3, tol=0, n_fft=256, hop_length=64, n_iter=1, init=init)
+        plain = separate(mix, SR, s)
+        monkeypatch.setattr(nmfcore.init, "SVD_MAX_ENTRIES", 129 * 50)
+        monkeypatch.setattr(nmfcore.init, "_BLOCK_ENTRIES", 129 * 40)  # 251 frames in 7 blocks
+        blocks = separate(mix, SR, s)
+        assert blocks.losses[0][1] == pytest.approx(plain.losses[0][1], rel=1e-4)
+        assert blocks.losses[1][1] == pytest.approx(plain.losses[1][1], rel=1e-3)
+        monkeypatch.undo()
     longer = separate(mix, SR, s.replace(n_iter=100))
-    assert longer.losses[-1][1] < 0.5 * means.losses[0][1]
+    assert longer.losses[-1][1] < 0.5 * blocks.losses[0][1]
     assert rel_err(longer.components.sum(0), longer.mixture) < 1e-4
+
+
+# ------------------------------------------------------- mini-batch solvers (issue 16)
+@pytest.mark.parametrize("solver", ["mu_batch", "asag_mu"])
+def test_a_minibatch_separation_is_the_minibatch_fit_of_its_spectrogram(solver):
+    # path equivalence: separate() with a mini-batch solver equals MiniBatchMU's fit of the same frames from
+    # the block-by-block NNDSVD and the generator seeded with the settings' seed
+    from nmfcore.audio.separation import _model_data
+    from nmfcore.init import nndsvd_blocks
+    from nmfcore.minibatch import MiniBatchMU
+
+    mix, _ = two_sources(seconds=1.5)
+    s = SeparationSettings(rank=3, n_fft=256, hop_length=64, solver=solver, batch_size=32, n_iter=12, tol=0, seed=3)
+    sep = separate(mix, SR, s)
+    V, _, _ = _model_data(mix, s, torch.device("cpu"), {})
+    W0, H0 = nndsvd_blocks(torch.split(V, 32), 3, "nndsvda", 3)
+    ref = MiniBatchMU(3, solver=solver, batch_size=32, generator=torch.Generator().manual_seed(3))
+    ref.fit(V, W=W0, H=H0, max_epochs=12, tol=0)
+    W, H = sep.factors
+    assert torch.allclose(W, ref.W) and torch.allclose(H, ref.H)
+    assert sep.n_iter == 12 and [i for i, _ in sep.losses] == list(range(13))
+    assert rel_err(sep.components.sum(0), sep.mixture) < 1e-4
+
+
+def test_digital_silence_does_not_zero_the_templates_of_a_stochastic_solver():
+    # a batch of exact zeros made asg_mu's step set every template to zero (loss = sum of V from the first
+    # epoch on); the mini-batch fits floor the spectrogram at 1e-7 of its peak, as for beta <= 0
+    mix, _ = two_sources(seconds=1.0)
+    y = torch.cat([mix, torch.zeros_like(mix)], -1)  # one second of digital silence
+    s = SeparationSettings(rank=3, n_fft=256, hop_length=64, solver="asg_mu", batch_size=16, n_iter=10, tol=0)
+    sep = separate(y, SR, s)
+    W, H = sep.factors
+    assert float(W.max()) > 0 and float(H.max()) > 0
+    assert min(loss for _, loss in sep.losses[1:]) < sep.losses[0][1]
+    assert float(sep.components[:, :, :SR].abs().amax(-1).max()) > 0.1
+
+
+def test_a_stochastic_solver_is_not_stopped_by_its_first_rise():
+    # its loss is not monotone: the full fit's rule stopped asg_mu, gsg_mu and gsag_mu after one epoch
+    # here; patient_stop waits PATIENCE epochs without a new best
+    from nmfcore.audio.separation import PATIENCE
+
+    mix, _ = two_sources(seconds=2.0)
+    s = SeparationSettings(rank=4, n_fft=256, hop_length=64, solver="gsg_mu", batch_size=20, n_iter=60, tol=1e-4)
+    sep = separate(mix, SR, s)
+    losses = [loss for _, loss in sep.losses]
+    assert sep.n_iter > PATIENCE
+    assert min(losses) < 0.5 * losses[0]
+
+
+def test_supervised_and_guided_separation_refuse_a_minibatch_solver():
+    from nmfcore.audio import Mark, separate_guided, separate_supervised
+
+    mix, _ = two_sources(seconds=1.0)
+    s = SeparationSettings(rank=2, n_fft=256, hop_length=64, solver="asg_mu")
+    with pytest.raises(ParameterError, match="solver='asg_mu' must be 'full'"):
+        separate_supervised(mix, SR, [torch.rand(129, 2)], s)
+    with pytest.raises(ParameterError, match="solver='asg_mu' must be 'full'"):
+        separate_guided(mix, SR, [Mark(source=0, t0=0.0, t1=0.5)], s, n_sources=2)

@@ -185,3 +185,33 @@ def test_nndsvd_errors(gen):
         nndsvd(rand(gen, 5, 4), 2, "svd")
     with pytest.raises(ParameterError, match=r"matrix.*\(1, 5, 4\)"):
         nndsvd(rand(gen, 1, 5, 4), 2)
+
+
+# ------------------------------------------------- NNDSVD block by block (issue 16)
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nndsvd_block_by_block_equals_the_svd_of_the_whole(variant, dtype, monkeypatch):
+    """Oracle: the SVD of the whole matrix (nndsvd below the threshold). Above SVD_MAX_ENTRIES nndsvd takes the
+    Gram matrix block by block of rows; the result must not depend on it (nor on the blocks' sizes)."""
+    import nmfcore.init as init
+
+    gen = torch.Generator().manual_seed(4)
+    V = (rand(gen, 300, 6, dtype=dtype) @ rand(gen, 6, 40, dtype=dtype)) + 0.01 * rand(gen, 300, 40, dtype=dtype)
+    W0, H0 = nndsvd(V, 5, variant, generator=1)
+    monkeypatch.setattr(init, "SVD_MAX_ENTRIES", 1000)
+    monkeypatch.setattr(init, "_BLOCK_ENTRIES", 40 * 37)  # blocks of 37 rows
+    W1, H1 = nndsvd(V, 5, variant, generator=1)
+    W2, H2 = init.nndsvd_blocks([V[:1], V[1:200], V[200:]], 5, variant, generator=1)
+    tol = dict(rtol=1e-3, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-8, atol=1e-10)
+    for W, H in ((W1, H1), (W2, H2)):
+        assert W.dtype == H.dtype == dtype and W.shape == (40, 5) and H.shape == (300, 5)
+        assert torch.allclose(W, W0, **tol) and torch.allclose(H, H0, **tol)
+
+
+def test_nndsvd_blocks_errors():
+    with pytest.raises(ParameterError, match="no blocks"):
+        from nmfcore.init import nndsvd_blocks
+
+        nndsvd_blocks([], 2)
+    with pytest.raises(ParameterError, match="variant='svd'"):
+        nndsvd_blocks([torch.ones(3, 3)], 2, "svd")

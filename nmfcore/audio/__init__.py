@@ -14,6 +14,7 @@ io          load_audio, write_audio (AudioWriter), audio_bytes, resample, safe o
 spectral    stft, istft, spectrogram, alpha-Wiener soft masks
 models      MODELS registry (NMF, NMFD, NMF2D, PLCA, SIPLCA; more through register_model)
 separation  SeparationSettings, separate, Separation; supervised separation
+longfile    separate_file: a long file read, fitted (mini-batch) and rendered block by block
 guided      separate_guided, refine: marks of where each source sounds (Mark, mark_weights)
 grouping    component_order (by centroid or pitch), component_pitches, auto_group (clustering)
 evaluation  si_sdr, bss_eval, evaluate, oracle masks, best (oracle) grouping
@@ -30,6 +31,8 @@ from .io import (AudioError, AudioWriter, OutputExistsError, audio_bytes, load_a
 from .models import MODELS, ModelSpec, fit_solver, register_model
 from .separation import (Separation, SeparationSettings, check_groups, learn_dictionary, separate,
                          separate_supervised)
+from .settings import SOLVER_CHOICES
+from .longfile import LongSeparation, SpectrogramBlocks, separate_file
 from .spectral import istft, soft_masks, spectrogram, stft
 
 __all__ = [
@@ -43,5 +46,5 @@ __all__ = [
     "stft", "istft", "spectrogram", "soft_masks",
     "si_sdr_matrix", "match_sources", "bss_eval", "bss_eval_backend", "oracle_sources", "best_grouping",
     "separate_guided", "refine", "GuidedSeparation", "Mark", "parse_marks", "check_marks", "mark_weights",
-    "source_blocks",
+    "source_blocks", "SOLVER_CHOICES", "separate_file", "SpectrogramBlocks", "LongSeparation",
 ]

@@ -84,7 +84,7 @@ def component_summaries(separation) -> tuple[Tensor, Tensor]:
     def compute():
         W, H = separation.factors
         layout = separation.settings.spec.layout
-        R, (F, T) = separation.rank, separation.spectrogram.shape
+        R, F, T = separation.rank, len(separation.freqs), len(separation.times)
         profiles = torch.zeros((R, F), dtype=torch.float64)
         envelopes = torch.zeros((R, T), dtype=torch.float64)
         for a, b in frame_blocks(T):

@@ -580,6 +580,9 @@ def _check_settings(settings) -> SeparationSettings:
         raise ParameterError("guided separation takes no sparsity_H, alpha or continuity (got "
                              f"sparsity_H={settings.sparsity_H!r}, alpha={settings.alpha!r}, "
                              f"continuity={settings.continuity!r})")
+    if settings.minibatch:
+        raise ParameterError(f"guided separation fits the whole spectrogram: solver={settings.solver!r} must be "
+                             "'full'")
     return settings
 
 

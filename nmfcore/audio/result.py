@@ -13,7 +13,7 @@ from torch import Tensor
 from .spectral import (MaskBank, OverlapAdd, frame_blocks, get_window, stft_frames)
 from .settings import SeparationSettings, check_groups
 
-__all__ = ["Separation"]
+__all__ = ["Separation", "masked_overlap_add"]
 
 Callback = Callable[[int, float], Optional[bool]]
 
@@ -187,24 +187,20 @@ class Separation:
                           shape=(n_groups, self.n_channels), **options)
 
     def _render(self, groups: list[list[int]], ola: OverlapAdd) -> Iterator[tuple[int, Tensor]]:
-        # masks of a block of frames, every channel's STFT times them, overlap-added by ola
-        if not groups:
-            return
-        s = self.settings
         win = ola.window
-        ch = self.n_channels
-        channels = [self.mixture[c].to(win.device) for c in range(ch)] if win.device.type != "cpu" else self.mixture
-        for a, b in frame_blocks(ola.n_frames):
-            bank = MaskBank(lambda r: self._component_frames(r, a, b), self.rank, s.mask_power)
-            masks = [bank.group_mask(g) for g in groups] if ch > 1 else None  # reused by every channel
-            out = ola.block(a, b)
-            for c in range(ch):
-                X = stft_frames(channels[c], a, b, n_fft=s.n_fft, hop_length=s.hop_length, window=win)
-                for g, members in enumerate(groups):
-                    M = masks[g] if masks is not None else bank.group_mask(members)
-                    ola.add(out[g, c], X * M)
-            del bank, masks, out, X
-            yield ola.finish_block()
+        s = self.settings
+        channels = [self.mixture[c].to(win.device) for c in range(self.n_channels)] \
+            if win.device.type != "cpu" else self.mixture
+
+        def channel_frames(a, b):
+            for y in channels:
+                yield stft_frames(y, a, b, n_fft=s.n_fft, hop_length=s.hop_length, window=win)
+
+        yield from masked_overlap_add(groups, ola, self._component_frames, self.rank, s.mask_power, channel_frames)
+
+    def mixture_samples(self, start: int, stop: int) -> Tensor:
+        """Samples ``start:stop`` of :attr:`mixture` (channels, stop - start), e.g. for a residual block."""
+        return self.mixture[:, start:stop]
 
     @property
     def components(self) -> Tensor:
@@ -275,6 +271,35 @@ class Separation:
     def residual(self, groups) -> Tensor:
         """The mixture minus all grouped sources: the waveform of the components in no group."""
         return self.mixture - self.sources(groups).sum(0)
+
+
+def masked_overlap_add(groups: list[list[int]], ola: OverlapAdd, component_frames: Callable[[int, int, int], Tensor],
+                       rank: int, mask_power: float, channel_frames, *, block: Optional[int] = None
+                       ) -> Iterator[tuple[int, Tensor]]:
+    """The waveforms of groups of components, block by block of STFT frames: the rendering of a separation.
+
+    For each block of frames ``a:b`` (:func:`~nmfcore.audio.spectral.frame_blocks`
+    of ``block`` frames), the soft masks of the groups come from
+    ``component_frames(r, a, b)`` (the model spectrogram of component ``r``
+    over those frames), every channel's complex STFT frames from
+    ``channel_frames(a, b)`` (an iterable, one ``(freq, b - a)`` tensor per
+    channel, made lazily so that one is held at a time) are multiplied by
+    them and overlap-added by ``ola`` (``shape=(groups, channels)``). Yields
+    ``ola.finish_block()``: ``(start, samples)``, the finished samples of the
+    groups from ``start`` on.
+    """
+    if not groups:
+        return
+    for a, b in frame_blocks(ola.n_frames, block):
+        bank = MaskBank(lambda r: component_frames(r, a, b), rank, mask_power)
+        out = ola.block(a, b)  # (groups, channels, samples)
+        masks = [bank.group_mask(g) for g in groups] if out.shape[1] > 1 else None  # reused by every channel
+        for c, X in enumerate(channel_frames(a, b)):
+            for g, members in enumerate(groups):
+                M = masks[g] if masks is not None else bank.group_mask(members)
+                ola.add(out[g, c], X * M)
+        del bank, masks, out
+        yield ola.finish_block()
 
 
 def _group_sums(components: Tensor, groups: list[list[int]]) -> Tensor:

@@ -41,10 +41,9 @@ import torch
 from torch import Tensor
 
 from ..exceptions import ConvergenceWarning, ParameterError
-from ..init import nndsvd
+from ..init import nndsvd_blocks
 from .io import AudioError, as_waveform, check_sample_rate, resample
-from .models import MATRIX
-from .spectral import (spectrogram)
+from .spectral import spectrogram
 from .result import Separation
 from .settings import SeparationSettings, check_device, check_groups
 
@@ -72,7 +71,7 @@ def _prepare(y, sr, settings: SeparationSettings, timings: dict) -> tuple[Tensor
 def _model_data(y: Tensor, settings: SeparationSettings, device, timings: dict) -> tuple[Tensor, tuple, float]:
     """The spectrogram of the mono mix in the model's layout, its kernel and its peak.
 
-    Zeros are floored at 1e-7 of the peak for ``beta <= 0`` (infinite there).
+    Zeros are floored at 1e-7 of the peak where :func:`floors_zeros` says so.
     Only one copy of the spectrogram is kept. For NMF, V (frames, freq) is the
     transposed view of the (freq, frames) spectrogram: NMF's fit works in that
     layout (no copy, and with an odd number of bins its products are faster
@@ -86,10 +85,17 @@ def _model_data(y: Tensor, settings: SeparationSettings, device, timings: dict) 
     V = s.spec.layout.to_model(S)
     del S
     peak = float(V.max())
-    if s.beta <= 0 and peak > 0:
+    if floors_zeros(s) and peak > 0:
         V.clamp_min_(peak * 1e-7)
     timings["stft"] = perf_counter() - t
     return V, kernel, peak
+
+
+def floors_zeros(settings: SeparationSettings) -> bool:
+    """Whether the spectrogram's zeros are floored at 1e-7 of its peak before the fit: for ``beta <= 0``
+    (the divergence is infinite at zero) and for the mini-batch solvers (a batch of exact zeros, digital
+    silence, gives ``asg_mu`` and ``gsg_mu`` a step that sets every template to zero)."""
+    return settings.beta <= 0 or settings.minibatch
 
 
 def _check_kernel_fits(settings: SeparationSettings, S: Tensor) -> tuple:
@@ -112,32 +118,88 @@ def _recorder(losses: list, callback: Optional[Callback]) -> Callback:
     return record
 
 
-#: Above this many spectrogram entries the NNDSVD initialisation of NMF is computed from means of
-#: consecutive frames (its float64 SVD would need about 6 times the spectrogram's memory).
-NNDSVD_MAX_ENTRIES = 2 ** 24
+#: epochs a stochastic mini-batch fit may run without improving on its best loss by ``tol`` before it stops
+PATIENCE = 5
 
 
-def _nndsvd_of_frame_means(model, V: Tensor, variant: str, seed: int):
-    """NNDSVD of ``V`` (frames, freq) averaged over groups of ``k`` frames, activations repeated ``k`` times.
+def patient_stop(tol: float, patience: int = PATIENCE) -> Callback:
+    """The stopping rule of the stochastic mini-batch solvers, as a callback returning True to stop.
 
-    The templates come from the spectral subspace of the averaged frames, close
-    to that of all frames; the multiplicative updates refine both factors.
+    Their loss is not monotone (a batch's step can raise the others'
+    divergence), so the rule of the full fit, stop at the first epoch whose
+    relative decrease ``(e_prev - e) / e_0`` is below ``tol``, stopped them
+    at the first rise. Here, with ``e = sqrt(2 loss)``, the fit stops once
+    ``patience`` epochs in a row have not lowered the best ``e`` so far by
+    ``tol * e_0``; ``tol = 0`` never stops.
+
+    Examples
+    --------
+    >>> stop = patient_stop(0.01, patience=2)
+    >>> [stop(i, loss) for i, loss in enumerate([50.0, 72.0, 32.0, 31.99, 31.98])]
+    [False, False, False, False, True]
     """
-    T = V.shape[0]
-    k = math.ceil(V.numel() / NNDSVD_MAX_ENTRIES)
-    full = (T // k) * k
-    means = V[:full].unflatten(0, (T // k, k)).mean(1)  # a view of V in either layout: no full-size copy
-    if full < T:
-        means = torch.cat([means, V[full:].mean(0, keepdim=True)])
-    W0, H0 = nndsvd(means, model.rank, variant, seed)
-    with torch.no_grad():
-        model.W.copy_(W0)
-        model.H.copy_(H0.repeat_interleave(k, 0)[:T])
+    state = {"e0": None, "best": math.inf, "waited": 0}
+
+    def stop(epoch: int, loss: float) -> bool:
+        err = math.sqrt(2 * max(float(loss), 0.0))
+        if state["e0"] is None:
+            state["e0"] = state["best"] = err
+            return tol > 0 and err == 0
+        if tol <= 0:
+            return False
+        if (state["best"] - err) / state["e0"] >= tol:
+            state["best"], state["waited"] = err, 0
+        else:
+            state["best"], state["waited"] = min(state["best"], err), state["waited"] + 1
+        return state["waited"] >= patience
+
+    return stop
+
+
+def factorise_minibatch(V, n_frames: int, peak: float, settings: SeparationSettings,
+                        callback: Optional[Callback]) -> tuple[Tensor, Tensor, int, list]:
+    """NMF of the frames ``V`` by the mini-batch solver ``settings.solver``; returns ``(W, H, epochs, losses)``.
+
+    ``V`` is the ``(frames, freq)`` tensor (batches of ``settings.batch_size``
+    frames, shuffled) or a re-iterable of chunks, each one batch (e.g.
+    :class:`~nmfcore.audio.longfile.SpectrogramBlocks`, read block by block).
+    An NNDSVD ``init`` starts from :func:`~nmfcore.init.nndsvd_blocks` (two
+    passes over the data), 'random' or ``None`` from :class:`~nmfcore.minibatch.MiniBatchMU`'s
+    own random start, drawn from a generator seeded with ``settings.seed``.
+    ``callback(epoch, loss)`` as the full fit's, once per epoch. ``mu_batch``
+    stops by the full fit's rule (its loss decreases at every epoch), the
+    stochastic solvers by :func:`patient_stop`.
+    """
+    from ..minibatch import MiniBatchMU
+
+    rank = settings.rank
+    chunks = torch.split(V, settings.batch_size) if isinstance(V, Tensor) else V
+    if peak == 0:  # silence: nothing to factorise, every component is silent
+        n_bins, device = settings.n_fft // 2 + 1, V.device if isinstance(V, Tensor) else None
+        return torch.zeros(n_bins, rank, device=device), torch.zeros(n_frames, rank, device=device), 0, [(0, 0.0)]
+    W0 = H0 = None
+    if settings.init is not None and settings.init.startswith("nndsvd"):
+        W0, H0 = nndsvd_blocks(chunks, rank, settings.init, settings.seed)
+    model = MiniBatchMU(rank, solver=settings.solver, beta=settings.beta, batch_size=settings.batch_size,
+                        generator=torch.Generator().manual_seed(settings.seed))
+    losses: list = []
+    report, tol = _recorder(losses, callback), settings.tol
+    if settings.solver != "mu_batch":
+        record, stop, tol = report, patient_stop(settings.tol), 0.0
+
+        def report(epoch, loss):
+            return record(epoch, loss) or stop(epoch, loss)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(V, W=W0, H=H0, max_epochs=settings.n_iter, tol=tol, callback=report)
+    return model.W, model.H, int(model.epoch), losses
 
 
 def _factorise(V: Tensor, kernel: tuple, peak: float, settings: SeparationSettings,
                callback: Optional[Callback]) -> tuple[Tensor, Tensor, int, list]:
     """Fit the model to ``V`` (model layout); returns (W, H, n_iter, losses)."""
+    if settings.minibatch:
+        return factorise_minibatch(V, V.shape[0], peak, settings, callback)
     spec = settings.spec
     gen = torch.Generator().manual_seed(settings.seed)
     model = spec.build(tuple(V.shape), settings.rank, kernel, gen).to(V.device)
@@ -150,9 +212,6 @@ def _factorise(V: Tensor, kernel: tuple, peak: float, settings: SeparationSettin
     init = settings.init
     if init is not None and init not in spec.init_methods:
         init = "random" if "random" in spec.init_methods else None
-    if init is not None and init.startswith("nndsvd") and spec.layout is MATRIX and V.numel() > NNDSVD_MAX_ENTRIES:
-        _nndsvd_of_frame_means(model, V, init, settings.seed)
-        init = None
     penalty = _penalty(V, settings, model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

@@ -12,11 +12,15 @@ import torch
 from .._validation import check_beta, check_finite_float, check_fraction, check_int, check_rank, is_int
 from ..exceptions import ParameterError
 from ..init import INIT_METHODS
+from ..minibatch import SOLVERS as MINIBATCH_SOLVERS
 from .io import check_sample_rate
 from .models import MODELS, ModelSpec
 from .spectral import (check_stft_params)
 
-__all__ = ["SeparationSettings", "check_groups", "check_device"]
+__all__ = ["SeparationSettings", "SOLVER_CHOICES", "check_groups", "check_device"]
+
+#: The solvers of a separation: the model's full-batch fit, or a mini-batch solver of :mod:`nmfcore.minibatch`
+SOLVER_CHOICES = ("full",) + MINIBATCH_SOLVERS
 
 
 @dataclass(frozen=True)
@@ -39,16 +43,19 @@ class SeparationSettings:
         Maximum number of iterations.
     tol : float, default 1e-4
         Relative-decrease stopping rule of :meth:`nmfcore.nmf.BaseComponent.fit`
-        (0 always runs ``n_iter`` iterations).
+        (0 always runs ``n_iter`` iterations); for the stochastic mini-batch
+        solvers, whose loss is not monotone, the patient rule of
+        :func:`~nmfcore.audio.separation.patient_stop`.
     kernel_size : int or tuple, default 1
         Convolutive models only: frames ``T`` of an NMFD pattern, or
         ``(frequency bins, frames)`` of an NMF2D patch (an int ``k`` means
         ``(k, k)``). Ignored by NMF.
     init : {'nndsvda', 'nndsvd', 'nndsvdar', 'random', None}, default 'nndsvda'
         Initialisation; a method a model lacks falls back to 'random'. For
-        NMF of long recordings (more than ``NNDSVD_MAX_ENTRIES`` spectrogram
-        entries) NNDSVD is computed from means of consecutive frames, which
-        keeps its memory small.
+        long recordings (more than :data:`nmfcore.init.SVD_MAX_ENTRIES`
+        spectrogram entries) and for the mini-batch solvers NNDSVD is
+        computed block by block of frames (:func:`~nmfcore.init.nndsvd_blocks`,
+        the same result in freq x freq + frames x rank memory).
     seed : int, default 0
         Seed of the random initial values (results are reproducible).
     sparsity_H : float in (0, 1), optional
@@ -89,6 +96,17 @@ class SeparationSettings:
         benchmark. Larger values approach binary masks.
     sr : int, optional
         Resample the mixture to this rate first; ``None`` keeps its rate.
+    solver : {'full', 'mu_batch', 'asg_mu', 'gsg_mu', 'asag_mu', 'gsag_mu'}, default 'full'
+        'full' fits the whole spectrogram at every iteration (the model's
+        own ``fit``); the others are the mini-batch solvers of
+        :mod:`nmfcore.minibatch` (model 'NMF' with a beta-divergence and no
+        penalty only), which visit the frames in batches of
+        ``batch_size``: ``n_iter`` then counts epochs (passes over the
+        frames). ``mu_batch`` is full-batch MU computed batch by batch,
+        the stochastic ones update the templates after every batch
+        (``asg_mu``, ``asag_mu``) or once per epoch from one random batch.
+    batch_size : int, default 1024
+        Frames per batch of the mini-batch solvers (ignored by 'full').
     device : str, default 'cpu'
         Torch device of the computation ('cuda', 'cuda:1', 'mps').
 
@@ -122,6 +140,8 @@ class SeparationSettings:
     mask_power: float = 1.0
     sr: Optional[int] = None
     device: str = "cpu"
+    solver: str = "full"
+    batch_size: int = 1024
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -158,6 +178,25 @@ class SeparationSettings:
             torch.device(self.device)
         except (RuntimeError, TypeError):
             raise ParameterError(f"device={self.device!r} is not a torch device name such as 'cpu' or 'cuda'") from None
+        self._check_solver()
+
+    def _check_solver(self):
+        if self.solver not in SOLVER_CHOICES:
+            raise ParameterError(f"solver={self.solver!r} must be one of {SOLVER_CHOICES}")
+        object.__setattr__(self, "batch_size", check_int(self.batch_size, "batch_size", low=1))
+        if self.solver == "full":
+            return
+        clash = [f"{name}={value!r}" for name, value, off in (
+            ("model", self.model, "NMF"), ("sparsity_H", self.sparsity_H, None), ("alpha", self.alpha, 0.0),
+            ("continuity", self.continuity, 0.0)) if value != off]
+        if clash:
+            raise ParameterError(f"solver={self.solver!r} (mini-batch) fits model 'NMF' without sparsity_H, "
+                                 f"alpha or continuity: got {', '.join(clash)} (use solver='full')")
+
+    @property
+    def minibatch(self) -> bool:
+        """Whether :attr:`solver` is a mini-batch solver (not 'full')."""
+        return self.solver != "full"
 
     @staticmethod
     def _check_kernel(k):

@@ -158,6 +158,9 @@ def separate_supervised(y, sr: int, dictionaries: Sequence[Tensor], settings: Op
     spec = settings.spec
     if not spec.beta_divergence:
         raise ParameterError(f"supervised separation needs a beta-divergence model, not model={settings.model!r}")
+    if settings.minibatch:
+        raise ParameterError(f"supervised separation fits the whole spectrogram: solver={settings.solver!r} must "
+                             "be 'full'")
     if isinstance(dictionaries, Tensor) or not isinstance(dictionaries, Sequence) or not dictionaries:
         raise ParameterError("dictionaries must be a non-empty list of template tensors, one per source")
     n_free = check_int(n_free, "n_free", low=0)
