@@ -151,6 +151,82 @@ def test_marks_as_plain_data_round_trip():
     assert parse_marks([(0, 0.1, 0.5, 100, 900, 0.7)]) == marks[:1]
 
 
+def _inside_slow(polygon, t, f):
+    """Ray casting written out per point and edge (float64 Python): is (t, f) inside the polygon?"""
+    inside = False
+    for i in range(len(polygon)):
+        (t1, f1), (t2, f2) = polygon[i], polygon[(i + 1) % len(polygon)]
+        if (f1 <= f < f2) or (f2 <= f < f1):
+            if t < t1 + (f - f1) * (t2 - t1) / (f2 - f1):
+                inside = not inside
+    return inside
+
+
+def test_polygon_covers_exactly_the_cells_inside_it():
+    # a non-convex polygon (an L with a notch) well inside the grid: oracle a slow loop over every cell
+    sr, n_fft, hop, T = 8000, 256, 64, 60
+    poly = [(0.051, 210.0), (0.33, 230.0), (0.31, 900.0), (0.2, 620.0), (0.12, 1950.0), (0.043, 1500.0)]
+    A = mark_weights([Mark.from_polygon(1, poly, weight=0.7)], 2, sr=sr, n_frames=T, n_fft=n_fft, hop_length=hop)
+    expected = torch.ones(n_fft // 2 + 1, T, dtype=torch.float32)
+    for k in range(n_fft // 2 + 1):
+        for j in range(T):
+            if _inside_slow(poly, j * hop / sr, k * sr / n_fft):
+                expected[k, j] = 0.3
+    assert int((expected < 1).sum()) > 100  # the oracle itself sees a region
+    torch.testing.assert_close(A[0], expected, rtol=0, atol=1e-6)
+    assert float(A[1].min()) == 1.0
+    # absent: the polygon's cells of that source only
+    A = mark_weights([Mark.from_polygon(0, poly, weight=0.7, absent=True)], 2, sr=sr, n_frames=T, n_fft=n_fft,
+                     hop_length=hop)
+    torch.testing.assert_close(A[0], expected, rtol=0, atol=1e-6)
+    assert float(A[1].min()) == 1.0
+
+
+@pytest.mark.parametrize("box", [(0.08, 0.16, 500, 1000), (0.0, 0.3, 0, 4000), (0.1, 0.6, 1000, 4000),
+                                 (0.2, 0.201, 700, 705)])
+def test_rectangle_polygon_equals_the_box_mark(box):
+    # includes a box reaching sr / 2 and the last frame (cells beyond the box) and one thinner than a cell
+    t0, t1, f0, f1 = box
+    kw = dict(sr=8000, n_frames=76, n_fft=256, hop_length=64)
+    rect = [(t0, f0), (t1, f0), (t1, f1), (t0, f1)]
+    for absent in (False, True):
+        a = mark_weights([Mark.from_polygon(0, rect, 0.8, absent)], 2, **kw)
+        b = mark_weights([Mark(0, t0, t1, f0, f1, 0.8, absent)], 2, **kw)
+        assert torch.equal(a, b)
+
+
+def test_polygon_marks_round_trip_and_take_their_bounding_box():
+    m = Mark.from_polygon(1, [(0.2, 300), (0.9, 350), (0.5, 1200)], weight=0.6)
+    assert (m.t0, m.t1, m.f0, m.f1) == (0.2, 0.9, 300.0, 1200.0)
+    assert parse_marks([m.to_dict()]) == [m]
+    assert parse_marks([{"source": 1, "polygon": [[0.2, 300], [0.9, 350], [0.5, 1200]], "weight": 0.6}]) == [m]
+    assert check_marks([m], n_sources=2, duration=2.0, sr=SR) == [m]
+
+
+BAD_POLYGONS = [
+    ([{"source": 0, "polygon": [[0.1, 100], [0.5, 100]]}], r"marks\[0\]: polygon has 2 vertices: a polygon needs "
+     r"at least 3"),
+    ([{"source": 0, "polygon": "0.1 100"}], r"marks\[0\]: polygon='0.1 100' must be a list of \[seconds, Hz\]"),
+    ([{"source": 0, "polygon": [[0.1, 100], [0.5], [0.3, 400]]}], r"marks\[0\]: polygon\[1\]=\[0.5\] must be a "
+     r"vertex \[seconds, Hz\]"),
+    ([{"source": 0, "polygon": [[0.1, 100], [0.5, float("nan")], [0.3, 400]]}],
+     r"marks\[0\]: polygon\[1\] frequency=nan must be a finite number"),
+    ([{"source": 0, "polygon": [[0.1, 100], [0.5, 100], [0.3, 400]], "t0": 0.0}],
+     r"marks\[0\]: t0=0 is not the polygon's bounding box \(t0=0.1\)"),
+    ([{"source": 0, "polygon": [[0.1, 100], [5.0, 100], [0.3, 400]]}], r"marks\[0\]: t1=5 s lies outside the "
+     r"audio \[0, 2\] s"),
+    ([{"source": 0, "polygon": [[0.1, 100], [0.5, 100], [0.3, 9000]]}], r"f1=9000 Hz lies outside \[0, 4000\] Hz"),
+    ([{"source": 0, "polygon": [[0.1, 100], [0.5, 100], [0.3, 100]]}], r"f1=100 Hz must be greater than f0=100 Hz"),
+    ([{"source": 3, "polygon": [[0.1, 100], [0.5, 100], [0.3, 400]]}], r"source=3 is not a source index"),
+]
+
+
+@pytest.mark.parametrize("marks, message", BAD_POLYGONS)
+def test_bad_polygons(marks, message):
+    with pytest.raises(ParameterError, match=message):
+        check_marks(marks, n_sources=2, duration=2.0, sr=SR)
+
+
 BAD_MARKS = [
     ([(2, 0.1, 0.5)], r"marks\[0\]: source=2 is not a source index in \[0, 2\)"),
     ([(0, 0.1, 0.5), (-1, 0.1, 0.5)], r"marks\[1\]: source=-1"),
@@ -313,7 +389,8 @@ def test_cli_separate_with_marks(tmp_path, capsys):
     marks = tmp_path / "marks.json"
     marks.write_text(json.dumps({"marks": [{"source": 0, "t0": 0.0, "t1": 0.4},
                                            {"source": 1, "t0": 1.0, "t1": 1.5, "f0": 1000, "f1": None,
-                                            "weight": 0.9}]}))
+                                            "weight": 0.9},
+                                           {"source": 1, "polygon": [[1.6, 900], [1.9, 1000], [1.7, 3000]]}]}))
     code, out, err = _cli(["separate", mix, "-o", tmp_path / "out", "--marks", marks] + CLI_FAST, capsys)
     assert code == 0, err
     summary = json.loads((tmp_path / "out" / "mix" / "summary.json").read_text())
@@ -328,6 +405,10 @@ def test_cli_separate_with_marks(tmp_path, capsys):
     ('[{"source": 0, "t0": 0, "t1": 9}]', r"t1=9 s lies outside the audio \[0, 2\] s"),
     ('[{"source": 0, "t0": 0, "t1": 1, "f1": 9000}]', r"f1=9000 Hz lies outside \[0, 4000\] Hz"),
     ('[{"source": 0, "t0": NaN, "t1": 1}]', r"t0=nan must be a finite number"),
+    ('[{"source": 0, "polygon": [[0, 100], [1, 200]]}]', r"marks\[0\]: polygon has 2 vertices: a polygon needs at "
+     r"least 3"),
+    ('[{"source": 0, "polygon": [[0, 100], [1, 200], [3, 300]]}]', r"marks\[0\]: t1=3 s lies outside the audio"),
+    ('[{"source": 0, "polygon": [[0, 100], [1, "x"], [0.5, 300]]}]', r"polygon\[1\] frequency='x' must be a number"),
     ('{"marks": [], "extra": 1}', r"must hold a list of marks or"),
     ('[{"source": 0, "t0": 0', r"is not valid JSON"),
 ])
