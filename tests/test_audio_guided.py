@@ -14,7 +14,8 @@ import torch
 from nmfcore import divergence as div
 from nmfcore.audio import (GuidedSeparation, Mark, SeparationSettings, check_marks, mark_weights, parse_marks,
                            refine, separate_guided, si_sdr, source_blocks)
-from nmfcore.audio.guided import _fit, _penalty_scale, _spans, _terms, guided_objective
+from nmfcore.audio import guided as guided_module
+from nmfcore.audio.guided import _fit, _Marked, _penalty_scale, _spans, _terms, _terms_marked, guided_objective
 from nmfcore.exceptions import ParameterError
 
 from _audio_signals import SR, clicks, harmonic_tone, two_sources
@@ -22,7 +23,7 @@ from _audio_signals import SR, clicks, harmonic_tone, two_sources
 SETTINGS = SeparationSettings(rank=4, n_fft=256, hop_length=64, n_iter=60, tol=0.0)
 
 
-def _problem(seed=0, F=9, T=11, groups=((0, 1), (2,), (3, 4))):
+def _problem(seed=0, F=9, T=11, groups=((0, 1), (2,), (3, 4)), boxes=False):
     g = torch.Generator().manual_seed(seed)
     R, S = sum(len(b) for b in groups), len(groups)
     V = torch.rand(F, T, generator=g, dtype=torch.float64) + 0.05
@@ -32,7 +33,19 @@ def _problem(seed=0, F=9, T=11, groups=((0, 1), (2,), (3, 4))):
     A[A < 0.3] = 0.0  # bins taken by certain marks: where the penalty acts
     A[1] = 1.0  # one unmarked source: the fast path skips its weights
     A[2, :4] = 1.0
+    if boxes:  # marks as the app makes them: weights below 1 in a few boxes only
+        inside = torch.zeros(F, T, dtype=torch.bool)
+        inside[1:4, 2:5] = inside[5:8, 6:9] = True
+        A[:, ~inside] = 1.0
     return V, W, H, A, [list(b) for b in groups]
+
+
+def _both_paths(which, V, W, H, A, groups, beta, lam_c):
+    """(neg, pos) of the dense per-source path and of the marked-bins path (:class:`_Marked`)."""
+    spans = _spans(groups)
+    marked = [bool((A[s] < 1).any()) for s in range(len(groups))]
+    dense = _terms(which, V, W, H, A, spans, marked, beta, lam_c)
+    return dense, _terms_marked(which, V, W, H, _Marked(A, spans, lam_c), beta, lam_c)
 
 
 def _weighted(W, H, A, groups):
@@ -50,14 +63,15 @@ def _objective_autograd(V, W, H, A, groups, beta, lam):
 @pytest.mark.parametrize("beta", [0.0, 0.5, 1.0, 1.5, 2.0])
 @pytest.mark.parametrize("penalty", [0.0, 1.0, 0.3])
 @pytest.mark.parametrize("which", ["W", "H"])
-def test_terms_equal_general_vjp_path(beta, penalty, which):
+@pytest.mark.parametrize("path, boxes", [("dense", False), ("marked", False), ("marked", True), ("dense", True)])
+def test_terms_equal_general_vjp_path(beta, penalty, which, path, boxes):
     # oracle: the general path, autograd's vector-Jacobian product of the reconstruction with the
-    # output-space terms of divergence.mu_terms, plus the penalty's gradient in the positive part
-    V, W, H, A, groups = _problem()
-    spans = _spans(groups)
-    marked = [bool((A[s] < 1).any()) for s in range(len(groups))]
+    # output-space terms of divergence.mu_terms, plus the penalty's gradient in the positive part;
+    # for the dense per-source path and the marked-bins path, with weights everywhere or in boxes
+    V, W, H, A, groups = _problem(boxes=boxes)
     lam_c = penalty * _penalty_scale(V, beta)
-    neg, pos = _terms(which, V, W, H, A, spans, marked, beta, lam_c)
+    dense, marked_bins = _both_paths(which, V, W, H, A, groups, beta, lam_c)
+    neg, pos = dense if path == "dense" else marked_bins
 
     x = (W if which == "W" else H).clone().requires_grad_(True)
     Y = _weighted(x, H, A, groups) if which == "W" else _weighted(W, x, A, groups)
@@ -76,6 +90,23 @@ def test_terms_equal_general_vjp_path(beta, penalty, which):
     args = (x2, H) if which == "W" else (W, x2)
     grad, = torch.autograd.grad(_objective_autograd(V, *args, A, groups, beta, penalty), x2)
     torch.testing.assert_close(pos - neg, grad)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+def test_marked_bins_path_fits_as_the_dense_path(beta, monkeypatch):
+    # oracle: path equivalence, 30 iterations of either path from the same start (float64)
+    V, W, H, A, groups = _problem(seed=4, F=20, T=24, boxes=True)
+    A[0, 2:6, 3:9] = 0.4  # a weight below 1 (no penalty there, positive weights other than 1)
+    fits = []
+    for share in (1.0, -1.0):
+        monkeypatch.setattr(guided_module, "SPARSE_SHARE", share)
+        W1, H1, losses = W.clone(), H.clone(), []
+        _fit(V, W1, H1, A, groups, beta=beta, penalty=1.0, n_iter=30, tol=1e-12,
+             callback=lambda i, loss: losses.append(loss))
+        fits.append((W1, H1, losses))
+    torch.testing.assert_close(fits[0][0], fits[1][0], rtol=1e-9, atol=0)
+    torch.testing.assert_close(fits[0][1], fits[1][1], rtol=1e-9, atol=0)
+    assert fits[0][2] == pytest.approx(fits[1][2], rel=1e-12)
 
 
 def test_objective_equals_slow_float64_loop():
@@ -99,9 +130,11 @@ def test_objective_equals_slow_float64_loop():
 
 @pytest.mark.parametrize("beta", [0.0, 0.5, 1.0, 1.5, 2.0])
 @pytest.mark.parametrize("penalty", [0.0, 1.0])
-def test_objective_never_increases(beta, penalty):
+@pytest.mark.parametrize("share", [0.3, 1.0, -1.0])  # the default choice, always / never the marked-bins path
+def test_objective_never_increases(beta, penalty, share, monkeypatch):
     # oracle: the multiplicative updates are majorisation-minimisation steps
-    V, W, H, A, groups = _problem(seed=1, F=12, T=14)
+    monkeypatch.setattr(guided_module, "SPARSE_SHARE", share)
+    V, W, H, A, groups = _problem(seed=1, F=12, T=14, boxes=share == 0.3)
     values = [guided_objective(V, W, H, A, groups, beta, penalty)]
     for _ in range(40):
         _fit(V, W, H, A, groups, beta=beta, penalty=penalty, n_iter=1, tol=0.0, callback=None)

@@ -579,6 +579,95 @@ def _terms(which: str, V: Tensor, W: Tensor, H: Tensor, A: Tensor, spans, marked
     return neg, pos
 
 
+#: The marked-bins path (:class:`_Marked`) is taken when the marks cover at most this share of the plane.
+SPARSE_SHARE = 0.3
+_CHUNK = 1 << 18  # bins per gather of the marked-bins path (bounds its scratch memory to _CHUNK x rank)
+
+
+class _Marked:
+    r"""The bins ``U`` where some source's weight differs from 1 (the marks' union), for a faster fit.
+
+    Off ``U`` every weight is 1, so the model is the plain product :math:`W H^T` there, and a source's term
+    :math:`(A_s \odot n) H_s` is :math:`n_0 H_s` plus a sum over ``U`` alone, :math:`n_0` being ``n`` with the
+    bins of ``U`` set to zero. One product with all components and gathers over ``U`` replace a product and a
+    weighted copy of the whole plane per source; every term stays a sum of non-negative parts (no
+    cancellation), so the results equal the dense path's up to rounding.
+    """
+
+    def __init__(self, A: Tensor, spans, lam_c: float):
+        S, F, T = A.shape
+        self.f, self.t = (A != 1).any(0).nonzero(as_tuple=True)
+        self.flat = self.f * T + self.t
+        self.a = A[:, self.f, self.t]                          # (S, |U|) the weights on U
+        self.e = (self.a == 0).to(A.dtype)                     # where the penalty acts
+        self.col = torch.cat([torch.full((b - a,), s, dtype=torch.long) for s, (a, b) in enumerate(spans)])
+        self.col = self.col.to(A.device)
+        P = self.a + lam_c * self.e                            # beta = 1: the fixed positive weights on U
+        self.pos_fixed = None if bool((P == 1).all()) else P
+        self.keep = None                                       # 1 off U (beta = 1 with pos_fixed), on demand
+        self.shape = (F, T)
+
+    def chunks(self):
+        for i in range(0, len(self.flat), _CHUNK):
+            yield slice(i, i + _CHUNK)
+
+    def source_products(self, W: Tensor, H: Tensor, c: slice) -> Tensor:
+        """(S, chunk) each source's model :math:`W_s H_s^T` on the chunk ``c`` of ``U``."""
+        prods = W[self.f[c]] * H[self.t[c]]                   # (chunk, R)
+        out = torch.zeros((self.a.shape[0], prods.shape[0]), dtype=prods.dtype, device=prods.device)
+        return out.index_add_(0, self.col, prods.t())
+
+    def reconstruct(self, W: Tensor, H: Tensor) -> Tensor:
+        Y = W @ H.t()
+        flat = Y.view(-1)
+        for c in self.chunks():
+            flat[self.flat[c]] = (self.a[:, c] * self.source_products(W, H, c)).sum(0)
+        return Y
+
+    def penalty(self, W: Tensor, H: Tensor) -> float:
+        r""":math:`\sum_s \langle 1[A_s = 0], W_s H_s^T \rangle`."""
+        return float(sum((self.e[:, c] * self.source_products(W, H, c)).sum() for c in self.chunks()))
+
+    def pull_back(self, which: str, M: Tensor, values: Tensor, W: Tensor, H: Tensor) -> Tensor:
+        """``(G_s * M) @ H_s`` for every source at once (``M^T W_s`` for H), ``G_s`` being 1 off ``U`` and
+        ``values[s] / M`` on it: ``M``, whose bins of ``U`` must be zero, times all components, plus the
+        sum over ``U`` of ``values``."""
+        other = H if which == "W" else W
+        out = M @ other if which == "W" else M.t() @ other
+        rows, cols = (self.f, self.t) if which == "W" else (self.t, self.f)
+        for c in self.chunks():
+            out.index_add_(0, rows[c], other[cols[c]] * values[:, c].t()[:, self.col])
+        return out
+
+
+def _terms_marked(which: str, V: Tensor, W: Tensor, H: Tensor, mk: _Marked, beta: float,
+                  lam_c: float) -> tuple[Tensor, Tensor]:
+    """:func:`_terms` by the marked-bins path (:class:`_Marked`)."""
+    Y = mk.reconstruct(W, H)
+    neg_out, pos_out = _div.mu_terms(V, Y, beta, out=Y) if beta in (1, 2) else _div.mu_terms(V, Y, beta)
+    if neg_out.data_ptr() == V.data_ptr():
+        neg_out = neg_out.clone()  # beta = 2: neg is V itself, whose bins of U are about to be zeroed
+    neg_out = neg_out.contiguous()
+    flat = neg_out.view(-1)
+    n_u = flat[mk.flat]
+    flat[mk.flat] = 0
+    neg = mk.pull_back(which, neg_out, mk.a * n_u, W, H)
+    X = W if which == "W" else H
+    if pos_out is None:  # beta = 1: fixed positive weights
+        if mk.pos_fixed is None:
+            other = H if which == "W" else W
+            return neg, other.sum(0).expand_as(X).clone()
+        if mk.keep is None:
+            mk.keep = torch.ones(mk.shape, dtype=V.dtype, device=V.device)
+            mk.keep.view(-1)[mk.flat] = 0
+        return neg, mk.pull_back(which, mk.keep, mk.pos_fixed, W, H)
+    pos_out = pos_out.contiguous()
+    pflat = pos_out.view(-1)
+    p_u = pflat[mk.flat]
+    pflat[mk.flat] = 0
+    return neg, mk.pull_back(which, pos_out, mk.a * p_u + lam_c * mk.e, W, H)
+
+
 def _fit(V: Tensor, W: Tensor, H: Tensor, A: Tensor, groups, *, beta: float, penalty: float, n_iter: int,
          tol: float, callback: Optional[Callback]) -> int:
     """Multiplicative updates of ``W`` and ``H`` in place (V (F, T), W (F, R), H (T, R)); returns iterations.
@@ -590,16 +679,28 @@ def _fit(V: Tensor, W: Tensor, H: Tensor, A: Tensor, groups, *, beta: float, pen
     spans = _spans(groups)
     marked = [bool((A[s] < 1).any()) for s in range(len(spans))]
     lam_c = penalty * _penalty_scale(V, beta)
-    fixed = _pos_weights(A, marked, lam_c) if beta == 1 else None
+    share = float((A != 1).any(0).to(torch.float32).mean()) if any(marked) else 0.0
+    mk = _Marked(A, spans, lam_c) if share <= SPARSE_SHARE else None
+    fixed = _pos_weights(A, marked, lam_c) if beta == 1 and mk is None else None
+
+    def terms(which):
+        if mk is not None:
+            return _terms_marked(which, V, W, H, mk, beta, lam_c)
+        return _terms(which, V, W, H, A, spans, marked, beta, lam_c, fixed)
 
     def step():
         for which, X in (("W", W), ("H", H)):
-            neg, pos = _terms(which, V, W, H, A, spans, marked, beta, lam_c, fixed)
+            neg, pos = terms(which)
             _div.multiplicative_step(X, neg, pos, beta)
 
     def loss():
-        Y = _reconstruct(W, H, A, spans, marked)
-        return float(_div.beta_divergence(V, Y, beta)) + _penalty_value(W, H, A, spans, marked, lam_c)
+        if mk is not None:
+            value = float(_div.beta_divergence(V, mk.reconstruct(W, H), beta))
+            value += lam_c * mk.penalty(W, H) if lam_c else 0.0
+        else:
+            Y = _reconstruct(W, H, A, spans, marked)
+            value = float(_div.beta_divergence(V, Y, beta)) + _penalty_value(W, H, A, spans, marked, lam_c)
+        return value
 
     return run_iterations(step, loss, max_iter=n_iter, tol=tol, callback=callback)
 
