@@ -3,7 +3,8 @@ r"""Guided separation: the user marks where each source sounds, the factorisatio
 The user draws boxes on the mixture's spectrogram, each a :class:`Mark`
 ``(source, t0, t1, f0, f1)`` in seconds and Hz with a confidence ``weight``
 in [0, 1]: "only source ``s`` sounds here", or with ``absent=True`` "source
-``s`` is silent here". :func:`mark_weights` turns the marks into
+``s`` is silent here"; a mark may also be a polygon (a lasso,
+:meth:`Mark.from_polygon`). :func:`mark_weights` turns the marks into
 per-source time-frequency weights :math:`A_s(f, t) \in [0, 1]` on the STFT
 grid:
 
