@@ -813,8 +813,13 @@ def source_names_from_text(text: str) -> list[str]:
     return names[:MAX_GUIDED_SOURCES]
 
 
-def _selection_items(selection: Any, kind: str, log_freq: bool, least: int) -> list[list[tuple[float, float]]]:
-    """The (s, Hz) points of every ``kind`` item of a selection event (items with fewer or bad points skipped)."""
+LASSO_STEPS = 16  # a lasso's edge on a log-frequency axis becomes this many straight pieces in Hz
+
+
+def _selection_items(selection: Any, kind: str, log_freq: bool, least: int,
+                     steps: int = 1) -> list[list[tuple[float, float]]]:
+    """The (s, Hz) points of every ``kind`` item of a selection event (items with fewer or bad points skipped);
+    with ``steps > 1`` every edge (of the closed path) is first cut into that many pieces on the chart's axes."""
     out: list[list[tuple[float, float]]] = []
     if not isinstance(selection, dict):
         return out
@@ -828,6 +833,9 @@ def _selection_items(selection: Any, kind: str, log_freq: bool, least: int) -> l
             continue
         if len(pts) < least or not all(math.isfinite(v) for p in pts for v in p):
             continue
+        if steps > 1:
+            pts = [(xa + k / steps * (xb - xa), ya + k / steps * (yb - ya))
+                   for (xa, ya), (xb, yb) in zip(pts, pts[1:] + pts[:1]) for k in range(steps)]
         out.append([(x, 10.0 ** min(y, 6.0) if log_freq else y) for x, y in pts])
     return out
 
@@ -850,10 +858,12 @@ def selection_boxes(selection: Any, *, log_freq: bool) -> list[tuple[float, floa
 def selection_lassos(selection: Any, *, log_freq: bool) -> list[list[tuple[float, float]]]:
     """The vertices ``(seconds, Hz)`` of every lasso of a Plotly selection event (as :func:`selection_boxes`).
 
-    On a log-frequency axis each vertex is converted to Hz; the lasso's path
-    is dense, so its straight edges in Hz stay close to the drawn curve.
+    On a log-frequency axis an edge that is straight on the chart is a curve
+    in Hz, so every edge is cut into :data:`LASSO_STEPS` pieces on the
+    chart's axes before the vertices are converted to Hz: the polygon the
+    engine rasterises (straight edges in Hz) follows the drawn one.
     """
-    return _selection_items(selection, "lasso", log_freq, 3)
+    return _selection_items(selection, "lasso", log_freq, 3, LASSO_STEPS if log_freq else 1)
 
 
 def guided_mark(box: Sequence[float], source: int, *, absent: bool, weight: float, duration: float,

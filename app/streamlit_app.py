@@ -655,7 +655,7 @@ def _describe_mark(m: dict, names: list[str]) -> str:
     k = int(m["source"])
     who = names[k] if k < len(names) else f"source {k + 1} (no longer named: ignored)"
     kind = f"{who} absent here" if m["absent"] else f"only {who} here"
-    shape = f"lasso of {len(m['polygon'])} points within " if m.get("polygon") else ""
+    shape = "lasso within " if m.get("polygon") else ""
     return (f"{kind} · {shape}{m['t0']:.2f}–{m['t1']:.2f} s · {m['f0']:.0f}–{m['f1']:.0f} Hz · "
             f"confidence {m['weight']:.2f}")
 

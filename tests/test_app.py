@@ -816,7 +816,7 @@ def test_guided_lasso_and_linear_axis_make_checked_marks():
     assert marks[0]["polygon"] == [list(p) for p in zip(lasso_t, lasso_f)] and "polygon" not in marks[1]
     assert (marks[0]["t0"], marks[0]["t1"], marks[0]["f0"], marks[0]["f1"]) == pytest.approx((0.5, 1.4, 500, 2500))
     assert (marks[1]["t0"], marks[1]["t1"], marks[1]["f0"], marks[1]["f1"]) == pytest.approx((1.0, 2.0, 0, 4000))
-    assert "lasso of 4 points within 0.50–1.40 s" in texts(at)
+    assert "lasso within 0.50–1.40 s" in texts(at)
     # drawn as its outline: one path shape through the vertices, the box as a rectangle
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
     shapes = fig["layout"]["shapes"]
@@ -831,8 +831,12 @@ def test_guided_lasso_and_linear_axis_make_checked_marks():
 
 
 def test_guided_lasso_on_the_log_axis_and_outside_the_recording():
-    """On the log-frequency axis a lasso's y values are log10 Hz; a lasso wholly outside the recording is
-    refused in words, one partly outside has its vertices moved into it."""
+    """On the log-frequency axis a lasso's y values are log10 Hz and its edges, straight on the chart, are
+    cut into LASSO_STEPS pieces (so the polygon in Hz follows them); a lasso wholly outside the recording
+    is refused in words, one partly outside has its vertices moved into it."""
+    from app import services
+
+    steps = services.LASSO_STEPS
     at = guided_app()
     at.session_state["guided_mix"] = box_event([0.2, 0.8, 0.5], [np.log10(200.0), np.log10(400.0),
                                                                  np.log10(3200.0)], "lasso")
@@ -845,8 +849,15 @@ def test_guided_lasso_on_the_log_axis_and_outside_the_recording():
     assert not at.exception, [e.value for e in at.exception]
     marks = at.session_state["_guided_marks"]
     assert len(marks) == 2
-    np.testing.assert_allclose(marks[0]["polygon"], [[0.2, 200.0], [0.8, 400.0], [0.5, 3200.0]], rtol=1e-6)
-    np.testing.assert_allclose(marks[1]["polygon"], [[1.5, 300.0], [2.0, 300.0], [1.8, 4000.0]], rtol=1e-6)
+    corners = [(0.2, 200.0), (0.8, 400.0), (0.5, 3200.0)]
+    expected = []
+    for (ta, fa), (tb, fb) in zip(corners, corners[1:] + corners[:1]):  # straight in (s, log10 Hz)
+        expected += [(ta + k / steps * (tb - ta), fa * (fb / fa) ** (k / steps)) for k in range(steps)]
+    np.testing.assert_allclose(marks[0]["polygon"], expected, rtol=1e-6)
+    assert len(marks[1]["polygon"]) >= 3
+    poly = np.array(marks[1]["polygon"])
+    assert poly[:, 0].max() == 2.0 and poly[:, 1].max() == 4000.0  # moved into the recording
+    np.testing.assert_allclose(poly[0], [1.5, 300.0], rtol=1e-6)
 
 
 def test_guided_box_outside_the_recording_is_refused_in_words():
