@@ -722,7 +722,7 @@ def guided_tab(audio, settings):
     s = settings
     V = services.input_spectrogram(audio.data, audio.name, s.n_fft, s.hop_length, s.window, s.power)
     marks = state.guided_marks()
-    fig = plots.marked_spectrogram_figure(V, audio.sr, s.hop_length, title="Mixture: drag a box to mark it",
+    fig = plots.marked_spectrogram_figure(V, audio.sr, s.hop_length, title="Mixture: drag a box or a lasso to mark it",
                                           marks=_overlay(marks, names), log_freq=log_freq, top_db=top_db,
                                           power=s.power)
     st.plotly_chart(fig, key=Keys.GUIDED_MIX, on_select="rerun", selection_mode=("box", "lasso"),

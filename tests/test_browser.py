@@ -381,7 +381,7 @@ def test_guided_lasso_marks_its_polygon(server, browser, tmp_path):
     page.locator(chart).hover()
     page.locator(f"{chart} .modebar-btn[data-title='Lasso Select']").first.click()
     _drag_path(page, chart, [(0.1, 0.3), (0.4, 0.35), (0.25, 0.9)])
-    page.get_by_text("lasso of").wait_for(timeout=60_000)
+    page.get_by_text("lasso within").wait_for(timeout=60_000)
     assert page.locator(EXCEPTION).count() == 0
     # the mark is drawn as a path (its outline), not as a rectangle
     page.wait_for_function(f"document.querySelectorAll(\"{chart} .shapelayer path\").length >= 1", timeout=30_000)
