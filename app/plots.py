@@ -385,9 +385,10 @@ def marked_spectrogram_figure(S: np.ndarray, sr: int, hop_length: int, *, title:
                               power: float = 1.0, height: int = 360) -> go.Figure:
     """A spectrogram to mark on: :func:`spectrogram_figure` in box-select mode with the marks drawn.
 
-    ``marks``: ``(t0, t1, f0, f1, colour, absent, label)`` in s and Hz; a
-    mark "only this source" is a filled box with a solid outline, "absent"
-    a dashed outline with a cross. An invisible grid of points lies over the
+    ``marks``: ``(t0, t1, f0, f1, colour, absent, label[, polygon])`` in s
+    and Hz (``polygon``: the vertices ``(s, Hz)`` of a lasso mark, drawn
+    instead of its bounding box); a mark "only this source" is a filled
+    region with a solid outline, "absent" a dashed outline with a cross. An invisible grid of points lies over the
     heatmap so that Plotly reports box and lasso selections on it (a heatmap
     alone has no selectable points). The x axis is time in s, the y axis Hz
     (log10 Hz when ``log_freq``), so a selection's coordinates are those.
@@ -405,10 +406,15 @@ def marked_spectrogram_figure(S: np.ndarray, sr: int, hop_length: int, *, title:
     def y(f):
         return float(np.log10(max(float(f), fmin))) if log_freq else float(f)
 
-    for t0, t1, f0, f1, colour, absent, label in marks:
-        fig.add_shape(type="rect", x0=float(t0), x1=float(t1), y0=y(f0), y1=y(f1), line=dict(
-            color=colour, width=2, dash="dash" if absent else "solid"),
-            fillcolor=colour, opacity=0.25 if not absent else 0.12, layer="above")
+    for t0, t1, f0, f1, colour, absent, label, *rest in marks:
+        polygon = rest[0] if rest else None
+        style = dict(line=dict(color=colour, width=2, dash="dash" if absent else "solid"), fillcolor=colour,
+                     opacity=0.25 if not absent else 0.12, layer="above")
+        if polygon:
+            path = " L ".join(f"{float(t):.6g},{y(f):.6g}" for t, f in polygon)
+            fig.add_shape(type="path", path=f"M {path} Z", **style)
+        else:
+            fig.add_shape(type="rect", x0=float(t0), x1=float(t1), y0=y(f0), y1=y(f1), **style)
         if absent:
             fig.add_shape(type="line", x0=float(t0), x1=float(t1), y0=y(f0), y1=y(f1),
                           line=dict(color=colour, width=1, dash="dot"))

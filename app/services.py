@@ -51,7 +51,8 @@ __all__ = [
     "settings_summary", "nmf2d_shifts", "nmf2d_kernel", "fit_description", "nmfcore_version", "fit_threads", "warm_up", "example_bytes", "load_input",
     "segment", "input_spectrogram", "fit_problem", "progress_text", "reproduces_exactly", "result_key", "prepare_fit", "start_fit", "component_audio", "component_order",
     "component_centroids", "component_pitches", "component_label", "auto_assignment", "groups_from_assignment", "source_audio", "export_zip", "download_name",
-    "evaluate_references", "MAX_GUIDED_SOURCES", "source_names_from_text", "selection_boxes", "guided_mark",
+    "evaluate_references", "MAX_GUIDED_SOURCES", "source_names_from_text", "selection_boxes", "selection_lassos", "guided_mark",
+    "guided_lasso_mark",
     "to_marks", "guided_settings", "GuidedBundle", "GuidedJob", "start_guided", "can_refine",
 ]
 
@@ -829,7 +830,7 @@ def download_name(audio_name: str, part: str, suffix: str = ".wav") -> str:
 # here"); the engine's guided separation (nmfcore.audio.separate_guided)
 # fits a block of components per source that follows the marks, and
 # refine() warm-starts a new fit from the previous result when marks change.
-# A lasso is reduced to its bounding box (the engine's marks are boxes).
+# A lasso becomes a polygon mark (the engine rasterises it onto the STFT grid).
 MAX_GUIDED_SOURCES = 8
 
 
@@ -847,26 +848,57 @@ def source_names_from_text(text: str) -> list[str]:
     return names[:MAX_GUIDED_SOURCES]
 
 
+LASSO_STEPS = 16  # a lasso's edge on a log-frequency axis becomes this many straight pieces in Hz
+
+
+def _selection_items(selection: Any, kind: str, log_freq: bool, least: int,
+                     steps: int = 1) -> list[list[tuple[float, float]]]:
+    """The (s, Hz) points of every ``kind`` item of a selection event (items with fewer or bad points skipped);
+    with ``steps > 1`` every edge (of the closed path) is first cut into that many pieces on the chart's axes."""
+    out: list[list[tuple[float, float]]] = []
+    if not isinstance(selection, dict):
+        return out
+    for item in selection.get(kind) or []:
+        if not isinstance(item, dict):
+            continue
+        xs, ys = item.get("x") or [], item.get("y") or []
+        try:
+            pts = [(float(x), float(y)) for x, y in zip(xs, ys) if x is not None and y is not None]
+        except (TypeError, ValueError):
+            continue
+        if len(pts) < least or not all(math.isfinite(v) for p in pts for v in p):
+            continue
+        if steps > 1:
+            pts = [(xa + k / steps * (xb - xa), ya + k / steps * (yb - ya))
+                   for (xa, ya), (xb, yb) in zip(pts, pts[1:] + pts[:1]) for k in range(steps)]
+        out.append([(x, 10.0 ** min(y, 6.0) if log_freq else y) for x, y in pts])
+    return out
+
+
 def selection_boxes(selection: Any, *, log_freq: bool) -> list[tuple[float, float, float, float]]:
-    """``(t0, t1, f0, f1)`` (s, Hz) of every box and lasso of a Plotly selection event.
+    """``(t0, t1, f0, f1)`` (s, Hz) of every box of a Plotly selection event.
 
     ``selection`` is the ``selection`` part of ``st.plotly_chart``'s event
     (``{"box": [{"x": [..], "y": [..]}], "lasso": [...]}``) on a spectrogram
     of :mod:`app.plots` (x: time in s; y: Hz, or log10 Hz when ``log_freq``).
-    A lasso becomes its bounding box.
+    Lassos are :func:`selection_lassos`.
     """
     out = []
-    if not isinstance(selection, dict):
-        return out
-    for kind in ("box", "lasso"):
-        for item in selection.get(kind) or []:
-            xs = [float(x) for x in (item.get("x") or []) if x is not None]
-            ys = [float(y) for y in (item.get("y") or []) if y is not None]
-            if len(xs) < 2 or len(ys) < 2 or not all(map(math.isfinite, xs + ys)):
-                continue
-            fs = [10.0 ** min(y, 6.0) for y in ys] if log_freq else ys
-            out.append((min(xs), max(xs), min(fs), max(fs)))
+    for pts in _selection_items(selection, "box", log_freq, 2):
+        ts, fs = [p[0] for p in pts], [p[1] for p in pts]
+        out.append((min(ts), max(ts), min(fs), max(fs)))
     return out
+
+
+def selection_lassos(selection: Any, *, log_freq: bool) -> list[list[tuple[float, float]]]:
+    """The vertices ``(seconds, Hz)`` of every lasso of a Plotly selection event (as :func:`selection_boxes`).
+
+    On a log-frequency axis an edge that is straight on the chart is a curve
+    in Hz, so every edge is cut into :data:`LASSO_STEPS` pieces on the
+    chart's axes before the vertices are converted to Hz: the polygon the
+    engine rasterises (straight edges in Hz) follows the drawn one.
+    """
+    return _selection_items(selection, "lasso", log_freq, 3, LASSO_STEPS if log_freq else 1)
 
 
 def guided_mark(box: Sequence[float], source: int, *, absent: bool, weight: float, duration: float,
@@ -879,6 +911,24 @@ def guided_mark(box: Sequence[float], source: int, *, absent: bool, weight: floa
         raise InputError("That box lies outside the recording (or has no width or height): drag a box over "
                          "the spectrogram.")
     return na.Mark(int(source), t0, t1, f0, f1, weight=float(weight), absent=bool(absent)).to_dict()
+
+
+def guided_lasso_mark(vertices: Sequence[Sequence[float]], source: int, *, absent: bool, weight: float,
+                      duration: float, sr: int) -> dict:
+    """A polygon mark (the engine's JSON form) from a lasso's vertices (s, Hz), each moved into the recording
+    (InputError if the region left has no width or height)."""
+    pts: list[tuple[float, float]] = []
+    for t, f in vertices:
+        p = (min(max(float(t), 0.0), float(duration)), min(max(float(f), 0.0), sr / 2))
+        if not pts or p != pts[-1]:
+            pts.append(p)
+    if len(pts) > 1 and pts[0] == pts[-1]:
+        pts.pop()
+    ts, fs = [p[0] for p in pts], [p[1] for p in pts]
+    if len(pts) < 3 or max(ts) - min(ts) <= 0 or max(fs) - min(fs) <= 0:
+        raise InputError("That lasso lies outside the recording (or has no width or height): draw around a "
+                         "region of the spectrogram.")
+    return na.Mark.from_polygon(int(source), pts, weight=float(weight), absent=bool(absent)).to_dict()
 
 
 def to_marks(marks: Sequence[dict], n_sources: int, audio: LoadedAudio) -> list:

@@ -642,11 +642,13 @@ def _take_selection(chart_key: str, source: int, absent: bool, audio, log_freq: 
     if signature == state.seen_selection(chart_key):
         return
     state.set_seen_selection(chart_key, signature)
-    for box in services.selection_boxes(dict(selection), log_freq=log_freq):
+    kw = dict(absent=absent, weight=float(state.get(Keys.GUIDED_WEIGHT)), duration=audio.duration, sr=audio.sr)
+    regions = [(services.guided_mark, box) for box in services.selection_boxes(dict(selection), log_freq=log_freq)]
+    regions += [(services.guided_lasso_mark, pts)
+                for pts in services.selection_lassos(dict(selection), log_freq=log_freq)]
+    for make, region in regions:
         try:
-            state.add_guided_mark(services.guided_mark(box, source, absent=absent,
-                                                       weight=float(state.get(Keys.GUIDED_WEIGHT)),
-                                                       duration=audio.duration, sr=audio.sr))
+            state.add_guided_mark(make(region, source, **kw))
         except services.InputError as exc:
             st.warning(str(exc))
 
@@ -658,7 +660,8 @@ def _overlay(marks, names, only_source: int | None = None) -> list[tuple]:
         if k >= len(names) or (only_source is not None and k != only_source):
             continue
         label = f"{names[k]}{' ✕' if m['absent'] else ''}"
-        out.append((m["t0"], m["t1"], m["f0"], m["f1"], plots.source_colour(k), bool(m["absent"]), label))
+        out.append((m["t0"], m["t1"], m["f0"], m["f1"], plots.source_colour(k), bool(m["absent"]), label,
+                    m.get("polygon")))
     return out
 
 
@@ -666,7 +669,8 @@ def _describe_mark(m: dict, names: list[str]) -> str:
     k = int(m["source"])
     who = names[k] if k < len(names) else f"source {k + 1} (no longer named: ignored)"
     kind = f"{who} absent here" if m["absent"] else f"only {who} here"
-    return (f"{kind} · {m['t0']:.2f}–{m['t1']:.2f} s · {m['f0']:.0f}–{m['f1']:.0f} Hz · "
+    shape = "lasso within " if m.get("polygon") else ""
+    return (f"{kind} · {shape}{m['t0']:.2f}–{m['t1']:.2f} s · {m['f0']:.0f}–{m['f1']:.0f} Hz · "
             f"confidence {m['weight']:.2f}")
 
 
@@ -695,7 +699,7 @@ def guided_tab(audio, settings):
     """Name the sources, mark boxes on the mixture's spectrogram, separate, listen, mark again."""
     st.caption("Name the sources, pick one, and drag boxes (or lasso regions) on the mixture's spectrogram "
                "where it plays alone, or where it is silent. **Separate** fits one block of components per "
-               "source that follows your marks. A lasso counts as its bounding box. On a separated source's "
+               "source that follows your marks. A lasso marks the region it encloses. On a separated source's "
                "spectrogram, drag over what is not that source's and separate again: the fit continues from "
                "the previous result.")
     st.text_input("Sources (names, comma-separated)", key=Keys.GUIDED_NAMES)
@@ -732,7 +736,7 @@ def guided_tab(audio, settings):
     s = settings
     V = services.input_spectrogram(audio.data, audio.name, s.n_fft, s.hop_length, s.window, s.power)
     marks = state.guided_marks()
-    fig = plots.marked_spectrogram_figure(V, audio.sr, s.hop_length, title="Mixture: drag a box to mark it",
+    fig = plots.marked_spectrogram_figure(V, audio.sr, s.hop_length, title="Mixture: drag a box or a lasso to mark it",
                                           marks=_overlay(marks, names), log_freq=log_freq, top_db=top_db,
                                           power=s.power)
     st.plotly_chart(fig, key=Keys.GUIDED_MIX, on_select="rerun", selection_mode=("box", "lasso"),

@@ -43,9 +43,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nmfcore.audio import (SeparationSettings, auto_group, best_grouping, bss_eval_backend, evaluate,  # noqa: E402
-                           load_audio, oracle_sources, separate)
+                           oracle_sources, separate)
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "dev-audio"
+from dev_audio import DEFAULT_DATA, load_items  # noqa: E402  (bench/dev_audio.py)
 
 
 @dataclass(frozen=True)
@@ -95,19 +95,6 @@ CONFIGS = [
     Config("L", "NMF", 1.0, 4, mask_power=1.0),
 ]
 QUICK = ("A", "F")
-
-
-def load_items(root: Path):
-    items = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and (p / "meta.json").exists()):
-        names = json.loads((folder / "meta.json").read_text())["sources"]
-        mix, sr = load_audio(folder / "mix.wav")
-        refs = torch.stack([load_audio(folder / f"{n}.wav", sr=sr)[0] for n in names])
-        # the whole folder name: several items share the part before "__" (guitar_backing, speech_music)
-        items.append({"name": folder.name, "names": names, "mix": mix, "sr": sr, "refs": refs})
-    if not items:
-        raise SystemExit(f"no mixtures with stems (folders with meta.json) in {root}")
-    return items
 
 
 def sdr(estimates, refs, names):

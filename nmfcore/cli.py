@@ -169,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="guided separation: a JSON file of marks saying where each source sounds, "
                         '{"marks": [{"source": 0, "t0": 0.5, "t1": 2.0, "f0": 0, "f1": null, "weight": 1.0, '
                         '"absent": false}, ...]} (seconds, Hz, sources from 0 to --sources - 1; f0, f1, weight '
-                        "and absent optional: whole band, certain, 'only this source here'); model NMF only")
+                        "and absent optional: whole band, certain, 'only this source here'; a region of any "
+                        'shape: {"source": 1, "polygon": [[t, f], [t, f], [t, f], ...]} in place of the box); '
+                        "model NMF only")
     g.add_argument("--features", default="descriptors+mfcc", metavar="BLOCKS",
                    help="features of the automatic grouping (--sources), blocks joined by '+': descriptors, "
                         "mfcc, activation (default descriptors+mfcc)")

@@ -798,25 +798,66 @@ def test_guided_selection_becomes_a_mark_once_and_can_be_removed():
 
 
 def test_guided_lasso_and_linear_axis_make_checked_marks():
-    """A lasso counts as its bounding box; on a linear axis y is Hz; a box reaching past the recording is
-    clipped to it; the page's marks become the engine's Mark objects."""
+    """A lasso becomes a polygon mark (its bounding box beside it) drawn as its outline; on a linear axis y
+    is Hz; a box reaching past the recording is clipped to it; the page's marks become the engine's Mark
+    objects."""
     from app import services
 
     at = guided_app()
     at.toggle(key="log_freq").set_value(False).run()
-    at.session_state["guided_mix"] = box_event([0.5, 0.9, 1.4, 0.6], [500.0, 2500.0, 900.0, 700.0], "lasso")
+    lasso_t, lasso_f = [0.5, 0.9, 1.4, 0.6], [500.0, 2500.0, 900.0, 700.0]
+    at.session_state["guided_mix"] = box_event(lasso_t, lasso_f, "lasso")
     at.run()
     at.session_state["guided_mix"] = box_event([1.0, 9.0], [-50.0, 9000.0])
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     marks = at.session_state["_guided_marks"]
     assert [m["source"] for m in marks] == [0, 0]
+    assert marks[0]["polygon"] == [list(p) for p in zip(lasso_t, lasso_f)] and "polygon" not in marks[1]
     assert (marks[0]["t0"], marks[0]["t1"], marks[0]["f0"], marks[0]["f1"]) == pytest.approx((0.5, 1.4, 500, 2500))
     assert (marks[1]["t0"], marks[1]["t1"], marks[1]["f0"], marks[1]["f1"]) == pytest.approx((1.0, 2.0, 0, 4000))
+    assert "lasso within 0.50–1.40 s" in texts(at)
+    # drawn as its outline: one path shape through the vertices, the box as a rectangle
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    shapes = fig["layout"]["shapes"]
+    paths = [sh["path"] for sh in shapes if sh["type"] == "path"]
+    assert paths == ["M 0.5,500 L 0.9,2500 L 1.4,900 L 0.6,700 Z"]
+    assert [sh["type"] for sh in shapes].count("rect") == 1
     audio = services.load_input(tone_wav(), "tones.wav")
     checked = services.to_marks(marks, 2, audio)
     assert [type(m).__name__ for m in checked] == ["Mark", "Mark"]
     assert (checked[0].t0, checked[0].t1, checked[0].f0, checked[0].f1) == pytest.approx((0.5, 1.4, 500, 2500))
+    assert checked[0].polygon == tuple(zip(lasso_t, lasso_f)) and checked[1].polygon is None
+
+
+def test_guided_lasso_on_the_log_axis_and_outside_the_recording():
+    """On the log-frequency axis a lasso's y values are log10 Hz and its edges, straight on the chart, are
+    cut into LASSO_STEPS pieces (so the polygon in Hz follows them); a lasso wholly outside the recording
+    is refused in words, one partly outside has its vertices moved into it."""
+    from app import services
+
+    steps = services.LASSO_STEPS
+    at = guided_app()
+    at.session_state["guided_mix"] = box_event([0.2, 0.8, 0.5], [np.log10(200.0), np.log10(400.0),
+                                                                 np.log10(3200.0)], "lasso")
+    at.run()
+    at.session_state["guided_mix"] = box_event([5.0, 6.0, 5.5], [2.0, 3.0, 2.5], "lasso")
+    at.run()
+    assert any("lasso lies outside the recording" in w.value for w in at.warning)
+    at.session_state["guided_mix"] = box_event([1.5, 3.0, 1.8], [np.log10(300.0), np.log10(300.0), 5.0], "lasso")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    marks = at.session_state["_guided_marks"]
+    assert len(marks) == 2
+    corners = [(0.2, 200.0), (0.8, 400.0), (0.5, 3200.0)]
+    expected = []
+    for (ta, fa), (tb, fb) in zip(corners, corners[1:] + corners[:1]):  # straight in (s, log10 Hz)
+        expected += [(ta + k / steps * (tb - ta), fa * (fb / fa) ** (k / steps)) for k in range(steps)]
+    np.testing.assert_allclose(marks[0]["polygon"], expected, rtol=1e-6)
+    assert len(marks[1]["polygon"]) >= 3
+    poly = np.array(marks[1]["polygon"])
+    assert poly[:, 0].max() == 2.0 and poly[:, 1].max() == 4000.0  # moved into the recording
+    np.testing.assert_allclose(poly[0], [1.5, 300.0], rtol=1e-6)
 
 
 def test_guided_box_outside_the_recording_is_refused_in_words():

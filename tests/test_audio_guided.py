@@ -14,7 +14,8 @@ import torch
 from nmfcore import divergence as div
 from nmfcore.audio import (GuidedSeparation, Mark, SeparationSettings, check_marks, mark_weights, parse_marks,
                            refine, separate_guided, si_sdr, source_blocks)
-from nmfcore.audio.guided import _fit, _penalty_scale, _spans, _terms, guided_objective
+from nmfcore.audio import guided as guided_module
+from nmfcore.audio.guided import _fit, _Marked, _penalty_scale, _spans, _terms, _terms_marked, guided_objective
 from nmfcore.exceptions import ParameterError
 
 from _audio_signals import SR, clicks, harmonic_tone, two_sources
@@ -22,7 +23,7 @@ from _audio_signals import SR, clicks, harmonic_tone, two_sources
 SETTINGS = SeparationSettings(rank=4, n_fft=256, hop_length=64, n_iter=60, tol=0.0)
 
 
-def _problem(seed=0, F=9, T=11, groups=((0, 1), (2,), (3, 4))):
+def _problem(seed=0, F=9, T=11, groups=((0, 1), (2,), (3, 4)), boxes=False):
     g = torch.Generator().manual_seed(seed)
     R, S = sum(len(b) for b in groups), len(groups)
     V = torch.rand(F, T, generator=g, dtype=torch.float64) + 0.05
@@ -32,7 +33,19 @@ def _problem(seed=0, F=9, T=11, groups=((0, 1), (2,), (3, 4))):
     A[A < 0.3] = 0.0  # bins taken by certain marks: where the penalty acts
     A[1] = 1.0  # one unmarked source: the fast path skips its weights
     A[2, :4] = 1.0
+    if boxes:  # marks as the app makes them: weights below 1 in a few boxes only
+        inside = torch.zeros(F, T, dtype=torch.bool)
+        inside[1:4, 2:5] = inside[5:8, 6:9] = True
+        A[:, ~inside] = 1.0
     return V, W, H, A, [list(b) for b in groups]
+
+
+def _both_paths(which, V, W, H, A, groups, beta, lam_c):
+    """(neg, pos) of the dense per-source path and of the marked-bins path (:class:`_Marked`)."""
+    spans = _spans(groups)
+    marked = [bool((A[s] < 1).any()) for s in range(len(groups))]
+    dense = _terms(which, V, W, H, A, spans, marked, beta, lam_c)
+    return dense, _terms_marked(which, V, W, H, _Marked(A, spans, lam_c), beta, lam_c)
 
 
 def _weighted(W, H, A, groups):
@@ -50,14 +63,15 @@ def _objective_autograd(V, W, H, A, groups, beta, lam):
 @pytest.mark.parametrize("beta", [0.0, 0.5, 1.0, 1.5, 2.0])
 @pytest.mark.parametrize("penalty", [0.0, 1.0, 0.3])
 @pytest.mark.parametrize("which", ["W", "H"])
-def test_terms_equal_general_vjp_path(beta, penalty, which):
+@pytest.mark.parametrize("path, boxes", [("dense", False), ("marked", False), ("marked", True), ("dense", True)])
+def test_terms_equal_general_vjp_path(beta, penalty, which, path, boxes):
     # oracle: the general path, autograd's vector-Jacobian product of the reconstruction with the
-    # output-space terms of divergence.mu_terms, plus the penalty's gradient in the positive part
-    V, W, H, A, groups = _problem()
-    spans = _spans(groups)
-    marked = [bool((A[s] < 1).any()) for s in range(len(groups))]
+    # output-space terms of divergence.mu_terms, plus the penalty's gradient in the positive part;
+    # for the dense per-source path and the marked-bins path, with weights everywhere or in boxes
+    V, W, H, A, groups = _problem(boxes=boxes)
     lam_c = penalty * _penalty_scale(V, beta)
-    neg, pos = _terms(which, V, W, H, A, spans, marked, beta, lam_c)
+    dense, marked_bins = _both_paths(which, V, W, H, A, groups, beta, lam_c)
+    neg, pos = dense if path == "dense" else marked_bins
 
     x = (W if which == "W" else H).clone().requires_grad_(True)
     Y = _weighted(x, H, A, groups) if which == "W" else _weighted(W, x, A, groups)
@@ -76,6 +90,23 @@ def test_terms_equal_general_vjp_path(beta, penalty, which):
     args = (x2, H) if which == "W" else (W, x2)
     grad, = torch.autograd.grad(_objective_autograd(V, *args, A, groups, beta, penalty), x2)
     torch.testing.assert_close(pos - neg, grad)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+def test_marked_bins_path_fits_as_the_dense_path(beta, monkeypatch):
+    # oracle: path equivalence, 30 iterations of either path from the same start (float64)
+    V, W, H, A, groups = _problem(seed=4, F=20, T=24, boxes=True)
+    A[0, 2:6, 3:9] = 0.4  # a weight below 1 (no penalty there, positive weights other than 1)
+    fits = []
+    for share in (1.0, -1.0):
+        monkeypatch.setattr(guided_module, "SPARSE_SHARE", share)
+        W1, H1, losses = W.clone(), H.clone(), []
+        _fit(V, W1, H1, A, groups, beta=beta, penalty=1.0, n_iter=30, tol=1e-12,
+             callback=lambda i, loss: losses.append(loss))
+        fits.append((W1, H1, losses))
+    torch.testing.assert_close(fits[0][0], fits[1][0], rtol=1e-9, atol=0)
+    torch.testing.assert_close(fits[0][1], fits[1][1], rtol=1e-9, atol=0)
+    assert fits[0][2] == pytest.approx(fits[1][2], rel=1e-12)
 
 
 def test_objective_equals_slow_float64_loop():
@@ -99,9 +130,11 @@ def test_objective_equals_slow_float64_loop():
 
 @pytest.mark.parametrize("beta", [0.0, 0.5, 1.0, 1.5, 2.0])
 @pytest.mark.parametrize("penalty", [0.0, 1.0])
-def test_objective_never_increases(beta, penalty):
+@pytest.mark.parametrize("share", [0.3, 1.0, -1.0])  # the default choice, always / never the marked-bins path
+def test_objective_never_increases(beta, penalty, share, monkeypatch):
     # oracle: the multiplicative updates are majorisation-minimisation steps
-    V, W, H, A, groups = _problem(seed=1, F=12, T=14)
+    monkeypatch.setattr(guided_module, "SPARSE_SHARE", share)
+    V, W, H, A, groups = _problem(seed=1, F=12, T=14, boxes=share == 0.3)
     values = [guided_objective(V, W, H, A, groups, beta, penalty)]
     for _ in range(40):
         _fit(V, W, H, A, groups, beta=beta, penalty=penalty, n_iter=1, tol=0.0, callback=None)
@@ -149,6 +182,82 @@ def test_marks_as_plain_data_round_trip():
     marks = [Mark(0, 0.1, 0.5, 100, 900, 0.7), Mark(1, 0.2, 0.4, absent=True)]
     assert parse_marks([m.to_dict() for m in marks]) == marks
     assert parse_marks([(0, 0.1, 0.5, 100, 900, 0.7)]) == marks[:1]
+
+
+def _inside_slow(polygon, t, f):
+    """Ray casting written out per point and edge (float64 Python): is (t, f) inside the polygon?"""
+    inside = False
+    for i in range(len(polygon)):
+        (t1, f1), (t2, f2) = polygon[i], polygon[(i + 1) % len(polygon)]
+        if (f1 <= f < f2) or (f2 <= f < f1):
+            if t < t1 + (f - f1) * (t2 - t1) / (f2 - f1):
+                inside = not inside
+    return inside
+
+
+def test_polygon_covers_exactly_the_cells_inside_it():
+    # a non-convex polygon (an L with a notch) well inside the grid: oracle a slow loop over every cell
+    sr, n_fft, hop, T = 8000, 256, 64, 60
+    poly = [(0.051, 210.0), (0.33, 230.0), (0.31, 900.0), (0.2, 620.0), (0.12, 1950.0), (0.043, 1500.0)]
+    A = mark_weights([Mark.from_polygon(1, poly, weight=0.7)], 2, sr=sr, n_frames=T, n_fft=n_fft, hop_length=hop)
+    expected = torch.ones(n_fft // 2 + 1, T, dtype=torch.float32)
+    for k in range(n_fft // 2 + 1):
+        for j in range(T):
+            if _inside_slow(poly, j * hop / sr, k * sr / n_fft):
+                expected[k, j] = 0.3
+    assert int((expected < 1).sum()) > 100  # the oracle itself sees a region
+    torch.testing.assert_close(A[0], expected, rtol=0, atol=1e-6)
+    assert float(A[1].min()) == 1.0
+    # absent: the polygon's cells of that source only
+    A = mark_weights([Mark.from_polygon(0, poly, weight=0.7, absent=True)], 2, sr=sr, n_frames=T, n_fft=n_fft,
+                     hop_length=hop)
+    torch.testing.assert_close(A[0], expected, rtol=0, atol=1e-6)
+    assert float(A[1].min()) == 1.0
+
+
+@pytest.mark.parametrize("box", [(0.08, 0.16, 500, 1000), (0.0, 0.3, 0, 4000), (0.1, 0.6, 1000, 4000),
+                                 (0.2, 0.201, 700, 705)])
+def test_rectangle_polygon_equals_the_box_mark(box):
+    # includes a box reaching sr / 2 and the last frame (cells beyond the box) and one thinner than a cell
+    t0, t1, f0, f1 = box
+    kw = dict(sr=8000, n_frames=76, n_fft=256, hop_length=64)
+    rect = [(t0, f0), (t1, f0), (t1, f1), (t0, f1)]
+    for absent in (False, True):
+        a = mark_weights([Mark.from_polygon(0, rect, 0.8, absent)], 2, **kw)
+        b = mark_weights([Mark(0, t0, t1, f0, f1, 0.8, absent)], 2, **kw)
+        assert torch.equal(a, b)
+
+
+def test_polygon_marks_round_trip_and_take_their_bounding_box():
+    m = Mark.from_polygon(1, [(0.2, 300), (0.9, 350), (0.5, 1200)], weight=0.6)
+    assert (m.t0, m.t1, m.f0, m.f1) == (0.2, 0.9, 300.0, 1200.0)
+    assert parse_marks([m.to_dict()]) == [m]
+    assert parse_marks([{"source": 1, "polygon": [[0.2, 300], [0.9, 350], [0.5, 1200]], "weight": 0.6}]) == [m]
+    assert check_marks([m], n_sources=2, duration=2.0, sr=SR) == [m]
+
+
+BAD_POLYGONS = [
+    ([{"source": 0, "polygon": [[0.1, 100], [0.5, 100]]}], r"marks\[0\]: polygon has 2 vertices: a polygon needs "
+     r"at least 3"),
+    ([{"source": 0, "polygon": "0.1 100"}], r"marks\[0\]: polygon='0.1 100' must be a list of \[seconds, Hz\]"),
+    ([{"source": 0, "polygon": [[0.1, 100], [0.5], [0.3, 400]]}], r"marks\[0\]: polygon\[1\]=\[0.5\] must be a "
+     r"vertex \[seconds, Hz\]"),
+    ([{"source": 0, "polygon": [[0.1, 100], [0.5, float("nan")], [0.3, 400]]}],
+     r"marks\[0\]: polygon\[1\] frequency=nan must be a finite number"),
+    ([{"source": 0, "polygon": [[0.1, 100], [0.5, 100], [0.3, 400]], "t0": 0.0}],
+     r"marks\[0\]: t0=0 is not the polygon's bounding box \(t0=0.1\)"),
+    ([{"source": 0, "polygon": [[0.1, 100], [5.0, 100], [0.3, 400]]}], r"marks\[0\]: t1=5 s lies outside the "
+     r"audio \[0, 2\] s"),
+    ([{"source": 0, "polygon": [[0.1, 100], [0.5, 100], [0.3, 9000]]}], r"f1=9000 Hz lies outside \[0, 4000\] Hz"),
+    ([{"source": 0, "polygon": [[0.1, 100], [0.5, 100], [0.3, 100]]}], r"f1=100 Hz must be greater than f0=100 Hz"),
+    ([{"source": 3, "polygon": [[0.1, 100], [0.5, 100], [0.3, 400]]}], r"source=3 is not a source index"),
+]
+
+
+@pytest.mark.parametrize("marks, message", BAD_POLYGONS)
+def test_bad_polygons(marks, message):
+    with pytest.raises(ParameterError, match=message):
+        check_marks(marks, n_sources=2, duration=2.0, sr=SR)
 
 
 BAD_MARKS = [
@@ -313,7 +422,8 @@ def test_cli_separate_with_marks(tmp_path, capsys):
     marks = tmp_path / "marks.json"
     marks.write_text(json.dumps({"marks": [{"source": 0, "t0": 0.0, "t1": 0.4},
                                            {"source": 1, "t0": 1.0, "t1": 1.5, "f0": 1000, "f1": None,
-                                            "weight": 0.9}]}))
+                                            "weight": 0.9},
+                                           {"source": 1, "polygon": [[1.6, 900], [1.9, 1000], [1.7, 3000]]}]}))
     code, out, err = _cli(["separate", mix, "-o", tmp_path / "out", "--marks", marks] + CLI_FAST, capsys)
     assert code == 0, err
     summary = json.loads((tmp_path / "out" / "mix" / "summary.json").read_text())
@@ -328,6 +438,10 @@ def test_cli_separate_with_marks(tmp_path, capsys):
     ('[{"source": 0, "t0": 0, "t1": 9}]', r"t1=9 s lies outside the audio \[0, 2\] s"),
     ('[{"source": 0, "t0": 0, "t1": 1, "f1": 9000}]', r"f1=9000 Hz lies outside \[0, 4000\] Hz"),
     ('[{"source": 0, "t0": NaN, "t1": 1}]', r"t0=nan must be a finite number"),
+    ('[{"source": 0, "polygon": [[0, 100], [1, 200]]}]', r"marks\[0\]: polygon has 2 vertices: a polygon needs at "
+     r"least 3"),
+    ('[{"source": 0, "polygon": [[0, 100], [1, 200], [3, 300]]}]', r"marks\[0\]: t1=3 s lies outside the audio"),
+    ('[{"source": 0, "polygon": [[0, 100], [1, "x"], [0.5, 300]]}]', r"polygon\[1\] frequency='x' must be a number"),
     ('{"marks": [], "extra": 1}', r"must hold a list of marks or"),
     ('[{"source": 0, "t0": 0', r"is not valid JSON"),
 ])

@@ -346,3 +346,44 @@ def test_guided_marks_separate_players(server, browser, tmp_path):
     assert page.locator(EXCEPTION).count() == 0
     save_screenshot(page, tmp_path, "app_guided.png")
     page.close()
+
+
+def _drag_path(page, chart, points) -> None:
+    """Draw a closed path with the pressed mouse on a Plotly chart, through fractions of its plot area."""
+    area = page.locator(f"{chart} .nsewdrag").first
+    area.wait_for(timeout=60_000)
+    area.scroll_into_view_if_needed()
+    b = area.bounding_box()
+    xy = [(b["x"] + x * b["width"], b["y"] + y * b["height"]) for x, y in points]
+    page.mouse.move(*xy[0])
+    page.mouse.down()
+    for (xa, ya), (xb, yb) in zip(xy, xy[1:] + xy[:1]):
+        for f in (0.25, 0.5, 0.75, 1.0):  # in steps, as a hand does: the lasso follows mouse moves
+            page.mouse.move(xa + f * (xb - xa), ya + f * (yb - ya))
+            page.wait_for_timeout(50)
+    page.mouse.up()
+
+
+def test_guided_lasso_marks_its_polygon(server, browser, tmp_path):
+    """Issue 17: with Plotly's lasso tool, a region drawn on the mixture's spectrogram becomes a polygon
+    mark (listed as a lasso, drawn as its outline), not its bounding box."""
+    page = open_app(browser, server)
+    page.locator(".st-key-upload input[type=file]").set_input_files(str(tone_wav(tmp_path / "tones.wav")))
+    page.get_by_text("Uploaded: tones.wav").wait_for(timeout=30_000)
+    page.get_by_role("tab", name="Guided separation").click()
+    names = page.get_by_label("Sources (names, comma-separated)")
+    names.wait_for(timeout=60_000)
+    names.fill("low, high")
+    names.press("Enter")
+    page.get_by_text("Mark for").wait_for(timeout=30_000)
+    _wait_for_choice(page, ".st-key-guided_source", "low")
+    chart = ".st-key-guided_mix"
+    page.locator(chart).hover()
+    page.locator(f"{chart} .modebar-btn[data-title='Lasso Select']").first.click()
+    _drag_path(page, chart, [(0.1, 0.3), (0.4, 0.35), (0.25, 0.9)])
+    page.get_by_text("lasso within").wait_for(timeout=60_000)
+    assert page.locator(EXCEPTION).count() == 0
+    # the mark is drawn as a path (its outline), not as a rectangle
+    page.wait_for_function(f"document.querySelectorAll(\"{chart} .shapelayer path\").length >= 1", timeout=30_000)
+    save_screenshot(page, tmp_path, "app_guided_lasso.png")
+    page.close()

@@ -3,7 +3,8 @@ r"""Guided separation: the user marks where each source sounds, the factorisatio
 The user draws boxes on the mixture's spectrogram, each a :class:`Mark`
 ``(source, t0, t1, f0, f1)`` in seconds and Hz with a confidence ``weight``
 in [0, 1]: "only source ``s`` sounds here", or with ``absent=True`` "source
-``s`` is silent here". :func:`mark_weights` turns the marks into
+``s`` is silent here"; a mark may also be a polygon (a lasso,
+:meth:`Mark.from_polygon`). :func:`mark_weights` turns the marks into
 per-source time-frequency weights :math:`A_s(f, t) \in [0, 1]` on the STFT
 grid:
 
@@ -67,6 +68,7 @@ References
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import numbers
@@ -94,12 +96,12 @@ DEFAULT_PENALTY = 1.0
 #: Iterations of a refinement (:func:`refine`) when not given: it starts from a fitted model.
 REFINE_ITER = 50
 
-_KEYS = ("source", "t0", "t1", "f0", "f1", "weight", "absent")
+_KEYS = ("source", "t0", "t1", "f0", "f1", "weight", "absent", "polygon")
 
 
 @dataclass(frozen=True)
 class Mark:
-    """One annotation: a box of the spectrogram where a source is (or is not).
+    """One annotation: a box (or a polygon) of the spectrogram where a source is (or is not).
 
     Parameters
     ----------
@@ -115,11 +117,19 @@ class Mark:
         others get weight 0 in the box), 0 no effect.
     absent : bool, default False
         The mark says that ``source`` is *not* in the box.
+    polygon : tuple of (float, float), optional
+        A region of any shape (a lasso): its vertices ``(seconds, Hz)`` in
+        order, at least three; the mark then covers the STFT cells whose
+        centres lie inside it (:func:`mark_weights`) and the box
+        ``t0, t1, f0, f1`` is its bounding box (:meth:`from_polygon` fills
+        it in).
 
     Examples
     --------
     >>> Mark(0, 1.0, 2.5, 200, 800).to_dict()
     {'source': 0, 't0': 1.0, 't1': 2.5, 'f0': 200.0, 'f1': 800.0, 'weight': 1.0, 'absent': False}
+    >>> Mark.from_polygon(1, [(1.0, 200), (2.0, 300), (1.5, 900)])
+    Mark(source=1, t0=1.0, t1=2.0, f0=200.0, f1=900.0, weight=1.0, absent=False, polygon=((1.0, 200.0), (2.0, 300.0), (1.5, 900.0)))
     """
 
     source: int
@@ -129,12 +139,49 @@ class Mark:
     f1: Optional[float] = None
     weight: float = 1.0
     absent: bool = False
+    polygon: Optional[tuple] = None
+
+    def __repr__(self) -> str:
+        poly = "" if self.polygon is None else f", polygon={self.polygon!r}"
+        return (f"Mark(source={self.source!r}, t0={self.t0!r}, t1={self.t1!r}, f0={self.f0!r}, f1={self.f1!r}, "
+                f"weight={self.weight!r}, absent={self.absent!r}{poly})")
+
+    @classmethod
+    def from_polygon(cls, source: int, vertices, weight: float = 1.0, absent: bool = False) -> "Mark":
+        """A mark over a polygon (vertices ``(seconds, Hz)``), its box the polygon's bounding box.
+
+        Raises
+        ------
+        ParameterError
+            Fewer than three vertices, or a vertex that is not a pair of
+            finite numbers.
+        """
+        poly = _polygon(vertices, "polygon")
+        ts, fs = [v[0] for v in poly], [v[1] for v in poly]
+        return cls(source, min(ts), max(ts), min(fs), max(fs), weight, absent, poly)
 
     def to_dict(self) -> dict:
         """The mark as plain JSON-able data (the format :func:`parse_marks` reads)."""
-        return {"source": int(self.source), "t0": float(self.t0), "t1": float(self.t1), "f0": float(self.f0),
-                "f1": None if self.f1 is None else float(self.f1), "weight": float(self.weight),
-                "absent": bool(self.absent)}
+        out = {"source": int(self.source), "t0": float(self.t0), "t1": float(self.t1), "f0": float(self.f0),
+               "f1": None if self.f1 is None else float(self.f1), "weight": float(self.weight),
+               "absent": bool(self.absent)}
+        if self.polygon is not None:
+            out["polygon"] = [[float(t), float(f)] for t, f in self.polygon]
+        return out
+
+
+def _polygon(vertices, what: str) -> tuple:
+    """Vertices as a tuple of (t, f) float pairs, at least three, all finite."""
+    if isinstance(vertices, (str, bytes, Mapping)) or not isinstance(vertices, (Sequence, np.ndarray)):
+        raise ParameterError(f"{what}={vertices!r} must be a list of [seconds, Hz] vertices")
+    out = []
+    for j, v in enumerate(vertices):
+        if isinstance(v, (str, bytes, Mapping)) or not isinstance(v, (Sequence, np.ndarray)) or len(v) != 2:
+            raise ParameterError(f"{what}[{j}]={v!r} must be a vertex [seconds, Hz]")
+        out.append((_number(v[0], f"{what}[{j}] time"), _number(v[1], f"{what}[{j}] frequency")))
+    if len(out) < 3:
+        raise ParameterError(f"{what} has {len(out)} vertices: a polygon needs at least 3")
+    return tuple(out)
 
 
 def _number(value, what: str) -> float:
@@ -152,7 +199,10 @@ def parse_marks(marks) -> list[Mark]:
     A tuple is ``(source, t0, t1)``, ``(source, t0, t1, f0, f1)``,
     ``(source, t0, t1, f0, f1, weight)`` or ``(..., weight, absent)``; a dict has the keys ``source``,
     ``t0``, ``t1`` and optionally ``f0``, ``f1`` (null: ``sr / 2``),
-    ``weight`` and ``absent`` (the JSON format of the command line). Every
+    ``weight`` and ``absent`` (the JSON format of the command line), or
+    ``source`` and ``polygon`` (a list of ``[seconds, Hz]`` vertices, at
+    least three) instead of the box, whose keys may then be left out (they
+    are the polygon's bounding box; given, they must be it). Every
     number must be finite; the values are checked against the audio by
     :func:`check_marks`.
 
@@ -169,6 +219,10 @@ def parse_marks(marks) -> list[Mark]:
     Traceback (most recent call last):
     ...
     nmfcore.exceptions.ParameterError: marks[0]: t1=nan must be a finite number
+    >>> parse_marks([{"source": 0, "polygon": [[0, 100], [1, 100]]}])
+    Traceback (most recent call last):
+    ...
+    nmfcore.exceptions.ParameterError: marks[0]: polygon has 2 vertices: a polygon needs at least 3
     """
     if marks is None:
         return []
@@ -183,7 +237,8 @@ def parse_marks(marks) -> list[Mark]:
             unknown = sorted(str(k) for k in m if k not in _KEYS)
             if unknown:
                 raise ParameterError(f"{where} has unknown keys {unknown}; known: {list(_KEYS)}")
-            missing = [k for k in ("source", "t0", "t1") if k not in m]
+            needed = ("source",) if m.get("polygon") is not None else ("source", "t0", "t1")
+            missing = [k for k in needed if k not in m]
             if missing:
                 raise ParameterError(f"{where}={dict(m)!r} lacks {missing}")
             d = dict(m)
@@ -195,14 +250,24 @@ def parse_marks(marks) -> list[Mark]:
         s = d["source"]
         if isinstance(s, bool) or not isinstance(s, numbers.Integral):
             raise ParameterError(f"{where}: source={s!r} must be an integer source index")
-        t0, t1 = _number(d["t0"], f"{where}: t0"), _number(d["t1"], f"{where}: t1")
-        f0 = _number(d.get("f0", 0.0), f"{where}: f0")
-        f1 = d.get("f1")
-        f1 = None if f1 is None else _number(f1, f"{where}: f1")
         w = _number(d.get("weight", 1.0), f"{where}: weight")
         absent = d.get("absent", False)
         if not isinstance(absent, (bool, np.bool_)):
             raise ParameterError(f"{where}: absent={absent!r} must be true or false")
+        if d.get("polygon") is not None:
+            poly = Mark.from_polygon(int(s), _polygon(d["polygon"], f"{where}: polygon"), w, bool(absent))
+            for key in ("t0", "t1", "f0", "f1"):
+                if d.get(key) is not None:
+                    given, box = _number(d[key], f"{where}: {key}"), getattr(poly, key)
+                    if abs(given - box) > 1e-9 * max(1.0, abs(box)):
+                        raise ParameterError(f"{where}: {key}={given:g} is not the polygon's bounding box "
+                                             f"({key}={box:g}); give the polygon alone")
+            out.append(poly)
+            continue
+        t0, t1 = _number(d["t0"], f"{where}: t0"), _number(d["t1"], f"{where}: t1")
+        f0 = _number(d.get("f0", 0.0), f"{where}: f0")
+        f1 = d.get("f1")
+        f1 = None if f1 is None else _number(f1, f"{where}: f1")
         out.append(Mark(int(s), t0, t1, f0, f1, w, bool(absent)))
     return out
 
@@ -229,8 +294,9 @@ def check_marks(marks, *, n_sources: int, duration: float, sr: int) -> list[Mark
     ParameterError
         A source index outside ``[0, n_sources)``, ``t1 <= t0``, times
         outside ``[0, duration]``, frequencies outside ``[0, sr / 2]``,
-        ``f1 <= f0``, a weight outside [0, 1] or a non-finite number; the
-        message names the mark and the value.
+        ``f1 <= f0``, a weight outside [0, 1] or a non-finite number (for a
+        polygon, of its bounding box: a polygon of no width or no height is
+        refused); the message names the mark and the value.
 
     Examples
     --------
@@ -260,7 +326,7 @@ def check_marks(marks, *, n_sources: int, duration: float, sr: int) -> list[Mark
             raise ParameterError(f"{where}: f1={f1:g} Hz must be greater than f0={m.f0:g} Hz")
         if not 0 <= m.weight <= 1:
             raise ParameterError(f"{where}: weight={m.weight:g} must lie in [0, 1]")
-        out.append(Mark(m.source, m.t0, m.t1, m.f0, f1, m.weight, m.absent))
+        out.append(Mark(m.source, m.t0, m.t1, m.f0, f1, m.weight, m.absent, m.polygon))
     return out
 
 
@@ -277,6 +343,44 @@ def _box(m: Mark, sr: int, n_fft: int, hop_length: int, n_bins: int, n_times: in
             span(m.t0, m.t1, ts, n_times, m.t1 >= (n_times - 1) * ts))
 
 
+def _inside(polygon, t: Tensor, f: Tensor) -> Tensor:
+    """Even-odd rule: which points ``(t[j], f[k])`` of a grid lie inside the polygon (bool, (len f, len t)).
+
+    A horizontal ray from each point crosses an edge when the point's ``f`` lies in the edge's half-open span
+    and the crossing lies right of it; the points on the lower and left edges of a box are inside, those on the
+    upper and right edges outside, as for the box rule of :func:`mark_weights`.
+    """
+    T, Fq = t[None, :].double(), f[:, None].double()
+    inside = torch.zeros((len(f), len(t)), dtype=torch.bool)
+    n = len(polygon)
+    for i in range(n):
+        (t1, f1), (t2, f2) = polygon[i], polygon[(i + 1) % n]
+        if f1 == f2:
+            continue  # a horizontal edge crosses no horizontal ray
+        spans = (Fq >= min(f1, f2)) & (Fq < max(f1, f2))
+        cross = t1 + (Fq - f1) * (t2 - t1) / (f2 - f1)  # the edge's time at each point's frequency
+        inside ^= spans & (T < cross)
+    return inside
+
+
+def _region(m: Mark, sr: int, n_fft: int, hop_length: int, n_bins: int, n_times: int):
+    """(bins, frames, cells): the mark's box (:func:`_box`) and, for a polygon, which of its cells it covers
+    (bool (bins, frames); None: the whole box)."""
+    fb, tb = _box(m, sr, n_fft, hop_length, n_bins, n_times)
+    if m.polygon is None:
+        return fb, tb, None
+    # cell centres, moved into the bounding box where the box rule takes a cell beyond it (the Nyquist bin,
+    # the last frame, the nearest cell of a thin box): a rectangle covers exactly its box's cells
+    f = torch.arange(fb.start, fb.stop, dtype=torch.float64) * (sr / n_fft)
+    t = torch.arange(tb.start, tb.stop, dtype=torch.float64) * (hop_length / sr)
+    f = f.clamp(m.f0, math.nextafter(m.f1, -math.inf))
+    t = t.clamp(m.t0, math.nextafter(m.t1, -math.inf))
+    cells = _inside(m.polygon, t, f)
+    if not bool(cells.any()):
+        return fb, tb, None  # thinner than a cell everywhere: its box's cells, as for a thin box
+    return fb, tb, cells
+
+
 def mark_weights(marks, n_sources: int, *, sr: int, n_frames: int, n_fft: int = 2048,
                  hop_length: int = 512) -> Tensor:
     r"""Per-source time-frequency weights :math:`A_s(f, t)` of the marks, on the STFT grid.
@@ -288,7 +392,11 @@ def mark_weights(marks, n_sources: int, *, sr: int, n_frames: int, n_fft: int = 
     when its centre time lies in ``[t0, t1)``, a bin when its frequency lies
     in ``[f0, f1)`` (the box's last frame and the Nyquist bin are included
     when it reaches them); a box narrower than one bin or one frame still
-    covers the nearest one.
+    covers the nearest one. A polygon mark covers the cells of its bounding
+    box whose centres lie inside the polygon (even-odd rule; centres beyond
+    the box, as the Nyquist bin, are moved onto its edge first, so a
+    rectangular polygon covers exactly its box's cells), or, when it holds
+    no centre at all, its bounding box's cells.
 
     Parameters
     ----------
@@ -319,13 +427,21 @@ def mark_weights(marks, n_sources: int, *, sr: int, n_frames: int, n_fft: int = 
     for i in order:
         m = parsed[i]
         if m.f1 is None:
-            m = Mark(m.source, m.t0, m.t1, m.f0, sr / 2, m.weight, m.absent)
-        fb, tb = _box(m, sr, n_fft, hop_length, n_bins, n_frames)
+            m = dataclasses.replace(m, f1=sr / 2)
+        fb, tb, cells = _region(m, sr, n_fft, hop_length, n_bins, n_frames)
+        if cells is None:
+            if m.absent:
+                A[m.source, fb, tb] = 1.0 - m.weight
+            else:
+                A[:, fb, tb] = 1.0 - m.weight
+                A[m.source, fb, tb] = 1.0
+            continue
+        box = A[:, fb, tb]  # a view: the polygon's cells are set in place
         if m.absent:
-            A[m.source, fb, tb] = 1.0 - m.weight
+            box[m.source][cells] = 1.0 - m.weight
         else:
-            A[:, fb, tb] = 1.0 - m.weight
-            A[m.source, fb, tb] = 1.0
+            box[:, cells] = 1.0 - m.weight
+            box[m.source][cells] = 1.0
     return A
 
 
@@ -464,6 +580,95 @@ def _terms(which: str, V: Tensor, W: Tensor, H: Tensor, A: Tensor, spans, marked
     return neg, pos
 
 
+#: The marked-bins path (:class:`_Marked`) is taken when the marks cover at most this share of the plane.
+SPARSE_SHARE = 0.3
+_CHUNK = 1 << 18  # bins per gather of the marked-bins path (bounds its scratch memory to _CHUNK x rank)
+
+
+class _Marked:
+    r"""The bins ``U`` where some source's weight differs from 1 (the marks' union), for a faster fit.
+
+    Off ``U`` every weight is 1, so the model is the plain product :math:`W H^T` there, and a source's term
+    :math:`(A_s \odot n) H_s` is :math:`n_0 H_s` plus a sum over ``U`` alone, :math:`n_0` being ``n`` with the
+    bins of ``U`` set to zero. One product with all components and gathers over ``U`` replace a product and a
+    weighted copy of the whole plane per source; every term stays a sum of non-negative parts (no
+    cancellation), so the results equal the dense path's up to rounding.
+    """
+
+    def __init__(self, A: Tensor, spans, lam_c: float):
+        S, F, T = A.shape
+        self.f, self.t = (A != 1).any(0).nonzero(as_tuple=True)
+        self.flat = self.f * T + self.t
+        self.a = A[:, self.f, self.t]                          # (S, |U|) the weights on U
+        self.e = (self.a == 0).to(A.dtype)                     # where the penalty acts
+        self.col = torch.cat([torch.full((b - a,), s, dtype=torch.long) for s, (a, b) in enumerate(spans)])
+        self.col = self.col.to(A.device)
+        P = self.a + lam_c * self.e                            # beta = 1: the fixed positive weights on U
+        self.pos_fixed = None if bool((P == 1).all()) else P
+        self.keep = None                                       # 1 off U (beta = 1 with pos_fixed), on demand
+        self.shape = (F, T)
+
+    def chunks(self):
+        for i in range(0, len(self.flat), _CHUNK):
+            yield slice(i, i + _CHUNK)
+
+    def source_products(self, W: Tensor, H: Tensor, c: slice) -> Tensor:
+        """(S, chunk) each source's model :math:`W_s H_s^T` on the chunk ``c`` of ``U``."""
+        prods = W[self.f[c]] * H[self.t[c]]                   # (chunk, R)
+        out = torch.zeros((self.a.shape[0], prods.shape[0]), dtype=prods.dtype, device=prods.device)
+        return out.index_add_(0, self.col, prods.t())
+
+    def reconstruct(self, W: Tensor, H: Tensor) -> Tensor:
+        Y = W @ H.t()
+        flat = Y.view(-1)
+        for c in self.chunks():
+            flat[self.flat[c]] = (self.a[:, c] * self.source_products(W, H, c)).sum(0)
+        return Y
+
+    def penalty(self, W: Tensor, H: Tensor) -> float:
+        r""":math:`\sum_s \langle 1[A_s = 0], W_s H_s^T \rangle`."""
+        return float(sum((self.e[:, c] * self.source_products(W, H, c)).sum() for c in self.chunks()))
+
+    def pull_back(self, which: str, M: Tensor, values: Tensor, W: Tensor, H: Tensor) -> Tensor:
+        """``(G_s * M) @ H_s`` for every source at once (``M^T W_s`` for H), ``G_s`` being 1 off ``U`` and
+        ``values[s] / M`` on it: ``M``, whose bins of ``U`` must be zero, times all components, plus the
+        sum over ``U`` of ``values``."""
+        other = H if which == "W" else W
+        out = M @ other if which == "W" else M.t() @ other
+        rows, cols = (self.f, self.t) if which == "W" else (self.t, self.f)
+        for c in self.chunks():
+            out.index_add_(0, rows[c], other[cols[c]] * values[:, c].t()[:, self.col])
+        return out
+
+
+def _terms_marked(which: str, V: Tensor, W: Tensor, H: Tensor, mk: _Marked, beta: float,
+                  lam_c: float) -> tuple[Tensor, Tensor]:
+    """:func:`_terms` by the marked-bins path (:class:`_Marked`)."""
+    Y = mk.reconstruct(W, H)
+    neg_out, pos_out = _div.mu_terms(V, Y, beta, out=Y) if beta in (1, 2) else _div.mu_terms(V, Y, beta)
+    if neg_out.data_ptr() == V.data_ptr():
+        neg_out = neg_out.clone()  # beta = 2: neg is V itself, whose bins of U are about to be zeroed
+    neg_out = neg_out.contiguous()
+    flat = neg_out.view(-1)
+    n_u = flat[mk.flat]
+    flat[mk.flat] = 0
+    neg = mk.pull_back(which, neg_out, mk.a * n_u, W, H)
+    X = W if which == "W" else H
+    if pos_out is None:  # beta = 1: fixed positive weights
+        if mk.pos_fixed is None:
+            other = H if which == "W" else W
+            return neg, other.sum(0).expand_as(X).clone()
+        if mk.keep is None:
+            mk.keep = torch.ones(mk.shape, dtype=V.dtype, device=V.device)
+            mk.keep.view(-1)[mk.flat] = 0
+        return neg, mk.pull_back(which, mk.keep, mk.pos_fixed, W, H)
+    pos_out = pos_out.contiguous()
+    pflat = pos_out.view(-1)
+    p_u = pflat[mk.flat]
+    pflat[mk.flat] = 0
+    return neg, mk.pull_back(which, pos_out, mk.a * p_u + lam_c * mk.e, W, H)
+
+
 def _fit(V: Tensor, W: Tensor, H: Tensor, A: Tensor, groups, *, beta: float, penalty: float, n_iter: int,
          tol: float, callback: Optional[Callback]) -> int:
     """Multiplicative updates of ``W`` and ``H`` in place (V (F, T), W (F, R), H (T, R)); returns iterations.
@@ -475,16 +680,28 @@ def _fit(V: Tensor, W: Tensor, H: Tensor, A: Tensor, groups, *, beta: float, pen
     spans = _spans(groups)
     marked = [bool((A[s] < 1).any()) for s in range(len(spans))]
     lam_c = penalty * _penalty_scale(V, beta)
-    fixed = _pos_weights(A, marked, lam_c) if beta == 1 else None
+    share = float((A != 1).any(0).to(torch.float32).mean()) if any(marked) else 0.0
+    mk = _Marked(A, spans, lam_c) if share <= SPARSE_SHARE else None
+    fixed = _pos_weights(A, marked, lam_c) if beta == 1 and mk is None else None
+
+    def terms(which):
+        if mk is not None:
+            return _terms_marked(which, V, W, H, mk, beta, lam_c)
+        return _terms(which, V, W, H, A, spans, marked, beta, lam_c, fixed)
 
     def step():
         for which, X in (("W", W), ("H", H)):
-            neg, pos = _terms(which, V, W, H, A, spans, marked, beta, lam_c, fixed)
+            neg, pos = terms(which)
             _div.multiplicative_step(X, neg, pos, beta)
 
     def loss():
-        Y = _reconstruct(W, H, A, spans, marked)
-        return float(_div.beta_divergence(V, Y, beta)) + _penalty_value(W, H, A, spans, marked, lam_c)
+        if mk is not None:
+            value = float(_div.beta_divergence(V, mk.reconstruct(W, H), beta))
+            value += lam_c * mk.penalty(W, H) if lam_c else 0.0
+        else:
+            Y = _reconstruct(W, H, A, spans, marked)
+            value = float(_div.beta_divergence(V, Y, beta)) + _penalty_value(W, H, A, spans, marked, lam_c)
+        return value
 
     return run_iterations(step, loss, max_iter=n_iter, tol=tol, callback=callback)
 
@@ -795,12 +1012,16 @@ def load_marks(path) -> list[Mark]:
         {"marks": [
           {"source": 0, "t0": 0.5, "t1": 2.0},
           {"source": 1, "t0": 3.0, "t1": 3.5, "f0": 200, "f1": 800, "weight": 0.8},
-          {"source": 0, "t0": 4.0, "t1": 6.0, "absent": true}
+          {"source": 0, "t0": 4.0, "t1": 6.0, "absent": true},
+          {"source": 1, "polygon": [[6.0, 300], [7.5, 400], [7.0, 2000]], "weight": 0.9}
         ]}
 
     ``f0`` defaults to 0, ``f1`` to ``null`` (half the sample rate: the
     whole band), ``weight`` to 1 (certain), ``absent`` to false ("only this
-    source here"). The values are checked against each recording when it is
+    source here"). A ``polygon`` (vertices ``[seconds, Hz]``, at least
+    three) marks the region it encloses instead of a box (see
+    :func:`mark_weights`); ``t0 .. f1`` are then left out (or must be its
+    bounding box). The values are checked against each recording when it is
     separated (:func:`check_marks`).
 
     Raises
