@@ -59,7 +59,7 @@ from ._validation import (check_beta, check_beta_for_data, check_fraction, check
                           check_positive_int, check_rank, make_generator, value_range)
 from ._workspace import Workspace
 from .exceptions import ParameterError
-from .operators import MatrixProduct
+from .operators import Deconvolution, MatrixProduct
 # the over-relaxation factors of full-batch MU (certified per coordinate by divergence.multiplicative_step)
 from .solvers.mu import MU_RELAX as _RELAX
 
@@ -339,18 +339,28 @@ class _Frames:
     def random_access(self) -> bool:
         return self.array is not None
 
+    def start(self, b: int) -> int:
+        """The first frame of batch ``b`` (arrays)."""
+        return b * self.batch_size
+
+    def rows(self, i: int, j: int) -> Tensor:
+        """Frames ``[i, j)`` of an array, converted (and checked unless the whole array was)."""
+        X = self.array[i:j]
+        if self.checked:
+            return X.to(device=self.like.device, dtype=self.like.dtype) if self.like is not None else X
+        return self._check(X, f"V[{i}:{j}]")
+
     def batches(self, order=None) -> Iterator[tuple[int, Tensor]]:
         """``(index, batch)`` in ``order`` (arrays) or in the iterable's order."""
         if self.array is not None:
-            starts = np.cumsum([0] + self.sizes)
             for b in (range(len(self.sizes)) if order is None else order):
                 b = int(b)
-                i, j = int(starts[b]), int(starts[b + 1])
-                X = self.array[i:j]
+                i = self.start(b)
+                j = i + self.sizes[b]
                 if self.checked:
-                    yield b, X.to(device=self.like.device, dtype=self.like.dtype) if self.like is not None else X
+                    yield b, self.rows(i, j)
                 else:
-                    yield b, self._check(X, f"V[{i}:{j}] (batch {b})")
+                    yield b, self._check(self.array[i:j], f"V[{i}:{j}] (batch {b})")
             return
         sizes = []
         for k, chunk in enumerate(self.factory()):
@@ -386,6 +396,110 @@ class _Frames:
         if self.like is None:
             self.like = X
         return X
+
+
+# ------------------------------------------------------------------ the layouts
+class _Batch:
+    """One batch as a solver sees it: its frames ``X`` (n, C), its own rows ``H`` of the activations (a
+    stored tensor, updated in place) and, for NMFD, its context: ``back``, the ``T - 1`` frames before it,
+    and ``before`` / ``after``, the ``T - 1`` rows of the neighbouring batches' activations around its own
+    (``before_h``: ``before`` as H's update reads it, which may be the rows before their own update)."""
+
+    __slots__ = ("index", "X", "H", "back", "before", "before_h", "after", "last")
+
+    def __init__(self, index: int, X: Tensor, H: Tensor, back=None, before=None, after=None, last=True,
+                 before_h=None):
+        self.index, self.X, self.H, self.last = index, X, H, last
+        self.back, self.before, self.after = back, before, after
+        self.before_h = before if before_h is None else before_h
+
+
+class _Rows:
+    r"""NMF's layout, :math:`V \approx H W^T`: a batch owns the rows of ``H`` of its own frames, and its
+    parts and loss are :class:`~nmfcore.operators.MatrixProduct`'s on its frames (closed forms included)."""
+
+    T = None
+    context = 0
+    operator = MatrixProduct()
+
+    def template_shape(self, features: int, rank: int) -> tuple:
+        return (features, rank)
+
+    def own_rows(self, k: int, n: int) -> int:
+        return n
+
+    def terms(self, which: str, batch: _Batch, W: Tensor, beta: float, workspace: Workspace):
+        return self.operator.terms(which, batch.X, W, batch.H, beta, workspace)
+
+    def loss(self, batch: _Batch, W: Tensor, beta: float, workspace: Workspace) -> Tensor:
+        return self.operator.loss(batch.X, W, batch.H, beta, workspace)
+
+
+class _Segments:
+    r"""NMFD's layout: frame ``j`` is :math:`\sum_t W[:, :, t]\, H[j - t]` (:class:`nmfcore.nmf.NMFD`'s
+    model, frames in rows: ``V (N, C)``, ``W (C, R, T)``, ``H (N - T + 1, R)``).
+
+    A batch owns the rows of ``H`` that *start* at its frames: for the batch of frames ``[a, b)``, the
+    rows ``[a - T + 1, b - T + 1)`` (the first batch: ``[0, b - T + 1)``), so that every batch but the
+    first owns as many rows as it has frames and the last ``T - 1`` frames of the data need no row of
+    their own. Those rows reach the frames ``[a - T + 1, b)``: the batch's ``T - 1`` frames before it
+    (``back``) and its own. Then
+
+    - ``H``'s parts: the divergence of those frames, reconstructed from the batch's rows and the
+      ``T - 1`` rows before and after them (``before``, ``after``), pulled back to its own rows: exactly
+      their part of the gradient of the full divergence;
+    - ``W``'s parts and the loss: the divergence of the frames ``[a - T + 1, b - T + 1)`` (the last
+      batch: up to the end), reconstructed from ``before`` and its own rows. These frame sets partition
+      the data, so W's parts summed over the batches are those of the whole data.
+
+    Both reconstruct a window with :class:`~nmfcore.operators.Deconvolution` and pull back its terms
+    zeroed outside those frames (the frames at the window's edges lack some of their rows).
+    """
+
+    operator = Deconvolution()
+
+    def __init__(self, T: int):
+        self.T = T
+        self.context = T - 1
+
+    def template_shape(self, features: int, rank: int) -> tuple:
+        return (features, rank, self.T)
+
+    def own_rows(self, k: int, n: int) -> int:
+        return n - self.context if k == 0 else n
+
+    def _window(self, which: str, batch: _Batch):
+        """The window's rows as NMFD's ``(1, R, L)``, its frames from the first own row on (``back`` and
+        ``X``), where those frames start in the window's reconstruction, and how many of them count."""
+        m = batch.H.shape[0]
+        if which == "H":  # every frame the own rows reach
+            rows, count = (batch.before_h, batch.H, batch.after), m + self.context
+        else:  # the frames the own rows start at (and the tail after the last row)
+            rows, count = (batch.before, batch.H), m + (self.context if batch.last else 0)
+        Hw = torch.cat(rows).t().unsqueeze(0)
+        frames = torch.cat([batch.back, batch.X]) if batch.back.shape[0] else batch.X
+        return Hw, frames[:count].t().unsqueeze(0), batch.before.shape[0]
+
+    def terms(self, which: str, batch: _Batch, W: Tensor, beta: float, workspace: Workspace):
+        Hw, Vs, p = self._window(which, batch)
+        Y = self.operator.reconstruct(Hw, W)
+        k = Vs.shape[2]
+        neg_s, pos_s = div.mu_terms(Vs, Y[:, :, p:p + k], beta)
+        # here G = [V Y**(beta-2), Y**(beta-1)] on the counted frames, 0 elsewhere; pulled back through
+        # the convolution (operators.Deconvolution.pull: one product for both)
+        G = Y.new_zeros((2,) + tuple(Y.shape))
+        G[0, :, :, p:p + k] = neg_s
+        G[1, :, :, p:p + k] = 1.0 if pos_s is None else pos_s
+        neg, pos = self.operator.pull(which, G, W, Hw, workspace)
+        if which == "W":
+            return neg, pos
+        m = batch.H.shape[0]
+        return neg[0, :, p:p + m].t(), pos[0, :, p:p + m].t()
+
+    def loss(self, batch: _Batch, W: Tensor, beta: float, workspace: Workspace) -> Tensor:
+        Hw, Vs, p = self._window("W", batch)
+        Y = self.operator.reconstruct(Hw, W)
+        return div.beta_divergence(Vs, Y[:, :, p:p + Vs.shape[2]], beta)
 
 
 # ------------------------------------------------------------------ the solver
@@ -471,8 +585,19 @@ class MiniBatchMU:
 
     def __init__(self, rank: int, *, solver: str = "asag_mu", beta: float = 1.0, batch_size: int = 1024,
                  order: Optional[str] = None, forget: float = 1.0, relax: bool = True, generator=None,
-                 parallel=None):
+                 parallel=None, T: Optional[int] = None):
         self.rank = check_rank(rank)
+        if T is not None:
+            T = check_positive_int(T, "T")
+            if batch_size is not None and not isinstance(batch_size, bool) and isinstance(batch_size, int) \
+                    and 0 < batch_size < T:
+                raise ParameterError(f"batch_size={batch_size} must be at least T={T}: a batch reads the T - 1 "
+                                     "frames and activations around it from its neighbours")
+            if parallel is not None:
+                raise ParameterError("parallel needs T=None: NMFD's shards would need the activations at "
+                                     "the other processes' boundaries")
+        self.T = T
+        self.layout = _Rows() if T is None else _Segments(T)
         if solver not in SOLVERS:
             raise ParameterError(f"solver={solver!r} must be one of {SOLVERS}")
         self.solver = solver
@@ -505,6 +630,7 @@ class MiniBatchMU:
         self._stored: list = []
         self._stored_at: list = []
         self._t = 0  # updates of the running sums so far
+        self._old_tail = None  # NMFD: (batch, its last T - 1 rows before its update in this pass)
 
     # ------------------------------------------------------------ the state
     @property
@@ -523,7 +649,7 @@ class MiniBatchMU:
         clone = lambda x: None if x is None else x.clone()  # noqa: E731
         return {
             "settings": {"rank": self.rank, "solver": self.solver, "beta": self.beta, "batch_size": self.batch_size,
-                         "order": self.order, "forget": self.forget, "relax": self.relax},
+                         "order": self.order, "forget": self.forget, "relax": self.relax, "T": self.T},
             "W": clone(self.W),
             "H": [h.clone() for h in self._H],
             "epoch": self.epoch,
@@ -543,6 +669,8 @@ class MiniBatchMU:
             self.rank, self.solver, self.beta = s["rank"], s["solver"], s["beta"]
             self.batch_size, self.order, self.forget = s["batch_size"], s["order"], s["forget"]
             self.relax = s["relax"]
+            self.T = s.get("T")
+            self.layout = _Rows() if self.T is None else _Segments(self.T)
             self.W = state["W"]
             self._H = list(state["H"])
             self.epoch = state["epoch"]
@@ -610,20 +738,68 @@ class MiniBatchMU:
         relax = _RELAX if certified and self.relax and self.solver == "mu_batch" else 1.0
         div.multiplicative_step(X, neg, pos, self.beta, relax=relax)
 
-    def _init_rows(self, Vb: Tensor) -> Tensor:
+    def _h_step(self, batch: _Batch, steps: int = 1, keep_old: bool = False) -> None:
+        """``steps`` multiplicative updates of a batch's own activations, ``W`` fixed. ``keep_old`` keeps
+        a copy of its last ``T - 1`` rows as they were, for the next batch's context (NMFD)."""
+        if batch.H.shape[0] == 0:
+            return
+        if keep_old and self.layout.context:
+            self._old_tail = (batch.index, batch.H[-self.layout.context:].clone())
+        for _ in range(steps):
+            self._apply("H", batch.H, *self.layout.terms("H", batch, self.W, self.beta, self._ws))
+
+    def _w_terms(self, batch: _Batch):
+        """W's parts from a batch (its frames, the current factors)."""
+        return self.layout.terms("W", batch, self.W, self.beta, self._ws)
+
+    def _w_step(self, b: int, neg: Tensor, pos: Tensor, keep: bool = True) -> None:
+        """W's update from one batch's parts: the all-reduce, the average gradient's running sums (``asag_mu``,
+        ``gsag_mu``), the plain multiplicative step."""
+        neg, pos = self._reduce(neg, pos)
+        if self.solver in _AVERAGE:
+            neg, pos = self._average(b, neg, pos, keep=keep)
+        self._apply("W", self.W, neg, pos, certified=False)
+
+    def _init_rows(self, Vb: Tensor, rows: int) -> Tensor:
         """Random activations for a batch, scaled as ``init.random_like_data`` to the batch's mean."""
-        scale = math.sqrt(max(float(Vb.mean()), 0.0) / self.rank) or 1.0
-        x = torch.randn((Vb.shape[0], self.rank), generator=self.generator, dtype=Vb.dtype,
-                        device=self.generator.device)
+        scale = math.sqrt(max(float(Vb.mean()), 0.0) / (self.rank * (self.T or 1))) or 1.0
+        x = torch.randn((rows, self.rank), generator=self.generator, dtype=Vb.dtype, device=self.generator.device)
         return x.abs_().mul_(scale).to(Vb.device)
 
     def _rows(self, b: int, Vb: Tensor) -> Tensor:
         """The activations of batch ``b``."""
         Hb = self._H[b]
-        if Hb.shape[0] != Vb.shape[0]:
+        if Hb.shape[0] != self.layout.own_rows(b, Vb.shape[0]):
             raise ParameterError(f"batch {b} has {Vb.shape[0]} frames but its activations have "
                                  f"{Hb.shape[0]} rows: the data changed since the state was made")
         return Hb
+
+    def _views(self, frames: _Frames, order=None, H: Optional[list] = None, rows=None) -> Iterator[_Batch]:
+        """The one pass over the batches: each as a :class:`_Batch` with its own activations (``rows(b, Vb)``
+        from the list ``H``, by default the fit's) and, for NMFD, its context. The rows before a batch are those of the batch
+        visited just before as they were before its update (``_h_step(keep_old=True)``), else as they are:
+        visited in order, every batch's parts are taken at the factors of the epoch's start."""
+        H = self._H if H is None else H
+        rows = self._rows if rows is None else rows
+        context = self.layout.context
+        self._old_tail = None
+        back = None
+        for b, Vb in frames.batches(order):
+            Hb = rows(b, Vb)
+            if not context:
+                yield _Batch(b, Vb, Hb)
+                continue
+            if b == 0:
+                back = Vb[:0]
+            elif frames.random_access:
+                a = frames.start(b)
+                back = frames.rows(a - context, a)
+            before = H[b - 1][-context:] if b > 0 else Hb[:0]
+            old = self._old_tail[1] if self._old_tail is not None and self._old_tail[0] == b - 1 else None
+            after = H[b + 1][:context] if b + 1 < len(H) else Hb[:0]
+            last = frames.sizes is not None and b == len(frames.sizes) - 1
+            yield _Batch(b, Vb, Hb, back, before, after, last, before_h=old)
+            back = Vb[-context:]
 
     def _setup(self, frames: _Frames, W, H, trainable_W: bool, trainable_H: bool):
         """Initial ``W`` (from the argument or random, scaled to the first batch) and every batch's ``H``
@@ -636,81 +812,99 @@ class MiniBatchMU:
             raise ParameterError("trainable_H=False needs the fixed activations H")
         if W is None:
             _, first = next(iter(frames.batches([0] if frames.random_access else None)))
-            scale = math.sqrt(max(float(first.mean()), 0.0) / self.rank) or 1.0
-            x = torch.randn((first.shape[1], self.rank), generator=self.generator, dtype=first.dtype,
-                            device=self.generator.device)
-            W = x.abs_().mul_(scale).to(first.device)
+            self.W = self._init_templates(first)
         else:
-            W = self._check_factor(W, "W", frames.features)
-        self.W = W.detach().clone()
+            self.W = self._check_factor(W, "W", frames.features).detach().clone()
         frames.like = self.W
         if self.parallel is not None:
             self.parallel.broadcast(self.W)
         if H is not None:
             H = self._check_factor(H, "H", None)
-            sizes = frames.sizes if frames.sizes is not None else [c.shape[0] for _, c in frames.batches()]
-            if sum(sizes) != H.shape[0]:
-                raise ParameterError(f"H has {H.shape[0]} rows but V has {sum(sizes)} frames")
-            self._H = [h.clone() for h in torch.split(H.detach().to(self.W), sizes)]
+            if frames.sizes is None:
+                list(frames.batches())
+            self._check_sizes(frames.sizes)
+            rows = [self.layout.own_rows(k, n) for k, n in enumerate(frames.sizes)]
+            if sum(rows) != H.shape[0]:
+                extra = f" - T + 1 = {sum(rows)}" if self.T is not None else ""
+                raise ParameterError(f"H has {H.shape[0]} rows but V has {sum(frames.sizes)} frames{extra}")
+            self._H = [h.clone() for h in torch.split(H.detach().to(self.W), rows)]
         else:
-            self._H = [self._init_rows(Vb) for _, Vb in frames.batches()]
+            self._H = []
+            for k, Vb in frames.batches():
+                self._check_sizes([Vb.shape[0]] if k == 0 else None)
+                self._H.append(self._init_rows(Vb, self.layout.own_rows(k, Vb.shape[0])))
+            self._check_sizes(frames.sizes)
         if frames.features != self.W.shape[0]:
             raise ParameterError(f"V has {frames.features} features but W has {self.W.shape[0]} rows")
+
+    def _init_templates(self, first: Tensor) -> Tensor:
+        """Random templates, scaled as ``init.random_like_data`` to the mean of the first batch."""
+        scale = math.sqrt(max(float(first.mean()), 0.0) / (self.rank * (self.T or 1))) or 1.0
+        shape = self.layout.template_shape(first.shape[1], self.rank)
+        x = torch.randn(shape, generator=self.generator, dtype=first.dtype, device=self.generator.device)
+        return x.abs_().mul_(scale).to(first.device)
+
+    def _check_sizes(self, sizes: Optional[list]) -> None:
+        """NMFD: every batch (chunk) but the last has at least ``T`` frames, and the data at least ``T``."""
+        if self.T is None or not sizes:
+            return
+        for k, n in enumerate(sizes):
+            if n < self.T and (k < len(sizes) - 1 or k == 0):
+                raise ParameterError(f"batch {k} has {n} frames, fewer than T={self.T}: with T, every batch "
+                                     "(chunk) but the last needs at least T frames (its neighbours read T - 1 "
+                                     "of them)")
 
     def _check_factor(self, X, name: str, features: Optional[int]) -> Tensor:
         if not isinstance(X, Tensor):
             raise ParameterError(f"{name} must be a torch.Tensor, got {type(X).__name__}")
         value_range(X, name)
-        if X.ndim != 2 or X.shape[1] != self.rank or (features is not None and X.shape[0] != features):
-            want = f"({features}, {self.rank})" if features is not None else f"(frames, {self.rank})"
-            raise ParameterError(f"{name} has shape {tuple(X.shape)}, expected {want}")
+        if features is not None:  # the templates
+            want = self.layout.template_shape(features, self.rank)
+            ok = tuple(X.shape) == want
+        else:
+            want = ("frames" if self.T is None else "frames - T + 1", self.rank)
+            ok = X.ndim == 2 and X.shape[1] == self.rank
+        if not ok:
+            raise ParameterError(f"{name} has shape {tuple(X.shape)}, expected ({want[0]}, {', '.join(map(str, want[1:]))})")
         return X
 
     # ------------------------------------------------------------ one epoch
     def _epoch(self, frames: _Frames) -> None:
-        order = None
-        if frames.random_access and self.order != "cyclic":
-            order = torch.randperm(len(frames.sizes), generator=self.generator, device=self.generator.device).tolist()
-        W, beta = self.W, self.beta
-        acc = None
-        pick = None
-        for k, (b, Vb) in enumerate(frames.batches(order)):
-            Hb = self._rows(b, Vb)
+        """One pass: every batch updates its activations, then W's parts go to the solver's rule."""
+        in_order = not (frames.random_access and self.order != "cyclic")
+        order = None if in_order else \
+            torch.randperm(len(frames.sizes), generator=self.generator, device=self.generator.device).tolist()
+        acc = pick = None
+        for k, batch in enumerate(self._views(frames, order)):
             if self.train_H:
-                self._apply("H", Hb, *batch_terms("H", Vb, W, Hb, beta, workspace=self._ws))
+                self._h_step(batch, keep_old=True)
             if not self.train_W:
                 continue
             if self.solver in _GREEDY:
                 # one batch, uniformly at random over the epoch, chosen as the batches stream by (reservoir
-                # sampling): W does not change within the epoch, so its parts equal those at the end
+                # sampling); NMF: W does not change within the epoch, so its parts equal those at the end
                 u = torch.rand((), generator=self.generator, device=self.generator.device)
                 if float(u) * (k + 1) < 1:
-                    pick = (b, batch_terms("W", Vb, W, Hb, beta, workspace=self._ws))
-                continue
-            neg, pos = batch_terms("W", Vb, W, Hb, beta, workspace=self._ws)
-            if self.solver == "mu_batch":
+                    pick = (batch.index, self._w_terms(batch))
+            elif self.solver == "mu_batch":
+                neg, pos = self._w_terms(batch)
                 acc = [neg, pos] if acc is None else [acc[0].add_(neg), acc[1].add_(pos)]
-                continue
-            neg, pos = self._reduce(neg, pos)
-            if self.solver == "asag_mu":
-                neg, pos = self._average(b, neg, pos)
-            self._apply("W", W, neg, pos, certified=False)
-        if self.train_W:
-            if self.solver == "mu_batch":
-                self._apply("W", W, *self._reduce(*acc))
-            elif self.solver in _GREEDY:
-                b, (neg, pos) = pick
-                neg, pos = self._reduce(neg, pos)
-                if self.solver == "gsag_mu":
-                    neg, pos = self._average(b, neg, pos)
-                self._apply("W", W, neg, pos, certified=False)
+            else:
+                self._w_step(batch.index, *self._w_terms(batch))
+        if self.train_W and self.solver == "mu_batch":
+            # NMFD in a shuffled order: a batch's W parts saw its neighbours' rows before or after their update,
+            # so the sum is not the gradient at one point and the step is not over-relaxed
+            self._apply("W", self.W, *self._reduce(*acc), certified=in_order or self.T is None)
+        elif self.train_W and self.solver in _GREEDY:
+            b, (neg, pos) = pick
+            self._w_step(b, neg, pos)
         self.epoch += 1
 
     def _loss(self, frames: _Frames) -> float:
         """The full divergence, summed over the batches (and processes)."""
         total = 0.0
-        for b, Vb in frames.batches():
-            total += float(_OPERATOR.loss(Vb, self.W, self._H[b], self.beta, self._ws))
+        for batch in self._views(frames):
+            total += float(self.layout.loss(batch, self.W, self.beta, self._ws))
         if self.parallel is not None:
             total = self.parallel.sum_float(total)
         return total
@@ -816,24 +1010,19 @@ class MiniBatchMU:
         frames = _Frames([chunk], self.batch_size, self.beta, self.W)
         with torch.no_grad():
             (_, X), = list(frames.batches())
+            self._check_sizes([X.shape[0]])
             if self.W is None:
                 self._reset()
-                scale = math.sqrt(max(float(X.mean()), 0.0) / self.rank) or 1.0
-                x = torch.randn((X.shape[1], self.rank), generator=self.generator, dtype=X.dtype,
-                                device=self.generator.device)
-                self.W = x.abs_().mul_(scale).to(X.device)
+                self.W = self._init_templates(X)
                 if self.parallel is not None:
                     self.parallel.broadcast(self.W)
             elif X.shape[1] != self.W.shape[0]:
                 raise ParameterError(f"chunk has {X.shape[1]} features but W has {self.W.shape[0]}")
-            Hc = self._init_rows(X)
-            for _ in range(h_iter):
-                self._apply("H", Hc, *batch_terms("H", X, self.W, Hc, self.beta, workspace=self._ws))
+            empty = X.new_zeros((0, self.rank))
+            batch = _Batch(0, X, self._init_rows(X, self.layout.own_rows(0, X.shape[0])), X[:0], empty, empty)
+            self._h_step(batch, h_iter)
             if self.train_W:
-                neg, pos = self._reduce(*batch_terms("W", X, self.W, Hc, self.beta, workspace=self._ws))
-                if self.solver in _AVERAGE:
-                    neg, pos = self._average(0, neg, pos, keep=False)
-                self._apply("W", self.W, neg, pos, certified=False)
+                self._w_step(0, *self._w_terms(batch), keep=False)
         return self
 
     def transform(self, V, *, max_iter: int = 100) -> Tensor:
@@ -845,15 +1034,20 @@ class MiniBatchMU:
             raise ParameterError("transform needs W: fit first or load_state_dict()")
         max_iter = check_positive_int(max_iter, "max_iter")
         frames = _Frames(V, self.batch_size, self.beta, self.W)
-        out = []
+        out: list = []
+
+        def rows(b: int, X: Tensor) -> Tensor:
+            if X.shape[1] != self.W.shape[0]:
+                raise ParameterError(f"V has {X.shape[1]} features but W has {self.W.shape[0]}")
+            if b == 0:
+                self._check_sizes([X.shape[0]])
+            out.append(self._init_rows(X, self.layout.own_rows(b, X.shape[0])))
+            return out[-1]
+
         with torch.no_grad():
-            for _, X in frames.batches():
-                if X.shape[1] != self.W.shape[0]:
-                    raise ParameterError(f"V has {X.shape[1]} features but W has {self.W.shape[0]}")
-                Hb = self._init_rows(X)
-                for _ in range(max_iter):
-                    self._apply("H", Hb, *batch_terms("H", X, self.W, Hb, self.beta, workspace=self._ws))
-                out.append(Hb)
+            for batch in self._views(frames, H=out, rows=rows):
+                self._h_step(batch, max_iter)
+        self._check_sizes(frames.sizes)
         return torch.cat(out)
 
 
