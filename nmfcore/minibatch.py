@@ -1,7 +1,9 @@
 r"""Mini-batch multiplicative updates for NMF with the beta-divergence.
 
 The model and its layout are those of :class:`nmfcore.nmf.NMF`: the data
-``V`` holds one frame per row, :math:`V \approx H W^T`. A fit visits the
+``V`` holds one frame per row, :math:`V \approx H W^T`; with ``T`` those of
+:class:`nmfcore.nmf.NMFD` (frame ``j`` is :math:`\sum_t W[:, :, t] H[j - t]`),
+a batch reading the ``T - 1`` frames and activations around it. A fit visits the
 frames in mini-batches (consecutive blocks of rows): each batch updates its
 own rows of ``H`` with ``W`` fixed, and gives the negative and positive parts
 of the gradient of its divergence with respect to ``W``. The solvers differ
@@ -21,7 +23,8 @@ in what they do with W's parts ([1]_):
 
 Each update of a factor is the same three stages as nmfcore's full-batch
 solvers: the parts (:func:`batch_terms`, the pull-backs of
-:func:`nmfcore.divergence.mu_terms` through the matrix product), a hook on
+:func:`nmfcore.divergence.mu_terms` through the matrix product, or through
+:class:`nmfcore.operators.Deconvolution` for NMFD), a hook on
 W's parts (accumulation, the running sums of the average gradient, the
 all-reduce of :mod:`nmfcore.distributed`), and
 :func:`nmfcore.divergence.multiplicative_step`. Every beta case comes from
@@ -526,6 +529,19 @@ class MiniBatchMU:
     one batch, visited in the iterable's order every epoch, and only ``H``
     (frames x rank) and ``W`` stay in memory.
 
+    **NMFD** (``T`` given): ``W`` is ``(C, R, T)`` and ``H`` ``(N - T + 1, R)``,
+    :class:`nmfcore.nmf.NMFD`'s model with frames in rows (its ``V[0].T``,
+    ``H[0].T``). A batch owns the rows of ``H`` that start at its frames and
+    reads the ``T - 1`` frames before it and the ``T - 1`` rows on either side
+    (the neighbours' rows before it as they were before their update in this
+    epoch), so that its H update is exactly its rows' part of the full
+    gradient and W's parts summed over the batches are the full ones: visited
+    in order (``order='cyclic'`` or an iterable), ``mu_batch`` equals
+    full-batch NMFD MU; shuffled, a batch's W parts may see a neighbour's rows
+    before their update (its W step is then not over-relaxed). Every batch
+    but the last needs at least ``T`` frames (``batch_size >= T``; an
+    iterable's chunks likewise). Not with ``parallel``.
+
     Parameters
     ----------
     rank : int
@@ -552,11 +568,13 @@ class MiniBatchMU:
     parallel : nmfcore.distributed.DataParallel, optional
         Fit on several processes (each with its shard of frames): W's parts
         and the loss are all-reduced, ``W`` starts from process 0's.
+    T : int, optional
+        Kernel length: fit NMFD instead of NMF (see above); None: NMF.
 
     Attributes
     ----------
-    W : torch.Tensor [shape=(C, R)]
-    H : torch.Tensor [shape=(N, R)]
+    W : torch.Tensor [shape=(C, R) or (C, R, T)]
+    H : torch.Tensor [shape=(N, R) or (N - T + 1, R)]
         The activations of the frames fitted (concatenated over the batches).
     epoch : int
         Epochs run so far.
@@ -569,6 +587,7 @@ class MiniBatchMU:
     -----
     - V: :math:`(N, C)` (frames, features); a spectrogram ``S`` (freq, frames) is ``S.T``
     - W: :math:`(C, R)`; H: :math:`(N, R)`
+    - with ``T``: W :math:`(C, R, T)`; H :math:`(N - T + 1, R)`
 
     Examples
     --------
@@ -581,16 +600,28 @@ class MiniBatchMU:
     (torch.Size([30, 4]), torch.Size([200, 4]), 5)
     >>> m.losses[-1][1] < m.losses[0][1]
     True
+
+    NMFD, batches of 40 frames with a 5-frame kernel:
+
+    >>> d = MiniBatchMU(4, T=5, solver="asg_mu", batch_size=40, generator=0).fit(V, max_epochs=5, tol=1e-9)
+    >>> d.W.shape, d.H.shape
+    (torch.Size([30, 4, 5]), torch.Size([196, 4]))
+    >>> d.losses[-1][1] < d.losses[0][1]
+    True
     """
 
     def __init__(self, rank: int, *, solver: str = "asag_mu", beta: float = 1.0, batch_size: int = 1024,
                  order: Optional[str] = None, forget: float = 1.0, relax: bool = True, generator=None,
                  parallel=None, T: Optional[int] = None):
         self.rank = check_rank(rank)
+        if solver not in SOLVERS:
+            raise ParameterError(f"solver={solver!r} must be one of {SOLVERS}")
+        self.solver = solver
+        self.beta = check_beta(beta)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
         if T is not None:
             T = check_positive_int(T, "T")
-            if batch_size is not None and not isinstance(batch_size, bool) and isinstance(batch_size, int) \
-                    and 0 < batch_size < T:
+            if self.batch_size < T:
                 raise ParameterError(f"batch_size={batch_size} must be at least T={T}: a batch reads the T - 1 "
                                      "frames and activations around it from its neighbours")
             if parallel is not None:
@@ -598,11 +629,6 @@ class MiniBatchMU:
                                      "the other processes' boundaries")
         self.T = T
         self.layout = _Rows() if T is None else _Segments(T)
-        if solver not in SOLVERS:
-            raise ParameterError(f"solver={solver!r} must be one of {SOLVERS}")
-        self.solver = solver
-        self.beta = check_beta(beta)
-        self.batch_size = check_positive_int(batch_size, "batch_size")
         if order not in (None, "shuffle", "cyclic"):
             raise ParameterError(f"order={order!r} must be None, 'shuffle' or 'cyclic'")
         self.order = order
@@ -967,7 +993,8 @@ class MiniBatchMU:
         if resume:
             if self.W is None:
                 raise ParameterError("resume=True needs a state: fit first or load_state_dict()")
-            sizes = [h.shape[0] for h in self._H]
+            # every batch's frames: its rows, and for NMFD the first batch's T - 1 more
+            sizes = [h.shape[0] + (self.layout.context if k == 0 else 0) for k, h in enumerate(self._H)]
             if frames.sizes is None:
                 frames.sizes = sizes  # an iterable's chunks must match the state's batches
             elif frames.sizes != sizes:
@@ -996,7 +1023,8 @@ class MiniBatchMU:
         """One step on a new chunk of a stream; returns ``self``.
 
         The chunk's activations start random and take ``h_iter`` updates with
-        ``W`` fixed, then ``W`` takes one update from the chunk's parts
+        ``W`` fixed (NMFD: the chunk is a sequence of its own, ``n - T + 1``
+        rows), then ``W`` takes one update from the chunk's parts
         (``asag_mu`` / ``gsag_mu``: from the running sums, where the earlier
         chunks' parts decay by ``forget`` per chunk). The chunk's activations
         are not kept (:meth:`transform` gives them).
@@ -1028,7 +1056,9 @@ class MiniBatchMU:
     def transform(self, V, *, max_iter: int = 100) -> Tensor:
         """Activations of new frames with ``W`` fixed: ``max_iter`` updates per batch, one pass over ``V``.
 
-        ``V`` is anything :meth:`fit` takes; returns ``H`` ``(N, R)``.
+        ``V`` is anything :meth:`fit` takes; returns ``H`` ``(N, R)``. NMFD:
+        ``max_iter`` passes of one update per batch (a batch's last rows
+        also reach the next batch's frames), ``(N - T + 1, R)``.
         """
         if self.W is None:
             raise ParameterError("transform needs W: fit first or load_state_dict()")
@@ -1044,24 +1074,28 @@ class MiniBatchMU:
             out.append(self._init_rows(X, self.layout.own_rows(b, X.shape[0])))
             return out[-1]
 
+        # NMF: the batches' rows are independent, one pass with max_iter updates each; NMFD: max_iter passes
+        # of one update, so that the rows at a batch's end see the next batch's
+        passes, steps = (1, max_iter) if not self.layout.context else (max_iter, 1)
         with torch.no_grad():
-            for batch in self._views(frames, H=out, rows=rows):
-                self._h_step(batch, max_iter)
-        self._check_sizes(frames.sizes)
+            for k in range(passes):
+                for batch in self._views(frames, H=out, rows=rows if k == 0 else lambda b, X: out[b]):
+                    self._h_step(batch, steps)
+                self._check_sizes(frames.sizes)
         return torch.cat(out)
 
 
 def _solver_function(name: str):
     def fit(V, rank: int, **options) -> MiniBatchMU:
-        init = {k: options.pop(k) for k in ("beta", "batch_size", "order", "forget", "generator", "parallel")
+        init = {k: options.pop(k) for k in ("beta", "batch_size", "order", "forget", "generator", "parallel", "T")
                 if k in options}
         return MiniBatchMU(rank, solver=name, **init).fit(V, **options)
 
     fit.__name__ = fit.__qualname__ = name
     fit.__doc__ = f"""``MiniBatchMU(rank, solver={name!r}, ...).fit(V, ...)``; returns the fitted :class:`MiniBatchMU`.
 
-    ``beta``, ``batch_size``, ``order``, ``forget``, ``generator`` and
-    ``parallel`` go to the constructor, every other keyword to
+    ``beta``, ``batch_size``, ``order``, ``forget``, ``generator``,
+    ``parallel`` and ``T`` go to the constructor, every other keyword to
     :meth:`MiniBatchMU.fit`.
 
     Examples
