@@ -417,7 +417,19 @@ class _Batch:
         self.before_h = before if before_h is None else before_h
 
 
-class _Rows:
+class _Layout:
+    """How a batch's parts are formed (the layouts below); ``h_terms`` yields H's parts for ``steps``
+    updates in a row, each after the caller applied the previous one."""
+
+    def terms(self, which: str, batch: _Batch, W: Tensor, beta: float, workspace: Workspace):
+        raise NotImplementedError
+
+    def h_terms(self, batch: _Batch, W: Tensor, beta: float, workspace: Workspace, steps: int):
+        for _ in range(steps):
+            yield self.terms("H", batch, W, beta, workspace)
+
+
+class _Rows(_Layout):
     r"""NMF's layout, :math:`V \approx H W^T`: a batch owns the rows of ``H`` of its own frames, and its
     parts and loss are :class:`~nmfcore.operators.MatrixProduct`'s on its frames (closed forms included)."""
 
@@ -434,11 +446,21 @@ class _Rows:
     def terms(self, which: str, batch: _Batch, W: Tensor, beta: float, workspace: Workspace):
         return self.operator.terms(which, batch.X, W, batch.H, beta, workspace)
 
+    def h_terms(self, batch: _Batch, W: Tensor, beta: float, workspace: Workspace, steps: int):
+        if beta != 2 or steps == 1:
+            yield from super().h_terms(batch, W, beta, workspace, steps)
+            return
+        # beta = 2: neg = X W and the Gram matrix W^T W stay while W is fixed, so every further step costs
+        # one product with the R x R Gram matrix, not a pass over the batch's frames
+        neg, gram = self.operator.gram_terms("H", batch.X, W, batch.H, workspace)
+        for k in range(steps):
+            yield (neg.clone() if k < steps - 1 else neg), batch.H @ gram
+
     def loss(self, batch: _Batch, W: Tensor, beta: float, workspace: Workspace) -> Tensor:
         return self.operator.loss(batch.X, W, batch.H, beta, workspace)
 
 
-class _Segments:
+class _Segments(_Layout):
     r"""NMFD's layout: frame ``j`` is :math:`\sum_t W[:, :, t]\, H[j - t]` (:class:`nmfcore.nmf.NMFD`'s
     model, frames in rows: ``V (N, C)``, ``W (C, R, T)``, ``H (N - T + 1, R)``).
 
@@ -570,6 +592,10 @@ class MiniBatchMU:
         and the loss are all-reduced, ``W`` starts from process 0's.
     T : int, optional
         Kernel length: fit NMFD instead of NMF (see above); None: NMF.
+    h_steps : int, default 1
+        Multiplicative updates of a batch's activations per visit (``W``
+        fixed). At beta = 2 (NMF) the steps after the first reuse ``X W`` and
+        ``W^T W``: each costs a product with an R x R matrix.
 
     Attributes
     ----------
@@ -612,7 +638,7 @@ class MiniBatchMU:
 
     def __init__(self, rank: int, *, solver: str = "asag_mu", beta: float = 1.0, batch_size: int = 1024,
                  order: Optional[str] = None, forget: float = 1.0, relax: bool = True, generator=None,
-                 parallel=None, T: Optional[int] = None):
+                 parallel=None, T: Optional[int] = None, h_steps: int = 1):
         self.rank = check_rank(rank)
         if solver not in SOLVERS:
             raise ParameterError(f"solver={solver!r} must be one of {SOLVERS}")
@@ -629,6 +655,7 @@ class MiniBatchMU:
                                      "the other processes' boundaries")
         self.T = T
         self.layout = _Rows() if T is None else _Segments(T)
+        self.h_steps = check_positive_int(h_steps, "h_steps")
         if order not in (None, "shuffle", "cyclic"):
             raise ParameterError(f"order={order!r} must be None, 'shuffle' or 'cyclic'")
         self.order = order
@@ -675,7 +702,8 @@ class MiniBatchMU:
         clone = lambda x: None if x is None else x.clone()  # noqa: E731
         return {
             "settings": {"rank": self.rank, "solver": self.solver, "beta": self.beta, "batch_size": self.batch_size,
-                         "order": self.order, "forget": self.forget, "relax": self.relax, "T": self.T},
+                         "order": self.order, "forget": self.forget, "relax": self.relax, "T": self.T,
+                         "h_steps": self.h_steps},
             "W": clone(self.W),
             "H": [h.clone() for h in self._H],
             "epoch": self.epoch,
@@ -696,6 +724,7 @@ class MiniBatchMU:
             self.batch_size, self.order, self.forget = s["batch_size"], s["order"], s["forget"]
             self.relax = s["relax"]
             self.T = s.get("T")
+            self.h_steps = s.get("h_steps", 1)
             self.layout = _Rows() if self.T is None else _Segments(self.T)
             self.W = state["W"]
             self._H = list(state["H"])
@@ -764,15 +793,16 @@ class MiniBatchMU:
         relax = _RELAX if certified and self.relax and self.solver == "mu_batch" else 1.0
         div.multiplicative_step(X, neg, pos, self.beta, relax=relax)
 
-    def _h_step(self, batch: _Batch, steps: int = 1, keep_old: bool = False) -> None:
-        """``steps`` multiplicative updates of a batch's own activations, ``W`` fixed. ``keep_old`` keeps
-        a copy of its last ``T - 1`` rows as they were, for the next batch's context (NMFD)."""
+    def _h_step(self, batch: _Batch, steps: Optional[int] = None, keep_old: bool = False) -> None:
+        """``steps`` (default ``h_steps``) multiplicative updates of a batch's own activations, ``W`` fixed.
+        ``keep_old`` keeps a copy of its last ``T - 1`` rows as they were, for the next batch's context (NMFD)."""
         if batch.H.shape[0] == 0:
             return
         if keep_old and self.layout.context:
             self._old_tail = (batch.index, batch.H[-self.layout.context:].clone())
-        for _ in range(steps):
-            self._apply("H", batch.H, *self.layout.terms("H", batch, self.W, self.beta, self._ws))
+        steps = self.h_steps if steps is None else steps
+        for neg, pos in self.layout.h_terms(batch, self.W, self.beta, self._ws, steps):
+            self._apply("H", batch.H, neg, pos)
 
     def _w_terms(self, batch: _Batch):
         """W's parts from a batch (its frames, the current factors)."""
@@ -1087,7 +1117,8 @@ class MiniBatchMU:
 
 def _solver_function(name: str):
     def fit(V, rank: int, **options) -> MiniBatchMU:
-        init = {k: options.pop(k) for k in ("beta", "batch_size", "order", "forget", "generator", "parallel", "T")
+        init = {k: options.pop(k) for k in ("beta", "batch_size", "order", "forget", "generator", "parallel", "T",
+                                                  "h_steps")
                 if k in options}
         return MiniBatchMU(rank, solver=name, **init).fit(V, **options)
 
@@ -1095,7 +1126,7 @@ def _solver_function(name: str):
     fit.__doc__ = f"""``MiniBatchMU(rank, solver={name!r}, ...).fit(V, ...)``; returns the fitted :class:`MiniBatchMU`.
 
     ``beta``, ``batch_size``, ``order``, ``forget``, ``generator``,
-    ``parallel`` and ``T`` go to the constructor, every other keyword to
+    ``parallel``, ``T`` and ``h_steps`` go to the constructor, every other keyword to
     :meth:`MiniBatchMU.fit`.
 
     Examples
