@@ -145,6 +145,31 @@ def test_one_batch_is_full_mu(gen, solver):
     torch.testing.assert_close(m.H, Hr)
 
 
+@pytest.mark.parametrize("beta", (1.0, 2.0, 3.0))
+def test_h_steps_equal_slow_loop(gen, beta):
+    """Oracle: asg_mu written out from the formulas in float64 (batches in order; per batch h_steps plain H
+    updates, then one W update from the batch's parts). At beta = 2 the steps after the first reuse X W and
+    W^T W (the Gram form): the same numbers."""
+    X = low_rank(gen)
+    W, H = factors(gen, 60, 12, 3)
+    m = MiniBatchMU(3, solver="asg_mu", beta=beta, batch_size=16, order="cyclic", h_steps=3, generator=0)
+    m.fit(X, W=W, H=H, max_epochs=2, tol=0)
+    gamma = 1.0 if beta <= 2 else 1 / (beta - 1)
+    Wr, Hr = W.clone(), H.clone()
+    for _ in range(2):
+        for i in range(0, 60, 16):
+            Xb, Hb = X[i:i + 16], Hr[i:i + 16]
+            for _ in range(3):
+                Y = Hb @ Wr.t()
+                Hb *= ((Xb * Y ** (beta - 2)) @ Wr / (Y ** (beta - 1) @ Wr)) ** gamma
+            Y = Hb @ Wr.t()
+            Wr *= ((Xb * Y ** (beta - 2)).t() @ Hb / ((Y ** (beta - 1)).t() @ Hb)) ** gamma
+    torch.testing.assert_close(m.W, Wr)
+    torch.testing.assert_close(m.H, Hr)
+    with pytest.raises(ParameterError, match="h_steps=0"):
+        MiniBatchMU(3, h_steps=0)
+
+
 @pytest.mark.parametrize("T", (None, 4))
 @pytest.mark.parametrize("forget", (1.0, 0.7))
 @pytest.mark.parametrize("solver", ("asag_mu", "gsag_mu"))
