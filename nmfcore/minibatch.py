@@ -66,7 +66,7 @@ from .operators import Deconvolution, MatrixProduct
 # the over-relaxation factors of full-batch MU (certified per coordinate by divergence.multiplicative_step)
 from .solvers.mu import MU_RELAX as _RELAX
 
-_OPERATOR = MatrixProduct()  # NMF's operator: the solvers reach the data only through it
+_OPERATOR = MatrixProduct()  # NMF's operator: batch_terms and the NMF layout reach the data through it
 
 __all__ = [
     "SOLVERS",
@@ -106,8 +106,8 @@ def batch_terms(which: str, X: Tensor, W: Tensor, H: Tensor, beta: float, *,
 
     with ``Y = H @ W.T`` (floored at the dtype's epsilon where a power is
     negative). For beta = 1 ``pos`` is the column sum of the other factor, of
-    shape ``(R,)``, which broadcasts. This is the only place the mini-batch
-    solvers reach the model's operator.
+    shape ``(R,)``, which broadcasts. :class:`MiniBatchMU` (without ``T``)
+    takes its batches' parts from the same operator.
 
     Parameters
     ----------
@@ -435,7 +435,7 @@ class _Rows(_Layout):
 
     T = None
     context = 0
-    operator = MatrixProduct()
+    operator = _OPERATOR
 
     def template_shape(self, features: int, rank: int) -> tuple:
         return (features, rank)
