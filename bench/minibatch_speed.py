@@ -21,6 +21,8 @@ Usage::
 
     python bench/minibatch_speed.py            # full run (tens of minutes on 2 cores)
     python bench/minibatch_speed.py --quick    # 257 x 3000, rank 10: a smoke test
+    python bench/minibatch_speed.py --budget 1 --clock cpu --solvers asg_mu --h-steps 1,4,8 --skip-memory
+                                               # the speed target's run (bench/README.md)
 
 Needs the ``bench`` extra (scikit-learn).
 """
