@@ -21,6 +21,8 @@ Usage::
 
     python bench/minibatch_speed.py            # full run (tens of minutes on 2 cores)
     python bench/minibatch_speed.py --quick    # 257 x 3000, rank 10: a smoke test
+    python bench/minibatch_speed.py --budget 1 --clock cpu --solvers asg_mu --h-steps 1,4,8 --skip-memory
+                                               # the speed target's run (bench/README.md)
 
 Needs the ``bench`` extra (scikit-learn).
 """
@@ -43,6 +45,14 @@ from nmfcore.minibatch import SOLVERS, MiniBatchMU
 from nmfcore.nmf import NMF
 
 warnings.filterwarnings("ignore")
+
+# the timer: wall time, or with --clock cpu this process's CPU time (one thread: robust to other load)
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = [time.perf_counter]
+
+
+def clock() -> float:
+    return _clock[0]()
 
 
 def templates(F_: int, seed: int = 0) -> torch.Tensor:
@@ -76,30 +86,30 @@ class _Timed(MiniBatchMU):
     loss_time = 0.0
 
     def _loss(self, frames):
-        t = time.perf_counter()
+        t = clock()
         value = super()._loss(frames)
-        self.loss_time += time.perf_counter() - t
+        self.loss_time += clock() - t
         return value
 
 
 def full_mu(V, W0, H0, beta, iters):
     m = NMF(W=W0.clone(), H=H0.clone())
     time.sleep(0.25)
-    t = time.perf_counter()
+    t = clock()
     m.fit(V, beta=beta, tol=0, max_iter=iters, solver="mu", check_every=iters,
           callback=lambda n, loss: None)
-    elapsed = time.perf_counter() - t
+    elapsed = clock() - t
     return elapsed, loss_of(V, m.W.detach(), m.H.detach(), beta)
 
 
-def minibatch(V, W0, H0, beta, solver, batch_size, target, max_epochs, budget):
-    m = _Timed(W0.shape[1], solver=solver, beta=beta, batch_size=batch_size, generator=0)
+def minibatch(V, W0, H0, beta, solver, batch_size, target, max_epochs, budget, **options):
+    m = _Timed(W0.shape[1], solver=solver, beta=beta, batch_size=batch_size, generator=0, **options)
     record = {}
     time.sleep(0.25)
-    t0 = time.perf_counter()
+    t0 = clock()
 
     def cb(epoch, loss):
-        now = time.perf_counter() - t0 - m.loss_time
+        now = clock() - t0 - m.loss_time
         record["epochs"], record["loss"], record["time"] = epoch, loss, now
         if loss <= target and "reached" not in record:
             record["reached"] = (epoch, now)
@@ -120,9 +130,9 @@ def sklearn_ladder(make, V_np, W0, H0, beta, target, start, budget):
         est = make(n)
         Wi, Hi = H0.numpy().copy(), np.ascontiguousarray(W0.numpy().T)
         time.sleep(0.25)
-        t = time.perf_counter()
+        t = clock()
         A = est.fit_transform(X, W=Wi, H=Hi)
-        elapsed = time.perf_counter() - t
+        elapsed = clock() - t
         spent += elapsed
         loss = loss_of(torch.from_numpy(X), torch.from_numpy(est.components_.T.copy()), torch.from_numpy(A), beta)
         last = (n, elapsed, loss)
@@ -151,6 +161,23 @@ print([int(line.split()[1]) for line in open('/proc/self/status') if line.starts
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def print_table(beta, target, rows, mini, sk_minibatch, t_full):
+    """The markdown table of one beta and the best mini-batch row against full MU and MiniBatchNMF."""
+    print(f"\nbeta = {beta:g}: target = loss of full-batch MU after 100 iterations = {target:.6g}")
+    print(f"| {'method':24s} | {'run':>7s} | {'seconds':>8s} | {'loss':>11s} | reached |")
+    print(f"|{'-' * 26}|{'-' * 9}|{'-' * 10}|{'-' * 13}|---------|")
+    for name, run, t, loss, ok in rows:
+        print(f"| {name:24s} | {run:>7s} | {t:8.2f} | {loss:11.5g} | {'yes' if ok else 'no':7s} |")
+    best = min((r for r in mini if r[4]), key=lambda r: r[2], default=None)
+    if best is not None:
+        vs_sk = ""
+        if sk_minibatch is not None:
+            vs_sk = f"; {best[2] / sk_minibatch[2]:.2f} of MiniBatchNMF's" if sk_minibatch[4] else \
+                f"; MiniBatchNMF did not reach the target within its budget ({best[2] / sk_minibatch[2]:.2f} " \
+                "of the time it ran)"
+        print(f"best mini-batch: {best[0]}, {best[2] / t_full:.2f} of full-batch MU's time{vs_sk}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="257 x 3000, rank 10, batch 250")
@@ -161,9 +188,20 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 on a shared machine: OpenMP spin-waits under load, bench/README.md)")
     p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--clock", choices=sorted(CLOCK), default="wall",
+                   help="wall time, or the process's CPU time (with one thread, less sensitive to other load)")
+    p.add_argument("--h-steps", default="1",
+                   help="comma-separated h_steps values: every mini-batch solver runs with each (default 1)")
+    p.add_argument("--size", default=None, help="bins,frames,rank,batch instead of --quick's or the full size")
+    p.add_argument("--solvers", default=",".join(SOLVERS), help="comma-separated mini-batch solvers")
+    p.add_argument("--betas", default="1,2", help="comma-separated betas (1 and 2 have scikit-learn rows)")
+    p.add_argument("--skip-memory", action="store_true", help="no peak-memory measurement")
     args = p.parse_args(argv)
+    _clock[0] = CLOCK[args.clock]
     F_, T_, rank = (257, 3000, 10) if args.quick else (1025, 60000, 40)
     batch = args.batch_size or (250 if args.quick else 2000)
+    if args.size:
+        F_, T_, rank, batch = map(int, args.size.split(","))
     torch.set_num_threads(args.threads)
     V = data(F_, T_)
     W0, H0 = random_like_data(V, (F_, rank), (T_, rank), rank, generator=0)
@@ -173,15 +211,22 @@ def main(argv=None):
     from sklearn.decomposition import NMF as SkNMF
     from sklearn.decomposition import MiniBatchNMF
 
-    for beta in (() if args.skip_speed else (1.0, 2.0)):
+    solvers = args.solvers.split(",")
+    h_steps = [int(h) for h in args.h_steps.split(",")]
+    for beta in (() if args.skip_speed else [float(b) for b in args.betas.split(",")]):
         t_full, target = full_mu(V, W0, H0, beta, 100)
         budget = args.budget * t_full
         rows = [("nmfcore full-batch MU", "100 it", t_full, target, True)]
-        for solver in SOLVERS:
-            r = minibatch(V, W0, H0, beta, solver, batch, target, 100, budget)
-            reached = "reached" in r
-            e, t = r["reached"] if reached else (r["epochs"], r["time"])
-            rows.append((f"nmfcore {solver}", f"{e} ep", t, r["loss"], reached))
+        for solver in solvers:
+            for h in h_steps:
+                r = minibatch(V, W0, H0, beta, solver, batch, target, 100, budget, h_steps=h)
+                reached = "reached" in r
+                e, t = r["reached"] if reached else (r["epochs"], r["time"])
+                rows.append((f"nmfcore {solver}" + (f" h{h}" if h != 1 else ""), f"{e} ep", t, r["loss"], reached))
+        mini = rows[1:]
+        if beta not in (1.0, 2.0):
+            print_table(beta, target, rows, mini, None, t_full)
+            continue
         loss_name = "kullback-leibler" if beta == 1 else "frobenius"
         mb = sklearn_ladder(lambda n: MiniBatchNMF(rank, init="custom", beta_loss=loss_name, batch_size=batch,
                                                    max_iter=n, tol=0, max_no_improvement=None, random_state=0),
@@ -191,18 +236,14 @@ def main(argv=None):
         sk = sklearn_ladder(lambda n: SkNMF(rank, init="custom", beta_loss=loss_name, solver=solver, max_iter=n,
                                             tol=0, random_state=0), V_np, W0, H0, beta, target, 4, budget)
         rows.append((f"sklearn NMF ({solver})", f"{sk[0]} it", sk[1], sk[2], sk[3]))
-        best = min((r for r in rows[1:6] if r[4]), key=lambda r: r[2], default=None)
-        print(f"\nbeta = {beta:g}: target = loss of full-batch MU after 100 iterations = {target:.6g}")
-        print(f"| {'method':24s} | {'run':>7s} | {'seconds':>8s} | {'loss':>11s} | reached |")
-        print(f"|{'-' * 26}|{'-' * 9}|{'-' * 10}|{'-' * 13}|---------|")
-        for name, run, t, loss, ok in rows:
-            print(f"| {name:24s} | {run:>7s} | {t:8.2f} | {loss:11.5g} | {'yes' if ok else 'no':7s} |")
-        if best is not None:
-            vs_sk = f"{best[2] / rows[6][2]:.2f} of MiniBatchNMF's" if rows[6][4] else \
-                "MiniBatchNMF did not reach the target within its budget"
-            print(f"best mini-batch: {best[0]}, {best[2] / t_full:.2f} of full-batch MU's time; {vs_sk}")
+        print_table(beta, target, rows, mini, rows[len(mini) + 1], t_full)
         results["rows"].append({"beta": beta, "target": target,
                                 "rows": [dict(zip(("method", "run", "seconds", "loss", "reached"), r)) for r in rows]})
+    if args.skip_memory:
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
+        return
     print("\npeak memory (peak RSS, MiB) of an asag_mu fit from chunks generated on the fly, 2 epochs:")
     mem = {}
     for k in (1, 2, 4):

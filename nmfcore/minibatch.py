@@ -1,7 +1,9 @@
 r"""Mini-batch multiplicative updates for NMF with the beta-divergence.
 
 The model and its layout are those of :class:`nmfcore.nmf.NMF`: the data
-``V`` holds one frame per row, :math:`V \approx H W^T`. A fit visits the
+``V`` holds one frame per row, :math:`V \approx H W^T`; with ``T`` those of
+:class:`nmfcore.nmf.NMFD` (frame ``j`` is :math:`\sum_t W[:, :, t] H[j - t]`),
+a batch reading the ``T - 1`` frames and activations around it. A fit visits the
 frames in mini-batches (consecutive blocks of rows): each batch updates its
 own rows of ``H`` with ``W`` fixed, and gives the negative and positive parts
 of the gradient of its divergence with respect to ``W``. The solvers differ
@@ -21,7 +23,8 @@ in what they do with W's parts ([1]_):
 
 Each update of a factor is the same three stages as nmfcore's full-batch
 solvers: the parts (:func:`batch_terms`, the pull-backs of
-:func:`nmfcore.divergence.mu_terms` through the matrix product), a hook on
+:func:`nmfcore.divergence.mu_terms` through the matrix product, or through
+:class:`nmfcore.operators.Deconvolution` for NMFD), a hook on
 W's parts (accumulation, the running sums of the average gradient, the
 all-reduce of :mod:`nmfcore.distributed`), and
 :func:`nmfcore.divergence.multiplicative_step`. Every beta case comes from
@@ -59,11 +62,11 @@ from ._validation import (check_beta, check_beta_for_data, check_fraction, check
                           check_positive_int, check_rank, make_generator, value_range)
 from ._workspace import Workspace
 from .exceptions import ParameterError
-from .operators import MatrixProduct
+from .operators import Deconvolution, MatrixProduct
 # the over-relaxation factors of full-batch MU (certified per coordinate by divergence.multiplicative_step)
 from .solvers.mu import MU_RELAX as _RELAX
 
-_OPERATOR = MatrixProduct()  # NMF's operator: the solvers reach the data only through it
+_OPERATOR = MatrixProduct()  # NMF's operator: batch_terms and the NMF layout reach the data through it
 
 __all__ = [
     "SOLVERS",
@@ -103,8 +106,8 @@ def batch_terms(which: str, X: Tensor, W: Tensor, H: Tensor, beta: float, *,
 
     with ``Y = H @ W.T`` (floored at the dtype's epsilon where a power is
     negative). For beta = 1 ``pos`` is the column sum of the other factor, of
-    shape ``(R,)``, which broadcasts. This is the only place the mini-batch
-    solvers reach the model's operator.
+    shape ``(R,)``, which broadcasts. :class:`MiniBatchMU` (without ``T``)
+    takes its batches' parts from the same operator.
 
     Parameters
     ----------
@@ -339,18 +342,28 @@ class _Frames:
     def random_access(self) -> bool:
         return self.array is not None
 
+    def start(self, b: int) -> int:
+        """The first frame of batch ``b`` (arrays)."""
+        return b * self.batch_size
+
+    def rows(self, i: int, j: int) -> Tensor:
+        """Frames ``[i, j)`` of an array, converted (and checked unless the whole array was)."""
+        X = self.array[i:j]
+        if self.checked:
+            return X.to(device=self.like.device, dtype=self.like.dtype) if self.like is not None else X
+        return self._check(X, f"V[{i}:{j}]")
+
     def batches(self, order=None) -> Iterator[tuple[int, Tensor]]:
         """``(index, batch)`` in ``order`` (arrays) or in the iterable's order."""
         if self.array is not None:
-            starts = np.cumsum([0] + self.sizes)
             for b in (range(len(self.sizes)) if order is None else order):
                 b = int(b)
-                i, j = int(starts[b]), int(starts[b + 1])
-                X = self.array[i:j]
+                i = self.start(b)
+                j = i + self.sizes[b]
                 if self.checked:
-                    yield b, X.to(device=self.like.device, dtype=self.like.dtype) if self.like is not None else X
+                    yield b, self.rows(i, j)
                 else:
-                    yield b, self._check(X, f"V[{i}:{j}] (batch {b})")
+                    yield b, self._check(self.array[i:j], f"V[{i}:{j}] (batch {b})")
             return
         sizes = []
         for k, chunk in enumerate(self.factory()):
@@ -388,6 +401,132 @@ class _Frames:
         return X
 
 
+# ------------------------------------------------------------------ the layouts
+class _Batch:
+    """One batch as a solver sees it: its frames ``X`` (n, C), its own rows ``H`` of the activations (a
+    stored tensor, updated in place) and, for NMFD, its context: ``back``, the ``T - 1`` frames before it,
+    and ``before`` / ``after``, the ``T - 1`` rows of the neighbouring batches' activations around its own
+    (``before_h``: ``before`` as H's update reads it, which may be the rows before their own update)."""
+
+    __slots__ = ("index", "X", "H", "back", "before", "before_h", "after", "last")
+
+    def __init__(self, index: int, X: Tensor, H: Tensor, back=None, before=None, after=None, last=True,
+                 before_h=None):
+        self.index, self.X, self.H, self.last = index, X, H, last
+        self.back, self.before, self.after = back, before, after
+        self.before_h = before if before_h is None else before_h
+
+
+class _Layout:
+    """How a batch's parts are formed (the layouts below); ``h_terms`` yields H's parts for ``steps``
+    updates in a row, each after the caller applied the previous one."""
+
+    def terms(self, which: str, batch: _Batch, W: Tensor, beta: float, workspace: Workspace):
+        raise NotImplementedError
+
+    def h_terms(self, batch: _Batch, W: Tensor, beta: float, workspace: Workspace, steps: int):
+        for _ in range(steps):
+            yield self.terms("H", batch, W, beta, workspace)
+
+
+class _Rows(_Layout):
+    r"""NMF's layout, :math:`V \approx H W^T`: a batch owns the rows of ``H`` of its own frames, and its
+    parts and loss are :class:`~nmfcore.operators.MatrixProduct`'s on its frames (closed forms included)."""
+
+    T = None
+    context = 0
+    operator = _OPERATOR
+
+    def template_shape(self, features: int, rank: int) -> tuple:
+        return (features, rank)
+
+    def own_rows(self, k: int, n: int) -> int:
+        return n
+
+    def terms(self, which: str, batch: _Batch, W: Tensor, beta: float, workspace: Workspace):
+        return self.operator.terms(which, batch.X, W, batch.H, beta, workspace)
+
+    def h_terms(self, batch: _Batch, W: Tensor, beta: float, workspace: Workspace, steps: int):
+        if beta != 2 or steps == 1:
+            yield from super().h_terms(batch, W, beta, workspace, steps)
+            return
+        # beta = 2: neg = X W and the Gram matrix W^T W stay while W is fixed, so every further step costs
+        # one product with the R x R Gram matrix, not a pass over the batch's frames
+        neg, gram = self.operator.gram_terms("H", batch.X, W, batch.H, workspace)
+        for k in range(steps):
+            yield (neg.clone() if k < steps - 1 else neg), batch.H @ gram
+
+    def loss(self, batch: _Batch, W: Tensor, beta: float, workspace: Workspace) -> Tensor:
+        return self.operator.loss(batch.X, W, batch.H, beta, workspace)
+
+
+class _Segments(_Layout):
+    r"""NMFD's layout: frame ``j`` is :math:`\sum_t W[:, :, t]\, H[j - t]` (:class:`nmfcore.nmf.NMFD`'s
+    model, frames in rows: ``V (N, C)``, ``W (C, R, T)``, ``H (N - T + 1, R)``).
+
+    A batch owns the rows of ``H`` that *start* at its frames: for the batch of frames ``[a, b)``, the
+    rows ``[a - T + 1, b - T + 1)`` (the first batch: ``[0, b - T + 1)``), so that every batch but the
+    first owns as many rows as it has frames and the last ``T - 1`` frames of the data need no row of
+    their own. Those rows reach the frames ``[a - T + 1, b)``: the batch's ``T - 1`` frames before it
+    (``back``) and its own. Then
+
+    - ``H``'s parts: the divergence of those frames, reconstructed from the batch's rows and the
+      ``T - 1`` rows before and after them (``before``, ``after``), pulled back to its own rows: exactly
+      their part of the gradient of the full divergence;
+    - ``W``'s parts and the loss: the divergence of the frames ``[a - T + 1, b - T + 1)`` (the last
+      batch: up to the end), reconstructed from ``before`` and its own rows. These frame sets partition
+      the data, so W's parts summed over the batches are those of the whole data.
+
+    Both reconstruct a window with :class:`~nmfcore.operators.Deconvolution` and pull back its terms
+    zeroed outside those frames (the frames at the window's edges lack some of their rows).
+    """
+
+    operator = Deconvolution()
+
+    def __init__(self, T: int):
+        self.T = T
+        self.context = T - 1
+
+    def template_shape(self, features: int, rank: int) -> tuple:
+        return (features, rank, self.T)
+
+    def own_rows(self, k: int, n: int) -> int:
+        return n - self.context if k == 0 else n
+
+    def _window(self, which: str, batch: _Batch):
+        """The window's rows as NMFD's ``(1, R, L)``, its frames from the first own row on (``back`` and
+        ``X``), where those frames start in the window's reconstruction, and how many of them count."""
+        m = batch.H.shape[0]
+        if which == "H":  # every frame the own rows reach
+            rows, count = (batch.before_h, batch.H, batch.after), m + self.context
+        else:  # the frames the own rows start at (and the tail after the last row)
+            rows, count = (batch.before, batch.H), m + (self.context if batch.last else 0)
+        Hw = torch.cat(rows).t().unsqueeze(0)
+        frames = torch.cat([batch.back, batch.X]) if batch.back.shape[0] else batch.X
+        return Hw, frames[:count].t().unsqueeze(0), batch.before.shape[0]
+
+    def terms(self, which: str, batch: _Batch, W: Tensor, beta: float, workspace: Workspace):
+        Hw, Vs, p = self._window(which, batch)
+        Y = self.operator.reconstruct(Hw, W)
+        k = Vs.shape[2]
+        neg_s, pos_s = div.mu_terms(Vs, Y[:, :, p:p + k], beta)
+        # here G = [V Y**(beta-2), Y**(beta-1)] on the counted frames, 0 elsewhere; pulled back through
+        # the convolution (operators.Deconvolution.pull: one product for both)
+        G = Y.new_zeros((2,) + tuple(Y.shape))
+        G[0, :, :, p:p + k] = neg_s
+        G[1, :, :, p:p + k] = 1.0 if pos_s is None else pos_s
+        neg, pos = self.operator.pull(which, G, W, Hw, workspace)
+        if which == "W":
+            return neg, pos
+        m = batch.H.shape[0]
+        return neg[0, :, p:p + m].t(), pos[0, :, p:p + m].t()
+
+    def loss(self, batch: _Batch, W: Tensor, beta: float, workspace: Workspace) -> Tensor:
+        Hw, Vs, p = self._window("W", batch)
+        Y = self.operator.reconstruct(Hw, W)
+        return div.beta_divergence(Vs, Y[:, :, p:p + Vs.shape[2]], beta)
+
+
 # ------------------------------------------------------------------ the solver
 class MiniBatchMU:
     r"""NMF by mini-batch multiplicative updates ([1]_): :math:`V \approx H W^T`, frames in rows.
@@ -411,6 +550,19 @@ class MiniBatchMU:
     (e.g. the STFT of a long file computed block by block): then each chunk is
     one batch, visited in the iterable's order every epoch, and only ``H``
     (frames x rank) and ``W`` stay in memory.
+
+    **NMFD** (``T`` given): ``W`` is ``(C, R, T)`` and ``H`` ``(N - T + 1, R)``,
+    :class:`nmfcore.nmf.NMFD`'s model with frames in rows (its ``V[0].T``,
+    ``H[0].T``). A batch owns the rows of ``H`` that start at its frames and
+    reads the ``T - 1`` frames before it and the ``T - 1`` rows on either side
+    (the neighbours' rows before it as they were before their update in this
+    epoch), so that its H update is exactly its rows' part of the full
+    gradient and W's parts summed over the batches are the full ones: visited
+    in order (``order='cyclic'`` or an iterable), ``mu_batch`` equals
+    full-batch NMFD MU; shuffled, a batch's W parts may see a neighbour's rows
+    before their update (its W step is then not over-relaxed). Every batch
+    but the last needs at least ``T`` frames (``batch_size >= T``; an
+    iterable's chunks likewise). Not with ``parallel``.
 
     Parameters
     ----------
@@ -438,11 +590,17 @@ class MiniBatchMU:
     parallel : nmfcore.distributed.DataParallel, optional
         Fit on several processes (each with its shard of frames): W's parts
         and the loss are all-reduced, ``W`` starts from process 0's.
+    T : int, optional
+        Kernel length: fit NMFD instead of NMF (see above); None: NMF.
+    h_steps : int, default 1
+        Multiplicative updates of a batch's activations per visit (``W``
+        fixed). At beta = 2 (NMF) the steps after the first reuse ``X W`` and
+        ``W^T W``: each costs a product with an R x R matrix.
 
     Attributes
     ----------
-    W : torch.Tensor [shape=(C, R)]
-    H : torch.Tensor [shape=(N, R)]
+    W : torch.Tensor [shape=(C, R) or (C, R, T)]
+    H : torch.Tensor [shape=(N, R) or (N - T + 1, R)]
         The activations of the frames fitted (concatenated over the batches).
     epoch : int
         Epochs run so far.
@@ -455,6 +613,7 @@ class MiniBatchMU:
     -----
     - V: :math:`(N, C)` (frames, features); a spectrogram ``S`` (freq, frames) is ``S.T``
     - W: :math:`(C, R)`; H: :math:`(N, R)`
+    - with ``T``: W :math:`(C, R, T)`; H :math:`(N - T + 1, R)`
 
     Examples
     --------
@@ -467,17 +626,36 @@ class MiniBatchMU:
     (torch.Size([30, 4]), torch.Size([200, 4]), 5)
     >>> m.losses[-1][1] < m.losses[0][1]
     True
+
+    NMFD, batches of 40 frames with a 5-frame kernel:
+
+    >>> d = MiniBatchMU(4, T=5, solver="asg_mu", batch_size=40, generator=0).fit(V, max_epochs=5, tol=1e-9)
+    >>> d.W.shape, d.H.shape
+    (torch.Size([30, 4, 5]), torch.Size([196, 4]))
+    >>> d.losses[-1][1] < d.losses[0][1]
+    True
     """
 
     def __init__(self, rank: int, *, solver: str = "asag_mu", beta: float = 1.0, batch_size: int = 1024,
                  order: Optional[str] = None, forget: float = 1.0, relax: bool = True, generator=None,
-                 parallel=None):
+                 parallel=None, T: Optional[int] = None, h_steps: int = 1):
         self.rank = check_rank(rank)
         if solver not in SOLVERS:
             raise ParameterError(f"solver={solver!r} must be one of {SOLVERS}")
         self.solver = solver
         self.beta = check_beta(beta)
         self.batch_size = check_positive_int(batch_size, "batch_size")
+        if T is not None:
+            T = check_positive_int(T, "T")
+            if self.batch_size < T:
+                raise ParameterError(f"batch_size={batch_size} must be at least T={T}: a batch reads the T - 1 "
+                                     "frames and activations around it from its neighbours")
+            if parallel is not None:
+                raise ParameterError("parallel needs T=None: NMFD's shards would need the activations at "
+                                     "the other processes' boundaries")
+        self.T = T
+        self.layout = _Rows() if T is None else _Segments(T)
+        self.h_steps = check_positive_int(h_steps, "h_steps")
         if order not in (None, "shuffle", "cyclic"):
             raise ParameterError(f"order={order!r} must be None, 'shuffle' or 'cyclic'")
         self.order = order
@@ -505,6 +683,7 @@ class MiniBatchMU:
         self._stored: list = []
         self._stored_at: list = []
         self._t = 0  # updates of the running sums so far
+        self._old_tail = None  # NMFD: (batch, its last T - 1 rows before its update in this pass)
 
     # ------------------------------------------------------------ the state
     @property
@@ -523,7 +702,8 @@ class MiniBatchMU:
         clone = lambda x: None if x is None else x.clone()  # noqa: E731
         return {
             "settings": {"rank": self.rank, "solver": self.solver, "beta": self.beta, "batch_size": self.batch_size,
-                         "order": self.order, "forget": self.forget, "relax": self.relax},
+                         "order": self.order, "forget": self.forget, "relax": self.relax, "T": self.T,
+                         "h_steps": self.h_steps},
             "W": clone(self.W),
             "H": [h.clone() for h in self._H],
             "epoch": self.epoch,
@@ -543,6 +723,9 @@ class MiniBatchMU:
             self.rank, self.solver, self.beta = s["rank"], s["solver"], s["beta"]
             self.batch_size, self.order, self.forget = s["batch_size"], s["order"], s["forget"]
             self.relax = s["relax"]
+            self.T = s.get("T")
+            self.h_steps = s.get("h_steps", 1)
+            self.layout = _Rows() if self.T is None else _Segments(self.T)
             self.W = state["W"]
             self._H = list(state["H"])
             self.epoch = state["epoch"]
@@ -610,20 +793,69 @@ class MiniBatchMU:
         relax = _RELAX if certified and self.relax and self.solver == "mu_batch" else 1.0
         div.multiplicative_step(X, neg, pos, self.beta, relax=relax)
 
-    def _init_rows(self, Vb: Tensor) -> Tensor:
+    def _h_step(self, batch: _Batch, steps: Optional[int] = None, keep_old: bool = False) -> None:
+        """``steps`` (default ``h_steps``) multiplicative updates of a batch's own activations, ``W`` fixed.
+        ``keep_old`` keeps a copy of its last ``T - 1`` rows as they were, for the next batch's context (NMFD)."""
+        if batch.H.shape[0] == 0:
+            return
+        if keep_old and self.layout.context:
+            self._old_tail = (batch.index, batch.H[-self.layout.context:].clone())
+        steps = self.h_steps if steps is None else steps
+        for neg, pos in self.layout.h_terms(batch, self.W, self.beta, self._ws, steps):
+            self._apply("H", batch.H, neg, pos)
+
+    def _w_terms(self, batch: _Batch):
+        """W's parts from a batch (its frames, the current factors)."""
+        return self.layout.terms("W", batch, self.W, self.beta, self._ws)
+
+    def _w_step(self, b: int, neg: Tensor, pos: Tensor, keep: bool = True) -> None:
+        """W's update from one batch's parts: the all-reduce, the average gradient's running sums (``asag_mu``,
+        ``gsag_mu``), the plain multiplicative step."""
+        neg, pos = self._reduce(neg, pos)
+        if self.solver in _AVERAGE:
+            neg, pos = self._average(b, neg, pos, keep=keep)
+        self._apply("W", self.W, neg, pos, certified=False)
+
+    def _init_rows(self, Vb: Tensor, rows: int) -> Tensor:
         """Random activations for a batch, scaled as ``init.random_like_data`` to the batch's mean."""
-        scale = math.sqrt(max(float(Vb.mean()), 0.0) / self.rank) or 1.0
-        x = torch.randn((Vb.shape[0], self.rank), generator=self.generator, dtype=Vb.dtype,
-                        device=self.generator.device)
+        scale = math.sqrt(max(float(Vb.mean()), 0.0) / (self.rank * (self.T or 1))) or 1.0
+        x = torch.randn((rows, self.rank), generator=self.generator, dtype=Vb.dtype, device=self.generator.device)
         return x.abs_().mul_(scale).to(Vb.device)
 
     def _rows(self, b: int, Vb: Tensor) -> Tensor:
         """The activations of batch ``b``."""
         Hb = self._H[b]
-        if Hb.shape[0] != Vb.shape[0]:
+        if Hb.shape[0] != self.layout.own_rows(b, Vb.shape[0]):
             raise ParameterError(f"batch {b} has {Vb.shape[0]} frames but its activations have "
                                  f"{Hb.shape[0]} rows: the data changed since the state was made")
         return Hb
+
+    def _views(self, frames: _Frames, order=None, H: Optional[list] = None, rows=None) -> Iterator[_Batch]:
+        """The one pass over the batches: each as a :class:`_Batch` with its own activations (``rows(b, Vb)``
+        from the list ``H``, by default the fit's) and, for NMFD, its context. The rows before a batch are those of the batch
+        visited just before as they were before its update (``_h_step(keep_old=True)``), else as they are:
+        visited in order, every batch's parts are taken at the factors of the epoch's start."""
+        H = self._H if H is None else H
+        rows = self._rows if rows is None else rows
+        context = self.layout.context
+        self._old_tail = None
+        back = None
+        for b, Vb in frames.batches(order):
+            Hb = rows(b, Vb)
+            if not context:
+                yield _Batch(b, Vb, Hb)
+                continue
+            if b == 0:
+                back = Vb[:0]
+            elif frames.random_access:
+                a = frames.start(b)
+                back = frames.rows(a - context, a)
+            before = H[b - 1][-context:] if b > 0 else Hb[:0]
+            old = self._old_tail[1] if self._old_tail is not None and self._old_tail[0] == b - 1 else None
+            after = H[b + 1][:context] if b + 1 < len(H) else Hb[:0]
+            last = frames.sizes is not None and b == len(frames.sizes) - 1
+            yield _Batch(b, Vb, Hb, back, before, after, last, before_h=old)
+            back = Vb[-context:]
 
     def _setup(self, frames: _Frames, W, H, trainable_W: bool, trainable_H: bool):
         """Initial ``W`` (from the argument or random, scaled to the first batch) and every batch's ``H``
@@ -636,81 +868,99 @@ class MiniBatchMU:
             raise ParameterError("trainable_H=False needs the fixed activations H")
         if W is None:
             _, first = next(iter(frames.batches([0] if frames.random_access else None)))
-            scale = math.sqrt(max(float(first.mean()), 0.0) / self.rank) or 1.0
-            x = torch.randn((first.shape[1], self.rank), generator=self.generator, dtype=first.dtype,
-                            device=self.generator.device)
-            W = x.abs_().mul_(scale).to(first.device)
+            self.W = self._init_templates(first)
         else:
-            W = self._check_factor(W, "W", frames.features)
-        self.W = W.detach().clone()
+            self.W = self._check_factor(W, "W", frames.features).detach().clone()
         frames.like = self.W
         if self.parallel is not None:
             self.parallel.broadcast(self.W)
         if H is not None:
             H = self._check_factor(H, "H", None)
-            sizes = frames.sizes if frames.sizes is not None else [c.shape[0] for _, c in frames.batches()]
-            if sum(sizes) != H.shape[0]:
-                raise ParameterError(f"H has {H.shape[0]} rows but V has {sum(sizes)} frames")
-            self._H = [h.clone() for h in torch.split(H.detach().to(self.W), sizes)]
+            if frames.sizes is None:
+                list(frames.batches())
+            self._check_sizes(frames.sizes)
+            rows = [self.layout.own_rows(k, n) for k, n in enumerate(frames.sizes)]
+            if sum(rows) != H.shape[0]:
+                extra = f" - T + 1 = {sum(rows)}" if self.T is not None else ""
+                raise ParameterError(f"H has {H.shape[0]} rows but V has {sum(frames.sizes)} frames{extra}")
+            self._H = [h.clone() for h in torch.split(H.detach().to(self.W), rows)]
         else:
-            self._H = [self._init_rows(Vb) for _, Vb in frames.batches()]
+            self._H = []
+            for k, Vb in frames.batches():
+                self._check_sizes([Vb.shape[0]] if k == 0 else None)
+                self._H.append(self._init_rows(Vb, self.layout.own_rows(k, Vb.shape[0])))
+            self._check_sizes(frames.sizes)
         if frames.features != self.W.shape[0]:
             raise ParameterError(f"V has {frames.features} features but W has {self.W.shape[0]} rows")
+
+    def _init_templates(self, first: Tensor) -> Tensor:
+        """Random templates, scaled as ``init.random_like_data`` to the mean of the first batch."""
+        scale = math.sqrt(max(float(first.mean()), 0.0) / (self.rank * (self.T or 1))) or 1.0
+        shape = self.layout.template_shape(first.shape[1], self.rank)
+        x = torch.randn(shape, generator=self.generator, dtype=first.dtype, device=self.generator.device)
+        return x.abs_().mul_(scale).to(first.device)
+
+    def _check_sizes(self, sizes: Optional[list]) -> None:
+        """NMFD: every batch (chunk) but the last has at least ``T`` frames, and the data at least ``T``."""
+        if self.T is None or not sizes:
+            return
+        for k, n in enumerate(sizes):
+            if n < self.T and (k < len(sizes) - 1 or k == 0):
+                raise ParameterError(f"batch {k} has {n} frames, fewer than T={self.T}: with T, every batch "
+                                     "(chunk) but the last needs at least T frames (its neighbours read T - 1 "
+                                     "of them)")
 
     def _check_factor(self, X, name: str, features: Optional[int]) -> Tensor:
         if not isinstance(X, Tensor):
             raise ParameterError(f"{name} must be a torch.Tensor, got {type(X).__name__}")
         value_range(X, name)
-        if X.ndim != 2 or X.shape[1] != self.rank or (features is not None and X.shape[0] != features):
-            want = f"({features}, {self.rank})" if features is not None else f"(frames, {self.rank})"
-            raise ParameterError(f"{name} has shape {tuple(X.shape)}, expected {want}")
+        if features is not None:  # the templates
+            want = self.layout.template_shape(features, self.rank)
+            ok = tuple(X.shape) == want
+        else:
+            want = ("frames" if self.T is None else "frames - T + 1", self.rank)
+            ok = X.ndim == 2 and X.shape[1] == self.rank
+        if not ok:
+            raise ParameterError(f"{name} has shape {tuple(X.shape)}, expected ({want[0]}, {', '.join(map(str, want[1:]))})")
         return X
 
     # ------------------------------------------------------------ one epoch
     def _epoch(self, frames: _Frames) -> None:
-        order = None
-        if frames.random_access and self.order != "cyclic":
-            order = torch.randperm(len(frames.sizes), generator=self.generator, device=self.generator.device).tolist()
-        W, beta = self.W, self.beta
-        acc = None
-        pick = None
-        for k, (b, Vb) in enumerate(frames.batches(order)):
-            Hb = self._rows(b, Vb)
+        """One pass: every batch updates its activations, then W's parts go to the solver's rule."""
+        in_order = not (frames.random_access and self.order != "cyclic")
+        order = None if in_order else \
+            torch.randperm(len(frames.sizes), generator=self.generator, device=self.generator.device).tolist()
+        acc = pick = None
+        for k, batch in enumerate(self._views(frames, order)):
             if self.train_H:
-                self._apply("H", Hb, *batch_terms("H", Vb, W, Hb, beta, workspace=self._ws))
+                self._h_step(batch, keep_old=True)
             if not self.train_W:
                 continue
             if self.solver in _GREEDY:
                 # one batch, uniformly at random over the epoch, chosen as the batches stream by (reservoir
-                # sampling): W does not change within the epoch, so its parts equal those at the end
+                # sampling); NMF: W does not change within the epoch, so its parts equal those at the end
                 u = torch.rand((), generator=self.generator, device=self.generator.device)
                 if float(u) * (k + 1) < 1:
-                    pick = (b, batch_terms("W", Vb, W, Hb, beta, workspace=self._ws))
-                continue
-            neg, pos = batch_terms("W", Vb, W, Hb, beta, workspace=self._ws)
-            if self.solver == "mu_batch":
+                    pick = (batch.index, self._w_terms(batch))
+            elif self.solver == "mu_batch":
+                neg, pos = self._w_terms(batch)
                 acc = [neg, pos] if acc is None else [acc[0].add_(neg), acc[1].add_(pos)]
-                continue
-            neg, pos = self._reduce(neg, pos)
-            if self.solver == "asag_mu":
-                neg, pos = self._average(b, neg, pos)
-            self._apply("W", W, neg, pos, certified=False)
-        if self.train_W:
-            if self.solver == "mu_batch":
-                self._apply("W", W, *self._reduce(*acc))
-            elif self.solver in _GREEDY:
-                b, (neg, pos) = pick
-                neg, pos = self._reduce(neg, pos)
-                if self.solver == "gsag_mu":
-                    neg, pos = self._average(b, neg, pos)
-                self._apply("W", W, neg, pos, certified=False)
+            else:
+                self._w_step(batch.index, *self._w_terms(batch))
+        if self.train_W and self.solver == "mu_batch":
+            # NMFD in a shuffled order: a batch's W parts saw its neighbours' rows before or after their update,
+            # so the sum is not the gradient at one point and the step is not over-relaxed
+            self._apply("W", self.W, *self._reduce(*acc), certified=in_order or self.T is None)
+        elif self.train_W and self.solver in _GREEDY:
+            b, (neg, pos) = pick
+            self._w_step(b, neg, pos)
         self.epoch += 1
 
     def _loss(self, frames: _Frames) -> float:
         """The full divergence, summed over the batches (and processes)."""
         total = 0.0
-        for b, Vb in frames.batches():
-            total += float(_OPERATOR.loss(Vb, self.W, self._H[b], self.beta, self._ws))
+        for batch in self._views(frames):
+            total += float(self.layout.loss(batch, self.W, self.beta, self._ws))
         if self.parallel is not None:
             total = self.parallel.sum_float(total)
         return total
@@ -773,7 +1023,8 @@ class MiniBatchMU:
         if resume:
             if self.W is None:
                 raise ParameterError("resume=True needs a state: fit first or load_state_dict()")
-            sizes = [h.shape[0] for h in self._H]
+            # every batch's frames: its rows, and for NMFD the first batch's T - 1 more
+            sizes = [h.shape[0] + (self.layout.context if k == 0 else 0) for k, h in enumerate(self._H)]
             if frames.sizes is None:
                 frames.sizes = sizes  # an iterable's chunks must match the state's batches
             elif frames.sizes != sizes:
@@ -802,7 +1053,8 @@ class MiniBatchMU:
         """One step on a new chunk of a stream; returns ``self``.
 
         The chunk's activations start random and take ``h_iter`` updates with
-        ``W`` fixed, then ``W`` takes one update from the chunk's parts
+        ``W`` fixed (NMFD: the chunk is a sequence of its own, ``n - T + 1``
+        rows), then ``W`` takes one update from the chunk's parts
         (``asag_mu`` / ``gsag_mu``: from the running sums, where the earlier
         chunks' parts decay by ``forget`` per chunk). The chunk's activations
         are not kept (:meth:`transform` gives them).
@@ -816,58 +1068,65 @@ class MiniBatchMU:
         frames = _Frames([chunk], self.batch_size, self.beta, self.W)
         with torch.no_grad():
             (_, X), = list(frames.batches())
+            self._check_sizes([X.shape[0]])
             if self.W is None:
                 self._reset()
-                scale = math.sqrt(max(float(X.mean()), 0.0) / self.rank) or 1.0
-                x = torch.randn((X.shape[1], self.rank), generator=self.generator, dtype=X.dtype,
-                                device=self.generator.device)
-                self.W = x.abs_().mul_(scale).to(X.device)
+                self.W = self._init_templates(X)
                 if self.parallel is not None:
                     self.parallel.broadcast(self.W)
             elif X.shape[1] != self.W.shape[0]:
                 raise ParameterError(f"chunk has {X.shape[1]} features but W has {self.W.shape[0]}")
-            Hc = self._init_rows(X)
-            for _ in range(h_iter):
-                self._apply("H", Hc, *batch_terms("H", X, self.W, Hc, self.beta, workspace=self._ws))
+            empty = X.new_zeros((0, self.rank))
+            batch = _Batch(0, X, self._init_rows(X, self.layout.own_rows(0, X.shape[0])), X[:0], empty, empty)
+            self._h_step(batch, h_iter)
             if self.train_W:
-                neg, pos = self._reduce(*batch_terms("W", X, self.W, Hc, self.beta, workspace=self._ws))
-                if self.solver in _AVERAGE:
-                    neg, pos = self._average(0, neg, pos, keep=False)
-                self._apply("W", self.W, neg, pos, certified=False)
+                self._w_step(0, *self._w_terms(batch), keep=False)
         return self
 
     def transform(self, V, *, max_iter: int = 100) -> Tensor:
         """Activations of new frames with ``W`` fixed: ``max_iter`` updates per batch, one pass over ``V``.
 
-        ``V`` is anything :meth:`fit` takes; returns ``H`` ``(N, R)``.
+        ``V`` is anything :meth:`fit` takes; returns ``H`` ``(N, R)``. NMFD:
+        ``max_iter`` passes of one update per batch (a batch's last rows
+        also reach the next batch's frames), ``(N - T + 1, R)``.
         """
         if self.W is None:
             raise ParameterError("transform needs W: fit first or load_state_dict()")
         max_iter = check_positive_int(max_iter, "max_iter")
         frames = _Frames(V, self.batch_size, self.beta, self.W)
-        out = []
+        out: list = []
+
+        def rows(b: int, X: Tensor) -> Tensor:
+            if X.shape[1] != self.W.shape[0]:
+                raise ParameterError(f"V has {X.shape[1]} features but W has {self.W.shape[0]}")
+            if b == 0:
+                self._check_sizes([X.shape[0]])
+            out.append(self._init_rows(X, self.layout.own_rows(b, X.shape[0])))
+            return out[-1]
+
+        # NMF: the batches' rows are independent, one pass with max_iter updates each; NMFD: max_iter passes
+        # of one update, so that the rows at a batch's end see the next batch's
+        passes, steps = (1, max_iter) if not self.layout.context else (max_iter, 1)
         with torch.no_grad():
-            for _, X in frames.batches():
-                if X.shape[1] != self.W.shape[0]:
-                    raise ParameterError(f"V has {X.shape[1]} features but W has {self.W.shape[0]}")
-                Hb = self._init_rows(X)
-                for _ in range(max_iter):
-                    self._apply("H", Hb, *batch_terms("H", X, self.W, Hb, self.beta, workspace=self._ws))
-                out.append(Hb)
+            for k in range(passes):
+                for batch in self._views(frames, H=out, rows=rows if k == 0 else lambda b, X: out[b]):
+                    self._h_step(batch, steps)
+                self._check_sizes(frames.sizes)
         return torch.cat(out)
 
 
 def _solver_function(name: str):
     def fit(V, rank: int, **options) -> MiniBatchMU:
-        init = {k: options.pop(k) for k in ("beta", "batch_size", "order", "forget", "generator", "parallel")
+        init = {k: options.pop(k) for k in ("beta", "batch_size", "order", "forget", "generator", "parallel", "T",
+                                                  "h_steps")
                 if k in options}
         return MiniBatchMU(rank, solver=name, **init).fit(V, **options)
 
     fit.__name__ = fit.__qualname__ = name
     fit.__doc__ = f"""``MiniBatchMU(rank, solver={name!r}, ...).fit(V, ...)``; returns the fitted :class:`MiniBatchMU`.
 
-    ``beta``, ``batch_size``, ``order``, ``forget``, ``generator`` and
-    ``parallel`` go to the constructor, every other keyword to
+    ``beta``, ``batch_size``, ``order``, ``forget``, ``generator``,
+    ``parallel``, ``T`` and ``h_steps`` go to the constructor, every other keyword to
     :meth:`MiniBatchMU.fit`.
 
     Examples

@@ -145,30 +145,57 @@ def test_one_batch_is_full_mu(gen, solver):
     torch.testing.assert_close(m.H, Hr)
 
 
-@pytest.mark.parametrize("forget", (1.0, 0.7))
-@pytest.mark.parametrize("solver", ("asag_mu", "gsag_mu"))
-def test_sag_sums_equal_direct_sum(gen, solver, forget):
-    """Oracle: the direct (forgetting-weighted) sum of every batch's stored parts, and, for asag_mu with
-    forget=1, the parts recomputed for every batch from the final factors' history."""
+@pytest.mark.parametrize("beta", (1.0, 2.0, 3.0))
+def test_h_steps_equal_slow_loop(gen, beta):
+    """Oracle: asg_mu written out from the formulas in float64 (batches in order; per batch h_steps plain H
+    updates, then one W update from the batch's parts). At beta = 2 the steps after the first reuse X W and
+    W^T W (the Gram form): the same numbers."""
     X = low_rank(gen)
     W, H = factors(gen, 60, 12, 3)
-    m = MiniBatchMU(3, solver=solver, beta=1.5, batch_size=16, forget=forget, generator=1)
-    m.fit(X, W=W, H=H, max_epochs=3, tol=0)
+    m = MiniBatchMU(3, solver="asg_mu", beta=beta, batch_size=16, order="cyclic", h_steps=3, generator=0)
+    m.fit(X, W=W, H=H, max_epochs=2, tol=0)
+    gamma = 1.0 if beta <= 2 else 1 / (beta - 1)
+    Wr, Hr = W.clone(), H.clone()
+    for _ in range(2):
+        for i in range(0, 60, 16):
+            Xb, Hb = X[i:i + 16], Hr[i:i + 16]
+            for _ in range(3):
+                Y = Hb @ Wr.t()
+                Hb *= ((Xb * Y ** (beta - 2)) @ Wr / (Y ** (beta - 1) @ Wr)) ** gamma
+            Y = Hb @ Wr.t()
+            Wr *= ((Xb * Y ** (beta - 2)).t() @ Hb / ((Y ** (beta - 1)).t() @ Hb)) ** gamma
+    torch.testing.assert_close(m.W, Wr)
+    torch.testing.assert_close(m.H, Hr)
+    with pytest.raises(ParameterError, match="h_steps=0"):
+        MiniBatchMU(3, h_steps=0)
+
+
+@pytest.mark.parametrize("T", (None, 4))
+@pytest.mark.parametrize("forget", (1.0, 0.7))
+@pytest.mark.parametrize("solver", ("asag_mu", "gsag_mu"))
+def test_sag_sums_equal_direct_sum(gen, solver, forget, T):
+    """Oracle: the direct (forgetting-weighted) sum of every batch's stored parts (NMF, and NMFD with W of
+    shape (C, R, T))."""
+    X = low_rank(gen) if T is None else convolutive(gen, 60, 12, 3, T)
+    m = MiniBatchMU(3, solver=solver, beta=1.5, batch_size=16, forget=forget, generator=1, T=T)
+    m.fit(X, max_epochs=3, tol=0)
     s = m.state_dict()
-    assert s["t"] >= 3
+    assert s["t"] >= 3 and s["sum"][0].shape == m.W.shape
     for i in range(2):
         direct = sum(forget ** (s["t"] - at) * parts[i] for parts, at in zip(s["stored"], s["stored_at"])
                      if parts is not None)
         torch.testing.assert_close(s["sum"][i], direct)
 
 
+@pytest.mark.parametrize("T", (None, 4))
 @pytest.mark.parametrize("beta", (1.0, 2.0))
 @pytest.mark.parametrize("solver", SOLVERS)
-def test_loss_decreases_over_epochs(gen, solver, beta):
+def test_loss_decreases_over_epochs(gen, solver, beta, T):
     """Oracle: the full divergence (monotone objective, in expectation for the stochastic solvers) on
-    synthetic rank-3 data: it drops at least 5x over 30 epochs and the second half is below the first."""
-    X = low_rank(gen, 120, 16, 3)
-    m = MiniBatchMU(3, solver=solver, beta=beta, batch_size=20, generator=2)
+    synthetic rank-3 data (NMF, and NMFD's convolutive data with T = 4): it drops at least 5x over 30 epochs
+    and the second half is below the first."""
+    X = low_rank(gen, 120, 16, 3) if T is None else convolutive(gen, 120, 16, 3, T)
+    m = MiniBatchMU(3, solver=solver, beta=beta, batch_size=20, generator=2, T=T)
     m.fit(X, max_epochs=30, tol=0, callback=lambda epoch, loss: None)
     losses = [v for _, v in m.losses]
     assert len(losses) == 31
@@ -371,6 +398,198 @@ def test_bad_factors_and_resume_raise(gen):
         MiniBatchMU(2).transform(X)
     with pytest.raises(ParameterError, match="not a MiniBatchMU.state_dict"):
         MiniBatchMU(2).load_state_dict({"W": None})
+
+
+# ------------------------------------------------------------------ NMFD (T=)
+def convolutive(gen, n=46, c=9, r=3, T=4, dtype=torch.float64, floor=0.01):
+    """Synthetic convolutive frames (n, c): NMFD's model with random factors, strictly positive."""
+    W = torch.rand(c, r, T, generator=gen, dtype=dtype)
+    H = torch.rand(n - T + 1, r, generator=gen, dtype=dtype) ** 3
+    return slow_deconvolution(W, H) + floor
+
+
+def slow_deconvolution(W, H):
+    """The paper's sum over tau, frames in rows: Y[j] = sum_t W[:, :, t] @ H[j - t] (no nmfcore code)."""
+    T = W.shape[2]
+    Y = torch.zeros(H.shape[0] + T - 1, W.shape[0], dtype=W.dtype)
+    for j in range(Y.shape[0]):
+        for t in range(T):
+            if 0 <= j - t < H.shape[0]:
+                Y[j] += W[:, :, t] @ H[j - t]
+    return Y
+
+
+def slow_deconvolution_parts(which, X, W, H, beta):
+    """``(neg, pos)`` for W (C, R, T) or H (N - T + 1, R) from the sums over tau, in float64."""
+    T = W.shape[2]
+    Y = slow_deconvolution(W, H)
+    G = (X * Y ** (beta - 2), Y ** (beta - 1))
+    out = []
+    for g in G:
+        x = torch.zeros_like(W if which == "W" else H)
+        for i in range(H.shape[0]):
+            for t in range(T):
+                if which == "H":
+                    x[i] += W[:, :, t].t() @ g[i + t]
+                else:
+                    x[:, :, t] += torch.outer(g[i + t], H[i])
+        out.append(x)
+    return out
+
+
+def slow_full_nmfd_mu(X, W, H, beta, epochs):
+    """Plain full-batch NMFD MU in float64, H then W (the MM exponent of beta outside [0, 2])."""
+    W, H = W.clone(), H.clone()
+    gamma = 1.0 if 0 <= beta <= 2 else (1 / (2 - beta) if beta < 0 else 1 / (beta - 1))
+    for _ in range(epochs):
+        neg, pos = slow_deconvolution_parts("H", X, W, H, beta)
+        H *= (neg / pos) ** gamma
+        neg, pos = slow_deconvolution_parts("W", X, W, H, beta)
+        W *= (neg / pos) ** gamma
+    return W, H
+
+
+def nmfd_factors(gen, n, c, r, T):
+    return (torch.rand(c, r, T, generator=gen, dtype=torch.float64) + 0.1,
+            torch.rand(n - T + 1, r, generator=gen, dtype=torch.float64) + 0.1)
+
+
+@pytest.mark.parametrize("beta", (0.5, 1.0, 2.0, 3.0))
+@pytest.mark.parametrize("batch_size", (46, 10, 7, 4))
+def test_nmfd_mu_batch_equals_full_mu(gen, beta, batch_size):
+    """Oracle: plain full-batch NMFD MU (H then W) from the sums over tau, float64, relax=False, batches in
+    order: the batch boundaries (4 frames = T, 7 and 10 frames; 46 is one batch) change nothing."""
+    X = convolutive(gen)
+    W, H = nmfd_factors(gen, 46, 9, 3, 4)
+    m = MiniBatchMU(3, T=4, solver="mu_batch", beta=beta, batch_size=batch_size, order="cyclic", relax=False,
+                    generator=0)
+    m.fit(X, W=W, H=H, max_epochs=3, tol=0)
+    Wr, Hr = slow_full_nmfd_mu(X, W, H, beta, 3)
+    assert m.W.shape == (9, 3, 4) and m.H.shape == (43, 3)
+    torch.testing.assert_close(m.W, Wr)
+    torch.testing.assert_close(m.H, Hr)
+
+
+def test_nmfd_relaxed_mu_batch_equals_relaxed_full_mu(gen):
+    """Oracle: full-batch NMFD MU with the same over-relaxed steps (divergence.multiplicative_step with
+    solvers.MU_RELAX, H then W) on the whole data through the Deconvolution operator (path equivalence)."""
+    from nmfcore._workspace import Workspace
+    from nmfcore.operators import Deconvolution
+    from nmfcore.solvers import MU_RELAX
+
+    X = convolutive(gen)
+    W, H = nmfd_factors(gen, 46, 9, 3, 4)
+    m = MiniBatchMU(3, T=4, solver="mu_batch", beta=1.5, batch_size=9, order="cyclic", generator=0)
+    m.fit(X, W=W, H=H, max_epochs=4, tol=0)
+    op, ws, V = Deconvolution(), Workspace(), X.t().unsqueeze(0).contiguous()
+    Wr, Hr = W.clone(), H.t().unsqueeze(0).contiguous()
+    for _ in range(4):
+        div.multiplicative_step(Hr, *op.terms("H", V, Wr, Hr, 1.5, ws), 1.5, relax=MU_RELAX)
+        div.multiplicative_step(Wr, *op.terms("W", V, Wr, Hr, 1.5, ws), 1.5, relax=MU_RELAX)
+    torch.testing.assert_close(m.W, Wr)
+    torch.testing.assert_close(m.H, Hr[0].t())
+    assert not torch.allclose(Wr, slow_full_nmfd_mu(X, W, H, 1.5, 4)[0])  # the relaxed steps differ
+
+
+@pytest.mark.parametrize("batch_size", (4, 7, 13))
+def test_nmfd_batch_boundaries_keep_the_reconstruction(gen, batch_size):
+    """Oracle: the sum over tau on the whole data. The loss summed over the batches is the full divergence,
+    and one epoch of H updates (W fixed, any order) is one full-batch H update: every frame near a boundary
+    sees the rows of the batches around it (shuffled order; the rows around are read as the epoch began)."""
+    X = convolutive(gen)
+    W, H = nmfd_factors(gen, 46, 9, 3, 4)
+    full = float(div.beta_divergence(X, slow_deconvolution(W, H), 1.0))
+    m = MiniBatchMU(3, T=4, solver="asg_mu", beta=1, batch_size=batch_size, order="cyclic", generator=0)
+    m.fit(X, W=W, H=H, max_epochs=1, tol=0, trainable_W=False, callback=lambda epoch, loss: None)
+    assert m.losses[0][1] == pytest.approx(full, rel=1e-12)
+    neg, pos = slow_deconvolution_parts("H", X, W, H, 1.0)
+    torch.testing.assert_close(m.H, H * neg / pos)
+    assert float(m.losses[1][1]) == pytest.approx(float(div.beta_divergence(X, slow_deconvolution(W, m.H), 1.0)))
+
+
+@pytest.mark.parametrize("solver", ("mu_batch", "asag_mu", "gsg_mu"))
+def test_nmfd_resume_equals_uninterrupted_run(gen, solver):
+    """Oracle: an uninterrupted run (shuffled order, random init), from a state_dict saved after epoch 2."""
+    X = convolutive(gen, 40, 8, 2, 3)
+    full = MiniBatchMU(2, T=3, solver=solver, beta=1, batch_size=9, forget=0.9, generator=5).fit(
+        X, max_epochs=5, tol=0)
+    part = MiniBatchMU(2, T=3, solver=solver, beta=1, batch_size=9, forget=0.9, generator=5).fit(
+        X, max_epochs=2, tol=0)
+    buf = io.BytesIO()
+    torch.save(part.state_dict(), buf)
+    resumed = MiniBatchMU(1, generator=123).load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=False))
+    resumed.fit(X, max_epochs=5, tol=0, resume=True)
+    assert resumed.T == 3 and resumed.epoch == 5
+    assert torch.equal(resumed.W, full.W) and torch.equal(resumed.H, full.H)
+
+
+def test_nmfd_chunked_fits_equal_in_memory_fit(gen, tmp_path):
+    """Oracle: the in-memory fit of the same frames in order: a list of chunks (whose context frames come
+    from the chunk before), a function returning a generator and a memory-mapped array give identical factors."""
+    X = convolutive(gen, 50, 10, 3, 4, dtype=torch.float32)
+    bs = 12
+    ref = MiniBatchMU(3, T=4, solver="asag_mu", beta=1, batch_size=bs, order="cyclic", generator=4).fit(
+        X, max_epochs=3, tol=1e-12)
+    chunks = list(torch.split(X, bs))
+    path = tmp_path / "frames.npy"
+    np.save(path, X.numpy())
+    sources = {"list": chunks, "function": lambda: (c.numpy() for c in chunks),
+               "memmap": np.load(path, mmap_mode="r")}
+    for name, source in sources.items():
+        m = MiniBatchMU(3, T=4, solver="asag_mu", beta=1, batch_size=bs, order="cyclic", generator=4)
+        m.fit(source, max_epochs=3, tol=1e-12)
+        assert torch.equal(m.W, ref.W), name
+        assert torch.equal(m.H, ref.H), name
+        assert m.losses == ref.losses, name
+
+
+def test_nmfd_fixed_w_transform_and_partial_fit(gen):
+    """Oracle: data made from the fixed W: transform's activations (one pass, each batch continuing from the
+    rows before it) reconstruct it; the fixed W is untouched by fit; partial_fit on chunks of a stream lowers
+    the divergence of held-out frames."""
+    W_true = torch.rand(12, 3, 3, generator=gen, dtype=torch.float64) + 0.1
+    H_true = torch.rand(58, 3, generator=gen, dtype=torch.float64) + 0.1
+    X = slow_deconvolution(W_true, H_true)
+    m = MiniBatchMU(3, T=3, solver="asg_mu", beta=1, batch_size=15, generator=0)
+    m.fit(X, W=W_true, trainable_W=False, max_epochs=3, tol=0)
+    assert torch.equal(m.W, W_true)
+    H = m.transform(X, max_iter=300)
+    assert H.shape == (58, 3)
+    assert float(div.beta_divergence(X, slow_deconvolution(W_true, H), 1)) / float(X.sum()) < 1e-3
+
+    def chunk(n):
+        H = torch.rand(n - 2, 3, generator=gen, dtype=torch.float64) * (torch.rand(n - 2, 3, generator=gen) > 0.7)
+        return slow_deconvolution(W_true, H) + 0.01
+
+    held = chunk(30)
+    s = MiniBatchMU(3, T=3, solver="asg_mu", beta=1, generator=0)
+    s.partial_fit(chunk(20))
+    before = float(div.beta_divergence(held, slow_deconvolution(s.W, s.transform(held)), 1))
+    for _ in range(60):
+        s.partial_fit(chunk(20))
+    after = float(div.beta_divergence(held, slow_deconvolution(s.W, s.transform(held)), 1))
+    assert after < before / 2
+
+
+def test_nmfd_bad_input_raises(gen):
+    """Oracle: ParameterError naming the argument, the batch or the shape."""
+    X = convolutive(gen, 30, 6, 2, 4)
+    with pytest.raises(ParameterError, match="batch_size=3 must be at least T=4"):
+        MiniBatchMU(2, T=4, batch_size=3)
+    with pytest.raises(ParameterError, match="T=0"):
+        MiniBatchMU(2, T=0)
+    with pytest.raises(ParameterError, match="batch 0 has 3 frames, fewer than T=4"):
+        MiniBatchMU(2, T=4, batch_size=8).fit(X[:3])
+    chunks = [X[:10], X[10:13], X[13:]]
+    with pytest.raises(ParameterError, match="batch 1 has 3 frames, fewer than T=4"):
+        MiniBatchMU(2, T=4, order="cyclic").fit(chunks)
+    MiniBatchMU(2, T=4, order="cyclic", generator=0).fit([X[:27], X[27:]], max_epochs=2)  # a short last chunk
+    with pytest.raises(ParameterError, match=r"W has shape \(6, 2\), expected \(6, 2, 4\)"):
+        MiniBatchMU(2, T=4, batch_size=8).fit(X, W=torch.rand(6, 2, dtype=torch.float64))
+    with pytest.raises(ParameterError, match="H has 30 rows but V has 30 frames - T \\+ 1 = 27"):
+        MiniBatchMU(2, T=4, batch_size=8).fit(X, H=torch.rand(30, 2, dtype=torch.float64))
+    with pytest.raises(ParameterError, match="parallel needs T=None"):
+        MiniBatchMU(2, T=4, parallel=object())
 
 
 # ------------------------------------------------------------------ the wrappers
