@@ -13,12 +13,14 @@ family's operators and the one fit loop: for one factor ``X`` the expected
 counts of the E-step are the KL (beta = 1) multiplicative step's numerator,
 ``X * J^T (V / Y)`` (the operator's pull-back of the ratio of data to
 reconstruction), the M-step adds the prior counts ``alpha - 1``, clamps at
-zero and renormalises. ``W`` (with ``Z``) and then ``H`` (with ``Z``) take
-this step in turn, each from a fresh reconstruction, as the multiplicative
-updates do; each step maximises the log-posterior over its block, so the
-log-posterior never decreases for ``alpha >= 1``. Without priors a PLCA fit
-follows the plain KL multiplicative updates of NMF exactly (the factors are
-rescaled into probabilities).
+zero and renormalises. By default an iteration is textbook EM: one E-step
+(one reconstruction) gives the counts of ``W``, ``H`` and ``Z`` from the
+same posterior and the M-step sets all three. ``fit(update='alternating')``
+updates ``W`` (with ``Z``) and then ``H`` (with ``Z``) in turn, each from a
+fresh reconstruction, as the multiplicative updates do: without priors that
+fit follows the plain KL multiplicative updates of NMF exactly (the factors
+rescaled into probabilities), and masked fits take this order. Either way
+the log-posterior never decreases for ``alpha >= 1``.
 
 The public API matches the PyTorch NMF reference (``torchnmf.plca``).
 
@@ -247,7 +249,8 @@ class BaseComponent(torch.nn.Module):
     def fit(self, V: Tensor, tol: float = 1e-4, max_iter: int = 200, verbose: bool = False,
             W_alpha: Alpha = 1.0, H_alpha: Alpha = 1.0, Z_alpha: Alpha = 1.0, *,
             mask: Optional[Tensor] = None, init: Optional[str] = None, generator=None,
-            callback: Optional[Callable[[int, float], Optional[bool]]] = None, check_every: int = 10):
+            callback: Optional[Callable[[int, float], Optional[bool]]] = None, check_every: int = 10,
+            update: Optional[str] = None):
         r"""Learn the model by maximising the log-posterior with EM.
 
         .. math::
@@ -258,10 +261,10 @@ class BaseComponent(torch.nn.Module):
 
         with :math:`v` the entries of ``V / V.sum()`` and :math:`\hat v` the
         model's output (:func:`log_posterior`). The last three terms are the
-        Dirichlet priors. ``W`` and ``Z``, then ``H`` and ``Z`` take an EM
-        step in turn (see the module's description); the objective never
-        decreases for priors >= 1. Parameters created with
-        ``trainable_*=False`` never change.
+        Dirichlet priors. Each iteration is one EM step (see ``update`` and
+        the module's description); the objective never decreases for
+        priors >= 1. Parameters created with ``trainable_*=False`` never
+        change.
 
         Parameters
         ----------
@@ -297,6 +300,13 @@ class BaseComponent(torch.nn.Module):
             returning ``True`` stops the fit.
         check_every : int, default 10, keyword-only
             Iterations between evaluations of the loss.
+        update : {None, 'joint', 'alternating'}, keyword-only
+            ``'joint'``: one E-step per iteration for ``W``, ``H`` and ``Z``
+            (textbook EM; three operator products for PLCA). ``'alternating'``:
+            ``W`` and ``Z``, then ``H`` and ``Z``, each from a fresh
+            reconstruction (four products; without priors, the plain KL
+            multiplicative updates). None: ``'joint'``, or ``'alternating'``
+            with a mask (the only order a masked fit takes).
 
         Returns
         -------
@@ -348,6 +358,11 @@ class BaseComponent(torch.nn.Module):
         M = check_mask(mask, V)
         if init not in (None, "random"):
             raise ParameterError(f"init={init!r} must be None or 'random'")
+        if update not in (None, "joint", "alternating"):
+            raise ParameterError(f"update={update!r} must be None, 'joint' or 'alternating'")
+        if update == "joint" and M is not None:
+            raise ParameterError("update='joint' does not take a mask: a masked fit alternates the blocks "
+                                 "(update=None or 'alternating')")
         mass = float((V * M).sum(dtype=torch.float64) if M is not None else V.sum(dtype=torch.float64))
         if not mass > 0:
             raise ParameterError("V sums to 0 (where observed): PLCA fits a distribution, it needs some mass")
@@ -355,7 +370,7 @@ class BaseComponent(torch.nn.Module):
             self._randomise(make_generator(generator, V.device))
         with torch.no_grad():
             prob = EMProblem(self._nmf_model.operator, self.W, self.H, self.Z, V, alphas=alphas, mass=mass,
-                             vmax=vmax, mask=M)
+                             vmax=vmax, mask=M, joint=update != "alternating")
             n_iter = run_iterations(EM(prob).step, prob.objective, max_iter=max_iter, tol=tol,
                                     check_every=check_every, callback=callback, verbose=verbose,
                                     desc=type(self).__name__)
