@@ -44,6 +44,7 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from . import nmf as _nmf
+from ._factors import FactorModule, initial_values
 from ._fit import run_iterations
 from ._validation import (check_mask, check_nonnegative_float, check_positive_int, check_rank,
                           make_generator, value_range)
@@ -101,23 +102,8 @@ def log_posterior(V: Tensor, model: "BaseComponent", W_alpha: Alpha = 1.0, H_alp
 
 def _init_param(value, name: str, trainable: bool, generator, like: Optional[Tensor]) -> Optional[Parameter]:
     """A normalised Parameter from a shape (random |N(0,1)|, in ``like``'s dtype and device) or a tensor."""
-    if value is None:
-        return None
-    if isinstance(value, Tensor):
-        value_range(value, name)
-        data = value.detach().clone()
-    elif isinstance(value, Iterable):
-        shape = tuple(value)
-        if not shape or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
-                                for s in shape):
-            raise ParameterError(f"{name}={shape!r} must be a shape of positive integers or a tensor")
-        dtype = like.dtype if like is not None else torch.get_default_dtype()
-        data = torch.randn(shape, generator=generator, dtype=dtype).abs_()
-        if like is not None:
-            data = data.to(like.device)
-    else:
-        raise ParameterError(f"{name} must be a shape tuple or a tensor, got {type(value).__name__}")
-    return Parameter(normalise(data), requires_grad=trainable)
+    data = initial_values(value, name, generator, like)
+    return None if data is None else Parameter(normalise(data), requires_grad=trainable)
 
 
 def _check_alpha(alpha, name: str, X: Tensor) -> Alpha:
@@ -144,7 +130,7 @@ def _broadcasts_to(a: Tensor, shape) -> bool:
 
 
 # ------------------------------------------------------------------ models
-class BaseComponent(torch.nn.Module):
+class BaseComponent(FactorModule):
     r"""Base class for all PLCA modules.
 
     You can't use this module directly; models subclass it, name the
@@ -186,9 +172,7 @@ class BaseComponent(torch.nn.Module):
             raise ParameterError(f"initial tensors must be floating point, got dtype={like.dtype}")
         self.W = _init_param(W, "W", trainable_W, generator, like)
         self.H = _init_param(H, "H", trainable_H, generator, like)
-        for n, p in (("W", self.W), ("H", self.H)):
-            if p is not None and p.ndim < 2:
-                raise ParameterError(f"{n} must have at least 2 dimensions (rank on axis 1), got shape {tuple(p.shape)}")
+        self._check_rank_axes()
         if Z is not None:
             if not isinstance(Z, Tensor):
                 raise ParameterError(f"Z must be a tensor or None, got {type(Z).__name__}")
@@ -210,18 +194,7 @@ class BaseComponent(torch.nn.Module):
         if Z is None:
             kw = {} if like is None else dict(dtype=like.dtype, device=like.device)
             self.Z = Parameter(torch.full((self.rank,), 1.0 / self.rank, **kw), requires_grad=trainable_Z)
-        if self.W is not None:
-            self.out_channels = self.W.shape[0]
-            if self.W.ndim > 2:
-                self.kernel_size = tuple(self.W.shape[2:])
-
-    def extra_repr(self) -> str:
-        s = f"{self.rank}"
-        if self.W is not None:
-            s += f", out_channels={self.out_channels}"
-            if hasattr(self, "kernel_size"):
-                s += f", kernel_size={self.kernel_size}"
-        return s
+        self._record_shapes()
 
     # ------------------------------------------------------------------ model
     def forward(self, H: Tensor = None, W: Tensor = None, Z: Tensor = None, norm=None) -> Tensor:
