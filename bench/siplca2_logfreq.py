@@ -12,19 +12,15 @@ mixtures with stems, 16-20 s each, used whole) and every seed:
   initialisation is deterministic: every seed gives the same result.
 * ``NMF random``: the same with ``init='random'`` (the seed matters), the
   like-for-like baseline of a randomly initialised EM fit.
-* ``SIPLCA2``: the magnitude STFT (same n_fft and hop) mapped to a
-  log-frequency axis by a triangular filterbank ``F`` (``--bins-per-octave``
-  bins from 32.7 Hz to Nyquist, each filter at least one STFT bin wide:
-  ``L = F |X|``), then :class:`nmfcore.plca.SIPLCA2` on ``L`` (shape
-  ``(1, 1, bins, frames)``) at the same rank with a kernel of
-  ``bins - shifts + 1`` log-frequency bins by ``--frames`` frames: each
-  template can move up by ``shifts - 1`` bins (a pitch shift) and lasts a
-  few frames. Each component's log-frequency reconstruction ``Y_r`` gives a
-  soft mask ``Y_r / sum_k Y_k`` (the pipeline's ``mask_power=1``), mapped to
-  the linear STFT bins by linear interpolation along log-frequency (bins
-  below 32.7 Hz take the lowest log bin's mask), so the masks still sum to
-  one; each mask times the mixture's STFT, inverted with
-  :func:`nmfcore.audio.spectral.istft`, is a component's waveform.
+* ``SIPLCA2``: the pipeline's SIPLCA2 model (``model='SIPLCA2'``, same
+  STFT, rank and iterations): the magnitude STFT mapped to a log-frequency
+  axis by a triangular filterbank (24 bins per octave from STFT bin 3, 32 Hz
+  at 22050 Hz: :func:`nmfcore.audio.spectral.log_frequency_matrices`),
+  :class:`nmfcore.plca.SIPLCA2` on it with a kernel of ``bins - shifts + 1``
+  log-frequency bins by ``--frames`` frames (each template can move up by
+  ``shifts - 1`` quarter tones and lasts a few frames), each component's
+  reconstruction interpolated back to the STFT bins, the pipeline's masks
+  (``mask_power=1``), which still sum to one, and ISTFT.
 
 All three: components grouped by the oracle best grouping
 (:func:`nmfcore.audio.best_grouping`, as ``best`` in ``bench/separation.py``),
@@ -42,7 +38,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -56,65 +51,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from separation import DEFAULT_DATA, load_items, sdr  # noqa: E402
 
 from nmfcore.audio import SeparationSettings, best_grouping, separate  # noqa: E402
-from nmfcore.audio.spectral import istft, stft  # noqa: E402
-from nmfcore.plca import SIPLCA2  # noqa: E402
+from nmfcore.audio.models import LOGFREQ2D  # noqa: E402
 
-FMIN = 32.70  # C1
-
-
-def log_filterbank(sr: int, n_fft: int, bins_per_octave: int, fmin: float = FMIN):
-    """``(F, centres)``: triangular filters (bins, n_fft // 2 + 1) at log-spaced centres from ``fmin`` to Nyquist.
-
-    Each filter spans its neighbours' centres, widened to at least one STFT
-    bin on each side (below a few hundred Hz the log spacing is finer than
-    the STFT's), and is normalised to sum to one.
-    """
-    n_bins = int(math.floor(bins_per_octave * math.log2(sr / 2 / fmin))) + 1
-    centres = fmin * 2.0 ** (torch.arange(n_bins, dtype=torch.float64) / bins_per_octave)
-    freqs = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * sr / n_fft
-    df = sr / n_fft
-    ratio = 2.0 ** (1.0 / bins_per_octave)
-    lo = torch.minimum(centres / ratio, centres - df)
-    hi = torch.maximum(centres * ratio, centres + df)
-    up = (freqs[None] - lo[:, None]) / (centres - lo)[:, None]
-    down = (hi[:, None] - freqs[None]) / (hi - centres)[:, None]
-    F = torch.clamp(torch.minimum(up, down), min=0.0)
-    F = F / F.sum(1, keepdim=True)
-    return F.float(), centres
+SIPLCA2_SHIFTS, SIPLCA2_FRAMES = 13, 4  # the pipeline's defaults for SIPLCA2 at n_fft 2048
 
 
-def log_to_linear(sr: int, n_fft: int, centres: torch.Tensor) -> torch.Tensor:
-    """``D`` (n_fft // 2 + 1, bins): linear interpolation along log-frequency of a log-bin quantity at every STFT
-    bin (rows sum to one; bins outside the centres take the nearest end)."""
-    freqs = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * sr / n_fft
-    pos = torch.log2(freqs.clamp_min(1e-9) / centres[0]) / torch.log2(centres[1] / centres[0])
-    pos = pos.clamp(0, len(centres) - 1)
-    i0 = pos.floor().long().clamp(max=len(centres) - 2)
-    w1 = pos - i0
-    D = torch.zeros(len(freqs), len(centres), dtype=torch.float64)
-    D[torch.arange(len(freqs)), i0] = 1 - w1
-    D[torch.arange(len(freqs)), i0 + 1] += w1
-    return D.float()
-
-
-def siplca2_components(mix: torch.Tensor, sr: int, rank: int, seed: int, args) -> torch.Tensor:
-    """Component waveforms (R, channels, samples) of SIPLCA2 on the log-frequency magnitude."""
-    n_fft, hop = args.n_fft, args.hop
-    X = stft(mix.mean(0), n_fft=n_fft, hop_length=hop)  # (freq, frames)
-    F, centres = log_filterbank(sr, n_fft, args.bins_per_octave)
-    L = F @ X.abs()  # (bins, frames)
-    bins, frames = L.shape
-    kernel = (bins - args.shifts + 1, args.frames)
-    model = SIPLCA2((1, 1, bins, frames), rank, kernel, generator=seed)
-    model.fit(L[None, None], max_iter=args.n_iter, tol=0)
-    with torch.no_grad():
-        W, H, Z = model.W, model.H, model.Z
-        Y = torch.stack([SIPLCA2.reconstruct(H[:, r:r + 1], W[:, r:r + 1], Z[r:r + 1])[0, 0] for r in range(rank)])
-    masks = Y / Y.sum(0).clamp_min(torch.finfo(Y.dtype).tiny)  # (R, bins, frames), mask_power = 1
-    masks = torch.where(Y.sum(0) > 0, masks, torch.full_like(masks, 1.0 / rank))
-    lin = log_to_linear(sr, n_fft, centres) @ masks  # (R, freq, frames): sums to one over R
-    Xc = stft(mix, n_fft=n_fft, hop_length=hop)  # (channels, freq, frames)
-    return istft(lin[:, None] * Xc[None], n_fft=n_fft, hop_length=hop, length=mix.shape[-1])
+def settings(method: str, rank: int, seed: int, args) -> SeparationSettings:
+    """The pipeline's settings of ``method`` (all with ``tol=0``, ``args.n_iter`` iterations)."""
+    common = dict(rank=rank, n_iter=args.n_iter, tol=0.0, n_fft=args.n_fft, hop_length=args.hop, seed=seed)
+    if method == "SIPLCA2":
+        bins = LOGFREQ2D.n_bins(args.n_fft // 2 + 1)
+        return SeparationSettings(model="SIPLCA2", kernel_size=(bins - args.shifts + 1, args.frames), **common)
+    return SeparationSettings(model="NMF", init="random" if method == "NMF random" else "nndsvda", **common)
 
 
 def score(components: torch.Tensor, item) -> list:
@@ -130,7 +78,7 @@ def run(args):
     if args.quick:
         items = items[:2]
     seeds = list(range(args.seeds))
-    methods = ("NMF", "NMF random", "SIPLCA2")
+    methods = tuple(args.methods.split(","))
     res = {m: {} for m in methods}  # method -> item -> seed -> per-source SDRs
     times = dict.fromkeys(methods, 0.0)
     for it in items:
@@ -142,20 +90,14 @@ def run(args):
                     res[m].setdefault(it["name"], {})[seed] = res[m][it["name"]][0]
                     continue
                 t = time.perf_counter()
-                if m == "SIPLCA2":
-                    comps = siplca2_components(it["mix"], it["sr"], rank, seed, args)
-                else:
-                    st = SeparationSettings(model="NMF", rank=rank, n_iter=args.n_iter, tol=0.0, n_fft=args.n_fft,
-                                            hop_length=args.hop, seed=seed,
-                                            init="random" if m == "NMF random" else "nndsvda")
-                    comps = separate(it["mix"], it["sr"], st).components
+                comps = separate(it["mix"], it["sr"], settings(m, rank, seed, args)).components
                 times[m] += time.perf_counter() - t
                 res[m].setdefault(it["name"], {})[seed] = score(comps, it)
             print(f"{it['name']:<44} seed {seed}: "
                   + "  ".join(f"{m} {np.mean(res[m][it['name']][seed]):6.2f}" for m in methods), flush=True)
     print(f"\n# python bench/siplca2_logfreq.py {' '.join(sys.argv[1:])}".rstrip())
     print(f"# {len(items)} mixtures, seeds {seeds}, rank {args.mult} x sources, n_fft {args.n_fft}, hop {args.hop}, "
-          f"{args.n_iter} iterations; SIPLCA2: {args.bins_per_octave} bins/octave from {FMIN} Hz, {args.shifts} "
+          f"{args.n_iter} iterations; SIPLCA2: 24 bins/octave from STFT bin 3, {args.shifts} "
           f"shifts, {args.frames} frames; torch threads {torch.get_num_threads()}; "
           f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("\n| mixture | " + " | ".join(methods) + " |")
@@ -180,9 +122,9 @@ def main(argv=None):
     p.add_argument("--n-iter", type=int, default=200)
     p.add_argument("--n-fft", type=int, default=2048)
     p.add_argument("--hop", type=int, default=512)
-    p.add_argument("--bins-per-octave", type=int, default=24)
-    p.add_argument("--shifts", type=int, default=13, help="pitch shifts of a template, in log-frequency bins")
-    p.add_argument("--frames", type=int, default=4, help="frames of a template")
+    p.add_argument("--shifts", type=int, default=SIPLCA2_SHIFTS, help="pitch shifts of a template (log bins)")
+    p.add_argument("--frames", type=int, default=SIPLCA2_FRAMES, help="frames of a template")
+    p.add_argument("--methods", default="NMF,NMF random,SIPLCA2", help="comma-separated, of these three")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     if args.quick:

@@ -599,20 +599,45 @@ def test_base_component_needs_a_model():
 
 # ------------------------------------------------------------- in the product
 def test_audio_registry_offers_plca_and_siplca():
-    """The pipeline's registry has PLCA and SIPLCA as EM models (no beta, no init, a log-likelihood curve);
-    SIPLCA2 is not offered (not evaluated against NMF on the development audio)."""
-    from nmfcore.audio import MODELS
+    """The pipeline's registry has PLCA, SIPLCA and SIPLCA2 (on log-frequency, separating at least as well
+    as NMF on the development audio: bench/siplca2_logfreq.py) as EM models (no beta, no init, a
+    log-likelihood curve); SIPLCA2's default kernel fits the default STFT with 13 pitch shifts."""
+    from nmfcore.audio import MODELS, SeparationSettings
+    from nmfcore.audio.models import LOGFREQ2D
 
-    for name, conv in (("PLCA", False), ("SIPLCA", True)):
+    for name, conv in (("PLCA", False), ("SIPLCA", True), ("SIPLCA2", True)):
         spec = MODELS[name]
         assert spec.label and spec.description and spec.convolutive == conv
         assert not spec.beta_divergence and spec.init_methods == () and spec.curve == "log-likelihood"
-    assert "SIPLCA2" not in MODELS
+    assert MODELS["SIPLCA2"].layout is LOGFREQ2D
+    kf, kt = MODELS["SIPLCA2"].defaults["kernel_size"]
+    assert LOGFREQ2D.n_bins(SeparationSettings().n_fft // 2 + 1) - kf + 1 == 13 and kt == 4
     assert MODELS["NMF"].curve == "loss"
 
 
-@pytest.mark.parametrize("model, kernel", [("PLCA", 1), ("SIPLCA", 4)])
-def test_separate_with_plca_models(model, kernel):
+def test_log_frequency_layout_round_trip():
+    """Invariants of the log-frequency layout: the filterbank rows and the interpolation rows sum to one (masks
+    that sum to one still do on the STFT bins), a spectrogram constant in frequency comes back unchanged, and
+    the log axis has the advertised number of bins."""
+    from nmfcore.audio.models import LOGFREQ2D
+    from nmfcore.audio.spectral import log_frequency_matrices
+
+    F, D = log_frequency_matrices(513, dtype=F64)
+    torch.testing.assert_close(F.sum(1), torch.ones(F.shape[0], dtype=F64))
+    torch.testing.assert_close(D.sum(1), torch.ones(513, dtype=F64))
+    assert F.shape[0] == LOGFREQ2D.n_bins(513) and bool((F >= 0).all()) and bool((D >= 0).all())
+    S = torch.full((513, 7), 2.5, dtype=F64)
+    V = LOGFREQ2D.to_model(S)
+    assert V.shape == (1, 1, F.shape[0], 7)
+    torch.testing.assert_close(LOGFREQ2D.from_model(V), S)
+    with pytest.raises(ParameterError, match=r"fmin_bin=600"):
+        log_frequency_matrices(513, fmin_bin=600)
+
+
+# SIPLCA2 with rank 3: a pitch-shifting template can cover both tones, and with 2 components some starts
+# (seed 3 of 0-5) end in a mixed local optimum; with a spare component every one of seeds 0-5 separates
+@pytest.mark.parametrize("model, kernel, rank", [("PLCA", 1, 2), ("SIPLCA", 4, 2), ("SIPLCA2", (150, 3), 3)])
+def test_separate_with_plca_models(model, kernel, rank):
     """Invariants in the pipeline: components sum to the mixture; the reported log-likelihood never
     decreases; the same seed gives the same separation; two tones separate (best grouping) above 15 dB."""
     from _audio_signals import SR, two_sources
@@ -620,8 +645,8 @@ def test_separate_with_plca_models(model, kernel):
     from nmfcore.audio import SeparationSettings, best_grouping, evaluate, separate
 
     mix, refs = two_sources(seconds=1.0)
-    s = SeparationSettings(model=model, kernel_size=kernel, rank=2, n_fft=512, hop_length=128, n_iter=150, tol=0,
-                           seed=3)
+    s = SeparationSettings(model=model, kernel_size=kernel, rank=rank, n_fft=512, hop_length=128, n_iter=150,
+                           tol=0, seed=3)
     sep = separate(mix, SR, s)
     assert float((sep.components.sum(0) - sep.mixture).abs().max() / sep.mixture.abs().max()) < 1e-4
     lls = [v for _, v in sep.losses]
@@ -666,6 +691,16 @@ def test_app_teaching_and_plot_for_em_models():
     assert not choices["PLCA"].uses_beta and choices["PLCA"].curve == "log-likelihood"
     assert choices["SIPLCA"].kernel_dims == 1 and choices["NMF"].curve == "loss"
     assert services.curve_of(SeparationSettings(model="SIPLCA")) == "log-likelihood"
+    # SIPLCA2 counts its shifts on the log-frequency axis: 13 with its defaults, and the kernel back from them
+    spec = choices["SIPLCA2"]
+    k = spec.defaults["kernel_size"]
+    assert spec.kernel_dims == 2 and services.nmf2d_shifts(k, 2048, "SIPLCA2") == 13
+    assert services.nmf2d_kernel(13, k[1], 2048, "SIPLCA2") == tuple(k)
+    assert services.freq_bins(2048, "SIPLCA2") < services.freq_bins(2048) == 1025
+    fit = services.fit_description(SeparationSettings(model="SIPLCA2", kernel_size=k))
+    assert fit.solver == "em" and fit.shifts == 13
+    md = " ".join(teaching.how_it_works_md(fit))
+    assert "log-frequency" in md and "13 pitch shifts" in md and "expectation-maximisation" in md
 
 
 @pytest.mark.parametrize("build, match", [
