@@ -375,9 +375,10 @@ class MatrixProduct(Operator):
             # that the passes over V and Y run in memory order and the products keep V's layout
             Yt = torch.mm(W, H.t(), out=workspace.buffer("Yt", (W.shape[0], H.shape[0]), W))
             return Yt.t()
-        # W^T made contiguous (R x C, a small copy): MKL's product is 1.5-1.8x faster with it than with
-        # the transposed view (bench/README.md, PLCA section)
-        return torch.mm(H, W.t().contiguous(), out=workspace.buffer("Y", (H.shape[0], W.shape[0]), W))
+        # on the CPU W^T made contiguous (R x C, a small copy): MKL's product is 1.5-1.8x faster with it than
+        # with the transposed view (bench/README.md, PLCA section); cuBLAS takes the view as it is
+        Wt = W.t() if W.device.type != "cpu" else W.t().contiguous()
+        return torch.mm(H, Wt, out=workspace.buffer("Y", (H.shape[0], W.shape[0]), W))
 
     def pull(self, which, G, W, H, workspace):
         # here G W (for H) and G^T H (for W), computed as (W^T G^T)^T and (H^T G)^T: the product with the
