@@ -48,7 +48,7 @@ __all__ = [
     "MIN_DURATION_S", "UPLOAD_TYPES", "EXAMPLE_PATH", "EXAMPLE_TITLE", "BETA_CASES",
     "INIT_LABELS", "INIT_HELP", "InputError", "SettingsError", "ModelChoice", "LoadedAudio", "ResultBundle", "FitJob",
     "models", "model_choice", "devices", "device_label", "default_settings", "beta_case", "build_settings",
-    "settings_summary", "nmf2d_shifts", "nmf2d_kernel", "fit_description", "nmfcore_version", "fit_threads", "warm_up", "example_bytes", "load_input",
+    "settings_summary", "freq_bins", "nmf2d_shifts", "nmf2d_kernel", "fit_description", "nmfcore_version", "fit_threads", "warm_up", "example_bytes", "load_input",
     "segment", "input_spectrogram", "fit_problem", "progress_text", "reproduces_exactly", "result_key", "prepare_fit", "start_fit", "component_audio", "component_order",
     "component_centroids", "component_pitches", "component_label", "auto_assignment", "groups_from_assignment", "source_audio", "export_zip", "download_name",
     "evaluate_references", "MAX_GUIDED_SOURCES", "source_names_from_text", "selection_boxes", "selection_lassos", "guided_mark",
@@ -229,15 +229,20 @@ def settings_summary(settings: Any) -> str:
             f"STFT {settings.n_fft}/{settings.hop_length}, {settings.device}")
 
 
-def nmf2d_shifts(kernel_size: Any, n_fft: int) -> int:
+def freq_bins(n_fft: int, model: str = "NMF2D") -> int:
+    """Frequency bins of ``model``'s spectrogram for an ``n_fft`` STFT (log-frequency models have fewer)."""
+    return na.MODELS[model].layout.n_bins(int(n_fft) // 2 + 1)
+
+
+def nmf2d_shifts(kernel_size: Any, n_fft: int, model: str = "NMF2D") -> int:
     """How many frequency shifts a 2-D patch of ``kernel_size = (bins, frames)`` has in an ``n_fft`` STFT."""
     kf = kernel_size[0] if isinstance(kernel_size, (tuple, list)) else int(kernel_size)
-    return int(n_fft) // 2 + 1 - int(kf) + 1
+    return freq_bins(n_fft, model) - int(kf) + 1
 
 
-def nmf2d_kernel(shifts: int, frames: int, n_fft: int) -> tuple[int, int]:
+def nmf2d_kernel(shifts: int, frames: int, n_fft: int, model: str = "NMF2D") -> tuple[int, int]:
     """The 2-D patch ``(bins, frames)`` with ``shifts`` frequency shifts in an ``n_fft`` STFT."""
-    return max(1, int(n_fft) // 2 + 1 - int(shifts) + 1), int(frames)
+    return max(1, freq_bins(n_fft, model) - int(shifts) + 1), int(frames)
 
 
 def fit_description(settings: Any) -> teaching.FitDescription:
@@ -250,7 +255,7 @@ def fit_description(settings: Any) -> teaching.FitDescription:
             settings.model, settings.beta, device=settings.device, sparsity_H=settings.sparsity_H,
             continuity=settings.continuity),
         kernel_dims=spec.layout.kernel_ndim, kernel=tuple(kernel),
-        shifts=nmf2d_shifts(kernel, settings.n_fft) if len(kernel) == 2 else None,
+        shifts=nmf2d_shifts(kernel, settings.n_fft, settings.model) if len(kernel) == 2 else None,
         sparsity_H=settings.sparsity_H, continuity=float(settings.continuity),
         mask_power=float(settings.mask_power), power=float(settings.power), device=settings.device,
         minibatch=settings.solver if settings.solver != "full" else None, batch_size=int(settings.batch_size))

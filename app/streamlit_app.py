@@ -65,7 +65,7 @@ def model_values(choice) -> dict:
     if "kernel_size" in d:
         k = d["kernel_size"]
         if choice.kernel_dims == 2:
-            out[Keys.KERNEL_F] = services.nmf2d_shifts(k, out[Keys.N_FFT])
+            out[Keys.KERNEL_F] = services.nmf2d_shifts(k, out[Keys.N_FFT], choice.name)
             out[Keys.KERNEL_T] = int(k[-1])
         else:
             out[Keys.KERNEL_T] = int(k[-1] if isinstance(k, (tuple, list)) else k)
@@ -148,14 +148,15 @@ def settings_sidebar():
     if spec.kernel_dims:
         if spec.kernel_dims >= 2:
             k1, k2 = sb.columns(2)
-            n_bins = int(state.get(Keys.N_FFT)) // 2 + 1
+            n_bins = services.freq_bins(state.get(Keys.N_FFT), spec.name)
             if int(state.get(Keys.KERNEL_F)) > n_bins:
                 state.set_value(Keys.KERNEL_F, n_bins)
             k1.number_input("Frequency shifts", min_value=1, max_value=n_bins, key=Keys.KERNEL_F,
                             help="How many positions, one frequency bin apart, each template can take.")
             k2.number_input("Frames per patch", min_value=1, max_value=32, key=Keys.KERNEL_T,
                             help="How many STFT frames each template spans.")
-            kernel = services.nmf2d_kernel(state.get(Keys.KERNEL_F), state.get(Keys.KERNEL_T), state.get(Keys.N_FFT))
+            kernel = services.nmf2d_kernel(state.get(Keys.KERNEL_F), state.get(Keys.KERNEL_T), state.get(Keys.N_FFT),
+                                           spec.name)
             sb.caption(f"Each component is a patch of {kernel[0]} frequency bins × {kernel[1]} frames that can "
                        f"sound at {int(state.get(Keys.KERNEL_F))} positions up the spectrum. Few shifts keep the "
                        "parts meaningful and the fit fast; many shifts let the activations copy the spectrogram.")

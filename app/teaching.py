@@ -106,6 +106,13 @@ def model_md(fit: FitDescription) -> str:
                 "shifted right by $\\tau$ frames: one activation starts the whole pattern.")
     kf, kt = fit.kernel if len(fit.kernel) == 2 else ("k_f", "k_t")
     s = fit.shifts if fit.shifts is not None else "several"
+    if fit.solver == "em":
+        return (f"**Model** ({fit.label}): the spectrogram is first put on a log-frequency axis (24 bins per "
+                "octave), where moving a sound up by one bin raises its pitch by a quarter tone. Then "
+                "$P(f, t) \\approx \\sum_z P(z) \\sum_{\\phi, \\tau} P(f - \\phi, \\tau|z)\\, P(\\phi, t - \\tau|z)$: "
+                f"each component is a distribution over a patch of {kf} log-frequency bins by {kt} frames, "
+                f"and its activation says at which of {s} pitch shifts $\\phi$ and when it sounds, so one "
+                "template can play several notes. The masks are interpolated back to the STFT's bins.")
     return (f"**Model** ({fit.label}, convolutive in time and frequency): $\\hat V = \\sum_{{\\tau}}\\sum_{{\\phi}} "
             "\\overset{\\downarrow\\phi}{W_\\tau}\\, \\overset{\\tau\\rightarrow}{H_\\phi}$. Each template is a "
             f"patch of {kf} frequency bins by {kt} frames; its activation $H$ has a row per frequency shift "

@@ -121,14 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     sep.add_argument("-o", "--output", required=True, metavar="DIR",
                      help="output folder; each input gets a sub-folder named after it")
     g = sep.add_argument_group("model")
-    g.add_argument("--model", default="NMF", help="NMF, NMFD, NMF2D, PLCA or SIPLCA (default NMF); "
-                                                  "PLCA and SIPLCA are fitted by EM (no --beta)")
+    g.add_argument("--model", default="NMF", help="NMF, NMFD, NMF2D, PLCA, SIPLCA or SIPLCA2 (default NMF); "
+                                                  "the PLCA models are fitted by EM (no --beta); SIPLCA2 "
+                                                  "works on a log-frequency spectrogram")
     g.add_argument("--rank", type=int, default=8, help="number of components (default 8)")
     g.add_argument("--beta", type=float, default=1.0, help="beta-divergence: 2 Euclidean, 1 KL, 0 IS (default 1)")
     g.add_argument("--iter", dest="n_iter", type=int, default=200, help="maximum iterations (default 200)")
     g.add_argument("--tol", type=float, default=1e-4, help="stopping tolerance, 0 runs all iterations")
     g.add_argument("--kernel", type=_kernel, default=1,
-                   help="NMFD pattern length in frames (e.g. 6) or NMF2D patch FxT (e.g. 16x4)")
+                   help="NMFD/SIPLCA pattern length in frames (e.g. 6) or NMF2D/SIPLCA2 patch FxT (e.g. "
+                        "16x4; SIPLCA2 counts log-frequency bins, 24 per octave: 190x4 at --n-fft 2048 "
+                        "gives 13 pitch shifts)")
     g.add_argument("--init", default="nndsvda", help="nndsvda, nndsvd, nndsvdar or random (default nndsvda)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--sparsity", type=float, default=None, metavar="S",

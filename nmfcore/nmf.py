@@ -43,10 +43,11 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from . import _fit
+from ._factors import FactorModule, initial_values
 from ._checks import check_factor_pair, check_kernel_fits, kernel_tuple
 from ._fit import run_iterations
 from ._validation import (check_beta_for_data, check_fraction, check_mask, check_nonnegative_float,
-                          check_nonnegative_tensor, check_positive_int, check_rank, make_generator,
+                          check_positive_int, check_rank, make_generator,
                           value_range)
 from .exceptions import ParameterError
 from .init import INIT_METHODS, nndsvd, random_like_data
@@ -64,22 +65,11 @@ SOLVERS = ("auto", "mu", "hals")
 
 def _init_param(value, name: str, trainable: bool, generator) -> Optional[Parameter]:
     """A Parameter from a shape (random |N(0,1)|) or a non-negative tensor."""
-    if value is None:
-        return None
-    if isinstance(value, Tensor):
-        check_nonnegative_tensor(value, name)
-        return Parameter(value.detach().clone(), requires_grad=trainable)
-    if isinstance(value, Iterable):
-        shape = tuple(value)
-        if not shape or not all(isinstance(s, numbers.Integral) and s >= 1 for s in shape):
-            raise ParameterError(f"{name}={shape!r} must be a shape of positive integers or a tensor")
-        gen = make_generator(generator)
-        data = torch.randn(shape, generator=gen).abs_()
-        return Parameter(data, requires_grad=trainable)
-    raise ParameterError(f"{name} must be a shape tuple or a tensor, got {type(value).__name__}")
+    data = initial_values(value, name, generator)
+    return None if data is None else Parameter(data, requires_grad=trainable)
 
 
-class BaseComponent(torch.nn.Module):
+class BaseComponent(FactorModule):
     r"""Base class for all NMF modules.
 
     You can't use this module directly; models subclass it and define
@@ -130,10 +120,8 @@ class BaseComponent(torch.nn.Module):
         generator = make_generator(generator)
         self.W = _init_param(W, "W", trainable_W, generator)
         self.H = _init_param(H, "H", trainable_H, generator)
-        ranks = {n: p.shape[1] for n, p in (("W", self.W), ("H", self.H)) if p is not None and p.ndim > 1}
-        for n, p in (("W", self.W), ("H", self.H)):
-            if p is not None and p.ndim < 2:
-                raise ParameterError(f"{n} must have at least 2 dimensions (rank on axis 1), got shape {tuple(p.shape)}")
+        self._check_rank_axes()
+        ranks = {n: p.shape[1] for n, p in (("W", self.W), ("H", self.H)) if p is not None}
         if len(set(ranks.values())) > 1:
             raise ParameterError(f"rank mismatch: W has rank {ranks['W']} but H has rank {ranks['H']} (axis 1)")
         if ranks:
@@ -143,18 +131,7 @@ class BaseComponent(torch.nn.Module):
                 raise ParameterError(f"rank={rank} does not match the rank {inferred} on axis 1 of W/H")
             rank = inferred
         self.rank = check_rank(rank)
-        if self.W is not None:
-            self.out_channels = self.W.shape[0]
-            if self.W.ndim > 2:
-                self.kernel_size = tuple(self.W.shape[2:])
-
-    def extra_repr(self) -> str:
-        s = f"{self.rank}"
-        if self.W is not None:
-            s += f", out_channels={self.out_channels}"
-            if hasattr(self, "kernel_size"):
-                s += f", kernel_size={self.kernel_size}"
-        return s
+        self._record_shapes()
 
     # ------------------------------------------------------------------ model
     def forward(self, H: Tensor = None, W: Tensor = None) -> Tensor:

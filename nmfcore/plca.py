@@ -13,12 +13,14 @@ family's operators and the one fit loop: for one factor ``X`` the expected
 counts of the E-step are the KL (beta = 1) multiplicative step's numerator,
 ``X * J^T (V / Y)`` (the operator's pull-back of the ratio of data to
 reconstruction), the M-step adds the prior counts ``alpha - 1``, clamps at
-zero and renormalises. ``W`` (with ``Z``) and then ``H`` (with ``Z``) take
-this step in turn, each from a fresh reconstruction, as the multiplicative
-updates do; each step maximises the log-posterior over its block, so the
-log-posterior never decreases for ``alpha >= 1``. Without priors a PLCA fit
-follows the plain KL multiplicative updates of NMF exactly (the factors are
-rescaled into probabilities).
+zero and renormalises. By default an iteration is textbook EM: one E-step
+(one reconstruction) gives the counts of ``W``, ``H`` and ``Z`` from the
+same posterior and the M-step sets all three. ``fit(update='alternating')``
+updates ``W`` (with ``Z``) and then ``H`` (with ``Z``) in turn, each from a
+fresh reconstruction, as the multiplicative updates do: without priors that
+fit follows the plain KL multiplicative updates of NMF exactly (the factors
+rescaled into probabilities), and masked fits take this order. Either way
+the log-posterior never decreases for ``alpha >= 1``.
 
 The public API matches the PyTorch NMF reference (``torchnmf.plca``).
 
@@ -42,6 +44,7 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from . import nmf as _nmf
+from ._factors import FactorModule, initial_values
 from ._fit import run_iterations
 from ._validation import (check_mask, check_nonnegative_float, check_positive_int, check_rank,
                           make_generator, value_range)
@@ -99,23 +102,8 @@ def log_posterior(V: Tensor, model: "BaseComponent", W_alpha: Alpha = 1.0, H_alp
 
 def _init_param(value, name: str, trainable: bool, generator, like: Optional[Tensor]) -> Optional[Parameter]:
     """A normalised Parameter from a shape (random |N(0,1)|, in ``like``'s dtype and device) or a tensor."""
-    if value is None:
-        return None
-    if isinstance(value, Tensor):
-        value_range(value, name)
-        data = value.detach().clone()
-    elif isinstance(value, Iterable):
-        shape = tuple(value)
-        if not shape or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
-                                for s in shape):
-            raise ParameterError(f"{name}={shape!r} must be a shape of positive integers or a tensor")
-        dtype = like.dtype if like is not None else torch.get_default_dtype()
-        data = torch.randn(shape, generator=generator, dtype=dtype).abs_()
-        if like is not None:
-            data = data.to(like.device)
-    else:
-        raise ParameterError(f"{name} must be a shape tuple or a tensor, got {type(value).__name__}")
-    return Parameter(normalise(data), requires_grad=trainable)
+    data = initial_values(value, name, generator, like)
+    return None if data is None else Parameter(normalise(data), requires_grad=trainable)
 
 
 def _check_alpha(alpha, name: str, X: Tensor) -> Alpha:
@@ -142,7 +130,7 @@ def _broadcasts_to(a: Tensor, shape) -> bool:
 
 
 # ------------------------------------------------------------------ models
-class BaseComponent(torch.nn.Module):
+class BaseComponent(FactorModule):
     r"""Base class for all PLCA modules.
 
     You can't use this module directly; models subclass it, name the
@@ -184,9 +172,7 @@ class BaseComponent(torch.nn.Module):
             raise ParameterError(f"initial tensors must be floating point, got dtype={like.dtype}")
         self.W = _init_param(W, "W", trainable_W, generator, like)
         self.H = _init_param(H, "H", trainable_H, generator, like)
-        for n, p in (("W", self.W), ("H", self.H)):
-            if p is not None and p.ndim < 2:
-                raise ParameterError(f"{n} must have at least 2 dimensions (rank on axis 1), got shape {tuple(p.shape)}")
+        self._check_rank_axes()
         if Z is not None:
             if not isinstance(Z, Tensor):
                 raise ParameterError(f"Z must be a tensor or None, got {type(Z).__name__}")
@@ -208,18 +194,7 @@ class BaseComponent(torch.nn.Module):
         if Z is None:
             kw = {} if like is None else dict(dtype=like.dtype, device=like.device)
             self.Z = Parameter(torch.full((self.rank,), 1.0 / self.rank, **kw), requires_grad=trainable_Z)
-        if self.W is not None:
-            self.out_channels = self.W.shape[0]
-            if self.W.ndim > 2:
-                self.kernel_size = tuple(self.W.shape[2:])
-
-    def extra_repr(self) -> str:
-        s = f"{self.rank}"
-        if self.W is not None:
-            s += f", out_channels={self.out_channels}"
-            if hasattr(self, "kernel_size"):
-                s += f", kernel_size={self.kernel_size}"
-        return s
+        self._record_shapes()
 
     # ------------------------------------------------------------------ model
     def forward(self, H: Tensor = None, W: Tensor = None, Z: Tensor = None, norm=None) -> Tensor:
@@ -247,7 +222,8 @@ class BaseComponent(torch.nn.Module):
     def fit(self, V: Tensor, tol: float = 1e-4, max_iter: int = 200, verbose: bool = False,
             W_alpha: Alpha = 1.0, H_alpha: Alpha = 1.0, Z_alpha: Alpha = 1.0, *,
             mask: Optional[Tensor] = None, init: Optional[str] = None, generator=None,
-            callback: Optional[Callable[[int, float], Optional[bool]]] = None, check_every: int = 10):
+            callback: Optional[Callable[[int, float], Optional[bool]]] = None, check_every: int = 10,
+            update: Optional[str] = None):
         r"""Learn the model by maximising the log-posterior with EM.
 
         .. math::
@@ -258,10 +234,10 @@ class BaseComponent(torch.nn.Module):
 
         with :math:`v` the entries of ``V / V.sum()`` and :math:`\hat v` the
         model's output (:func:`log_posterior`). The last three terms are the
-        Dirichlet priors. ``W`` and ``Z``, then ``H`` and ``Z`` take an EM
-        step in turn (see the module's description); the objective never
-        decreases for priors >= 1. Parameters created with
-        ``trainable_*=False`` never change.
+        Dirichlet priors. Each iteration is one EM step (see ``update`` and
+        the module's description); the objective never decreases for
+        priors >= 1. Parameters created with ``trainable_*=False`` never
+        change.
 
         Parameters
         ----------
@@ -297,6 +273,13 @@ class BaseComponent(torch.nn.Module):
             returning ``True`` stops the fit.
         check_every : int, default 10, keyword-only
             Iterations between evaluations of the loss.
+        update : {None, 'joint', 'alternating'}, keyword-only
+            ``'joint'``: one E-step per iteration for ``W``, ``H`` and ``Z``
+            (textbook EM; three operator products for PLCA). ``'alternating'``:
+            ``W`` and ``Z``, then ``H`` and ``Z``, each from a fresh
+            reconstruction (four products; without priors, the plain KL
+            multiplicative updates). None: ``'joint'``, or ``'alternating'``
+            with a mask (the only order a masked fit takes).
 
         Returns
         -------
@@ -348,6 +331,11 @@ class BaseComponent(torch.nn.Module):
         M = check_mask(mask, V)
         if init not in (None, "random"):
             raise ParameterError(f"init={init!r} must be None or 'random'")
+        if update not in (None, "joint", "alternating"):
+            raise ParameterError(f"update={update!r} must be None, 'joint' or 'alternating'")
+        if update == "joint" and M is not None:
+            raise ParameterError("update='joint' does not take a mask: a masked fit alternates the blocks "
+                                 "(update=None or 'alternating')")
         mass = float((V * M).sum(dtype=torch.float64) if M is not None else V.sum(dtype=torch.float64))
         if not mass > 0:
             raise ParameterError("V sums to 0 (where observed): PLCA fits a distribution, it needs some mass")
@@ -355,7 +343,7 @@ class BaseComponent(torch.nn.Module):
             self._randomise(make_generator(generator, V.device))
         with torch.no_grad():
             prob = EMProblem(self._nmf_model.operator, self.W, self.H, self.Z, V, alphas=alphas, mass=mass,
-                             vmax=vmax, mask=M)
+                             vmax=vmax, mask=M, joint=update != "alternating")
             n_iter = run_iterations(EM(prob).step, prob.objective, max_iter=max_iter, tol=tol,
                                     check_every=check_every, callback=callback, verbose=verbose,
                                     desc=type(self).__name__)

@@ -1,10 +1,12 @@
 """Tests for nmfcore.plca: PLCA, SIPLCA, SIPLCA2, SIPLCA3 and their EM fit.
 
 Oracles, named in each test: the reference documentation's examples; a slow
-float64 loop implementation of one EM step of each model; the log-posterior
-never decreases (Dirichlet priors >= 1); the marginals sum to one after every
-iteration; SIPLCA with a kernel of 1 equals PLCA; PLCA without priors equals
-plain KL multiplicative updates (factors rescaled); a masked fit equals a slow
+float64 loop implementation of one EM step of each model (joint: one E-step
+for W, H and Z; alternating: (W, Z) then (H, Z)); the log-posterior never
+decreases (Dirichlet priors >= 1) in either order; the marginals sum to one
+after every iteration; SIPLCA with a kernel of 1 equals PLCA; PLCA without
+priors, alternating, equals plain KL multiplicative updates and, joint, the
+closed form of the joint step in NMF's terms (factors rescaled); a masked fit equals a slow
 fit on the observed entries only; frozen parameters never change; bad input
 raises ParameterError; hypothesis properties (finite, non-negative factors).
 """
@@ -158,8 +160,9 @@ def _loop_counts(V, W, H, Z):
     return cW, cH
 
 
-def _loop_em_step(V, W, H, Z, aW, aH, aZ):
-    """One EM iteration as documented: (W, Z) from fresh counts, then (H, Z) from fresh counts."""
+def _loop_em_step(V, W, H, Z, aW, aH, aZ, update="joint"):
+    """One EM iteration as documented: joint, W, H and Z from the counts of one posterior; alternating,
+    (W, Z) from fresh counts, then (H, Z) from fresh counts."""
     W, H, Z = W.copy(), H.copy(), Z.copy()
 
     def m_step(counts, alpha):
@@ -167,6 +170,12 @@ def _loop_em_step(V, W, H, Z, aW, aH, aZ):
         axes = tuple(d for d in range(x.ndim) if d != 1)
         return x / x.sum(axes, keepdims=True)
 
+    if update == "joint":
+        cW, cH = _loop_counts(V, W, H, Z)
+        zc = cW.sum(tuple(d for d in range(cW.ndim) if d != 1))
+        np.testing.assert_allclose(zc, cH.sum(tuple(d for d in range(cH.ndim) if d != 1)), rtol=1e-12)
+        Z = np.maximum(zc + aZ - 1, 0)
+        return m_step(cW, aW), m_step(cH, aH), Z / Z.sum()
     cW, _ = _loop_counts(V, W, H, Z)
     zc = cW.sum(tuple(d for d in range(cW.ndim) if d != 1))
     Z = np.maximum(zc + aZ - 1, 0)
@@ -182,14 +191,16 @@ def _loop_em_step(V, W, H, Z, aW, aH, aZ):
 
 @pytest.mark.parametrize("cls, Vshape, kw", MODELS, ids=IDS)
 @pytest.mark.parametrize("alphas", [(1.0, 1.0, 1.0), (1.3, 1.7, 2.0)])
-def test_one_em_step_equals_slow_loop(gen, cls, Vshape, kw, alphas):
-    """Oracle: slow float64 loops over every entry of W and H, one EM step with priors."""
+@pytest.mark.parametrize("update", ["joint", "alternating"])
+def test_one_em_step_equals_slow_loop(gen, cls, Vshape, kw, alphas, update):
+    """Oracle: slow float64 loops over every entry of W and H, one EM step with priors, in either order."""
     V = rand(gen, *Vshape, low=0.1)
     m = make(cls, Vshape, kw)
     aW, aH, aZ = alphas
     expected = _loop_em_step(V.numpy(), m.W.detach().numpy(), m.H.detach().numpy(), m.Z.detach().numpy(),
-                             aW, aH, aZ)
-    n_iter, norm = m.fit(V, max_iter=1, tol=0, W_alpha=aW, H_alpha=aH, Z_alpha=aZ)
+                             aW, aH, aZ, update)
+    n_iter, norm = m.fit(V, max_iter=1, tol=0, W_alpha=aW, H_alpha=aH, Z_alpha=aZ,
+                         update=None if update == "joint" else update)
     assert n_iter == 1
     torch.testing.assert_close(norm, V.sum())
     for name, want in zip("WHZ", expected):
@@ -209,9 +220,10 @@ def test_reconstruction_equals_slow_loop(gen):
 # ------------------------------------------------------- monotone objective
 @pytest.mark.parametrize("cls, Vshape, kw", MODELS, ids=IDS)
 @pytest.mark.parametrize("alphas", [(1.0, 1.0, 1.0), (1.5, 1.2, 2.0), ("tensor", 1.0, 1.1)])
-def test_log_posterior_never_decreases(gen, cls, Vshape, kw, alphas):
-    """Oracle: monotone objective, log-posterior (priors included, alpha >= 1) non-decreasing; the loss
-    handed to the callback is its mirror (non-increasing)."""
+@pytest.mark.parametrize("update", ["joint", "alternating"])
+def test_log_posterior_never_decreases(gen, cls, Vshape, kw, alphas, update):
+    """Oracle: monotone objective, log-posterior (priors included, alpha >= 1) non-decreasing in either
+    order; the loss handed to the callback is its mirror (non-increasing)."""
     V = rand(gen, *Vshape)
     m = make(cls, Vshape, kw)
     aW, aH, aZ = alphas
@@ -224,7 +236,7 @@ def test_log_posterior_never_decreases(gen, cls, Vshape, kw, alphas):
         posts.append(float(log_posterior(V, m, **kw_fit)))
         losses.append(loss)
 
-    m.fit(V, max_iter=40, tol=0, check_every=1, callback=cb, **kw_fit)
+    m.fit(V, max_iter=40, tol=0, check_every=1, callback=cb, update=update, **kw_fit)
     assert len(posts) == 41
     for i, (a, b) in enumerate(zip(posts, posts[1:])):
         assert b >= a - 1e-12 * abs(a), f"log-posterior fell at iteration {i + 1}: {a!r} -> {b!r}"
@@ -286,14 +298,29 @@ def _kl_mu(V, W, H, n_iter, mask=None):
     return W, H
 
 
+def _kl_joint(V, W, H, n_iter):
+    """The joint EM step in NMF's terms: both numerators from one ratio R = V / (H W^T); W takes the plain
+    KL MU step and H the one whose denominator is the *updated* W's column sums (H's columns summing to
+    one: a per-component rescaling moves the mass into W)."""
+    for _ in range(n_iter):
+        s = H.sum(0)
+        H, W = H / s, W * s  # the same product, H's columns summing to one
+        R = V / (H @ W.t())
+        W, H = W * (R.t() @ H), H * (R @ W)
+        H = H / W.sum(0)
+    return W, H
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
-def test_plca_without_priors_follows_kl_multiplicative_updates(gen, dtype):
-    """Equivalence: PLCA's EM without priors = plain KL MU on the same data, factors rescaled."""
+@pytest.mark.parametrize("update", ["alternating", "joint"])
+def test_plca_without_priors_follows_kl_multiplicative_updates(gen, dtype, update):
+    """Equivalence: PLCA's EM without priors, alternating = plain KL MU on the same data (factors rescaled);
+    joint = the same multiplicative numerators from one ratio (:func:`_kl_joint`)."""
     V = rand(gen, 30, 20, dtype=dtype)
     m = make(PLCA, V.shape, {}, rank=4, dtype=dtype)
     W0 = m.W.detach() * m.Z.detach() * V.sum()  # the NMF factors with the same product
-    W1, H1 = _kl_mu(V, W0, m.H.detach().clone(), 30)
-    _, norm = m.fit(V, max_iter=30, tol=0)
+    W1, H1 = (_kl_mu if update == "alternating" else _kl_joint)(V, W0, m.H.detach().clone(), 30)
+    _, norm = m.fit(V, max_iter=30, tol=0, update=update)
     tol = dict(rtol=2e-4, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(m(norm=norm).detach(), H1 @ W1.t(), **tol)
     torch.testing.assert_close(m.W.detach(), W1 / W1.sum(0), **tol)
@@ -369,7 +396,7 @@ def test_mask_of_ones_equals_no_mask(gen, cls, Vshape, kw):
     """Equivalence: a mask of ones (or all True) gives the unmasked fit."""
     V = rand(gen, *Vshape)
     a, b = make(cls, Vshape, kw), make(cls, Vshape, kw)
-    _, na = a.fit(V, max_iter=8, tol=0, H_alpha=1.2)
+    _, na = a.fit(V, max_iter=8, tol=0, H_alpha=1.2, update="alternating")  # a masked fit's order
     _, nb = b.fit(V, max_iter=8, tol=0, H_alpha=1.2, mask=torch.ones(Vshape, dtype=torch.bool))
     for n in "WHZ":
         torch.testing.assert_close(getattr(a, n), getattr(b, n), rtol=1e-10, atol=1e-13)
@@ -416,7 +443,7 @@ def test_mask_weights_the_divergence(gen):
     """Invariant: a weight-2 mask everywhere is the unmasked fit (weights are relative)."""
     V = rand(gen, 10, 8)
     a, b = make(PLCA, V.shape, {}), make(PLCA, V.shape, {})
-    a.fit(V, max_iter=6, tol=0)
+    a.fit(V, max_iter=6, tol=0, update="alternating")
     b.fit(V, max_iter=6, tol=0, mask=torch.full((1, 8), 2.0, dtype=F64))
     torch.testing.assert_close(a.W, b.W, rtol=1e-10, atol=1e-13)
 
@@ -476,6 +503,8 @@ def test_bad_constructor_arguments(call, match):
     ({"tol": -1.0}, r"tol=-1.0"),
     ({"max_iter": 0.5}, r"max_iter=0.5"),
     ({"init": "nndsvd"}, r"init='nndsvd'"),
+    ({"update": "both"}, r"update='both'"),
+    ({"update": "joint", "mask": torch.ones(5, 4)}, r"update='joint' does not take a mask"),
 ])
 def test_bad_fit_arguments(gen, kw, match):
     m = PLCA((5, 4), 3).double()
@@ -570,20 +599,45 @@ def test_base_component_needs_a_model():
 
 # ------------------------------------------------------------- in the product
 def test_audio_registry_offers_plca_and_siplca():
-    """The pipeline's registry has PLCA and SIPLCA as EM models (no beta, no init, a log-likelihood curve);
-    SIPLCA2 is not offered (not evaluated against NMF on the development audio)."""
-    from nmfcore.audio import MODELS
+    """The pipeline's registry has PLCA, SIPLCA and SIPLCA2 (on log-frequency, separating at least as well
+    as NMF on the development audio: bench/siplca2_logfreq.py) as EM models (no beta, no init, a
+    log-likelihood curve); SIPLCA2's default kernel fits the default STFT with 13 pitch shifts."""
+    from nmfcore.audio import MODELS, SeparationSettings
+    from nmfcore.audio.models import LOGFREQ2D
 
-    for name, conv in (("PLCA", False), ("SIPLCA", True)):
+    for name, conv in (("PLCA", False), ("SIPLCA", True), ("SIPLCA2", True)):
         spec = MODELS[name]
         assert spec.label and spec.description and spec.convolutive == conv
         assert not spec.beta_divergence and spec.init_methods == () and spec.curve == "log-likelihood"
-    assert "SIPLCA2" not in MODELS
+    assert MODELS["SIPLCA2"].layout is LOGFREQ2D
+    kf, kt = MODELS["SIPLCA2"].defaults["kernel_size"]
+    assert LOGFREQ2D.n_bins(SeparationSettings().n_fft // 2 + 1) - kf + 1 == 13 and kt == 4
     assert MODELS["NMF"].curve == "loss"
 
 
-@pytest.mark.parametrize("model, kernel", [("PLCA", 1), ("SIPLCA", 4)])
-def test_separate_with_plca_models(model, kernel):
+def test_log_frequency_layout_round_trip():
+    """Invariants of the log-frequency layout: the filterbank rows and the interpolation rows sum to one (masks
+    that sum to one still do on the STFT bins), a spectrogram constant in frequency comes back unchanged, and
+    the log axis has the advertised number of bins."""
+    from nmfcore.audio.models import LOGFREQ2D
+    from nmfcore.audio.spectral import log_frequency_matrices
+
+    F, D = log_frequency_matrices(513, dtype=F64)
+    torch.testing.assert_close(F.sum(1), torch.ones(F.shape[0], dtype=F64))
+    torch.testing.assert_close(D.sum(1), torch.ones(513, dtype=F64))
+    assert F.shape[0] == LOGFREQ2D.n_bins(513) and bool((F >= 0).all()) and bool((D >= 0).all())
+    S = torch.full((513, 7), 2.5, dtype=F64)
+    V = LOGFREQ2D.to_model(S)
+    assert V.shape == (1, 1, F.shape[0], 7)
+    torch.testing.assert_close(LOGFREQ2D.from_model(V), S)
+    with pytest.raises(ParameterError, match=r"fmin_bin=600"):
+        log_frequency_matrices(513, fmin_bin=600)
+
+
+# SIPLCA2 with rank 3: a pitch-shifting template can cover both tones, and with 2 components some starts
+# (seed 3 of 0-5) end in a mixed local optimum; with a spare component every one of seeds 0-5 separates
+@pytest.mark.parametrize("model, kernel, rank", [("PLCA", 1, 2), ("SIPLCA", 4, 2), ("SIPLCA2", (150, 3), 3)])
+def test_separate_with_plca_models(model, kernel, rank):
     """Invariants in the pipeline: components sum to the mixture; the reported log-likelihood never
     decreases; the same seed gives the same separation; two tones separate (best grouping) above 15 dB."""
     from _audio_signals import SR, two_sources
@@ -591,8 +645,8 @@ def test_separate_with_plca_models(model, kernel):
     from nmfcore.audio import SeparationSettings, best_grouping, evaluate, separate
 
     mix, refs = two_sources(seconds=1.0)
-    s = SeparationSettings(model=model, kernel_size=kernel, rank=2, n_fft=512, hop_length=128, n_iter=150, tol=0,
-                           seed=3)
+    s = SeparationSettings(model=model, kernel_size=kernel, rank=rank, n_fft=512, hop_length=128, n_iter=150,
+                           tol=0, seed=3)
     sep = separate(mix, SR, s)
     assert float((sep.components.sum(0) - sep.mixture).abs().max() / sep.mixture.abs().max()) < 1e-4
     lls = [v for _, v in sep.losses]
@@ -637,6 +691,16 @@ def test_app_teaching_and_plot_for_em_models():
     assert not choices["PLCA"].uses_beta and choices["PLCA"].curve == "log-likelihood"
     assert choices["SIPLCA"].kernel_dims == 1 and choices["NMF"].curve == "loss"
     assert services.curve_of(SeparationSettings(model="SIPLCA")) == "log-likelihood"
+    # SIPLCA2 counts its shifts on the log-frequency axis: 13 with its defaults, and the kernel back from them
+    spec = choices["SIPLCA2"]
+    k = spec.defaults["kernel_size"]
+    assert spec.kernel_dims == 2 and services.nmf2d_shifts(k, 2048, "SIPLCA2") == 13
+    assert services.nmf2d_kernel(13, k[1], 2048, "SIPLCA2") == tuple(k)
+    assert services.freq_bins(2048, "SIPLCA2") < services.freq_bins(2048) == 1025
+    fit = services.fit_description(SeparationSettings(model="SIPLCA2", kernel_size=k))
+    assert fit.solver == "em" and fit.shifts == 13
+    md = " ".join(teaching.how_it_works_md(fit))
+    assert "log-frequency" in md and "13 pitch shifts" in md and "expectation-maximisation" in md
 
 
 @pytest.mark.parametrize("build, match", [

@@ -41,8 +41,9 @@ from .. import plca as _plca
 from ..exceptions import ParameterError
 from ..init import INIT_METHODS
 from ..operators import Deconvolution, TapPlanes
+from .spectral import log_frequency_matrices
 
-__all__ = ["ModelSpec", "MODELS", "register_model", "fit_solver", "Layout", "MATRIX", "CONV1D", "CONV2D"]
+__all__ = ["ModelSpec", "MODELS", "register_model", "fit_solver", "Layout", "MATRIX", "CONV1D", "CONV2D", "LOGFREQ2D"]
 
 
 class Layout:
@@ -79,6 +80,11 @@ class Layout:
     def export(self, W: Tensor, H: Tensor) -> tuple[np.ndarray, np.ndarray]:
         """The factors as numpy arrays, ``W`` (freq, R, ...) and ``H`` (R, ...)."""
         raise NotImplementedError
+
+    def n_bins(self, n_freq: int) -> int:
+        """Frequency bins of the model's spectrogram for an STFT of ``n_freq`` bins (what a 2-D kernel's
+        first entry and its shifts count)."""
+        return int(n_freq)
 
     def kernel(self, kernel_size) -> tuple:
         """``kernel_size`` as a tuple of :attr:`kernel_ndim` ints."""
@@ -148,7 +154,63 @@ class _Conv2d(Layout):
         return W.detach()[0].permute(1, 0, 2).cpu().numpy(), H.detach()[0].cpu().numpy()
 
 
-MATRIX, CONV1D, CONV2D = _Matrix(), _Conv1d(), _Conv2d()
+class _LogFrequency2d(_Conv2d):
+    """:class:`_Conv2d` on a log-frequency axis (:func:`~nmfcore.audio.spectral.log_frequency_matrices`).
+
+    The model sees ``F @ S`` (24 bins per octave from STFT bin 3), so a shift
+    of a template is a pitch shift (a quarter tone per bin). Everything the
+    pipeline reads back is on the STFT's bins: the reconstruction and each
+    component are interpolated back by ``D`` (so the masks of the components
+    still sum to one), and :meth:`from_model` gives ``D @ F @ S``, the
+    spectrogram the model saw.
+    """
+
+    name = "logfreq2d"
+    bins_per_octave = 24
+
+    def __init__(self):
+        self._cache: dict = {}
+        self._n_freq_of: dict = {}
+
+    def matrices(self, n_freq: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        """``(F, D)`` for ``n_freq`` STFT bins, in ``like``'s dtype and device (cached)."""
+        key = (int(n_freq), like.dtype, like.device)
+        if key not in self._cache:
+            self._cache[key] = log_frequency_matrices(n_freq, bins_per_octave=self.bins_per_octave,
+                                                      dtype=like.dtype, device=like.device)
+        return self._cache[key]
+
+    def n_bins(self, n_freq):
+        return int(math.floor(self.bins_per_octave * math.log2((int(n_freq) - 1) / 3.0))) + 1
+
+    def _n_freq(self, B: int) -> int:
+        """The STFT bins whose log axis has ``B`` bins: those of the last :meth:`to_model` with ``B`` log bins in
+        this process, else those of the first power-of-two n_fft that gives ``B`` (several STFT sizes give
+        the same ``B``: a result loaded in a fresh process with another n_fft needs :meth:`to_model` first)."""
+        if B in self._n_freq_of:
+            return self._n_freq_of[B]
+        for e in range(2, 24):
+            if self.n_bins(2 ** (e - 1) + 1) == B:
+                return 2 ** (e - 1) + 1
+        raise ParameterError(f"no power-of-two STFT gives {B} log-frequency bins: call to_model first")
+
+    def to_model(self, S):
+        F, _ = self.matrices(S.shape[0], S)
+        self._n_freq_of[F.shape[0]] = S.shape[0]
+        return (F @ S)[None, None]
+
+    def _to_linear(self, Y: Tensor) -> Tensor:
+        _, D = self.matrices(self._n_freq(Y.shape[0]), Y)
+        return D @ Y
+
+    def from_model(self, Y):
+        return self._to_linear(Y[0, 0])
+
+    def reconstruct(self, H, W):
+        return self._to_linear(TapPlanes.reconstruct(H, W)[0, 0])
+
+
+MATRIX, CONV1D, CONV2D, LOGFREQ2D = _Matrix(), _Conv1d(), _Conv2d(), _LogFrequency2d()
 
 
 def _fit_beta(model, V, *, beta, tol, max_iter, init, seed, sparsity_H, callback, alpha=0.0, l1_ratio=1.0,
@@ -340,3 +402,17 @@ register_model(ModelSpec(
     convolutive=True, kernel_help=MODELS["NMFD"].kernel_help, layout=CONV1D,
     build=lambda shape, rank, kernel, gen: _plca.SIPLCA(shape, rank, kernel[0], generator=gen), **_EM,
 ))
+register_model(ModelSpec(
+    name="SIPLCA2", label="Shift-invariant PLCA in log-frequency (SI-PLCA 2-D)",
+    description="2-D shift-invariant PLCA on a log-frequency spectrogram (24 bins per octave): each component "
+                "is a distribution over a spectral patch a few frames long that can move up the spectrum, one "
+                "shift being a quarter tone, so one template can play several pitches; fitted by EM.",
+    convolutive=True, kernel_help="(log-frequency bins, frames) of each patch; the activations have one row "
+                                  "per pitch shift (log bins of the spectrogram - patch bins + 1; 24 per octave)",
+    layout=LOGFREQ2D,
+    # 13 shifts (half an octave) of a 4-frame patch at n_fft 2048 (202 log bins): separated as well as NMF
+    # on the development set (bench/siplca2_logfreq.py; bench/README.md, 2026-12-03)
+    defaults={"kernel_size": (190, 4)},
+    build=lambda shape, rank, kernel, gen: _plca.SIPLCA2(shape, rank, kernel, generator=gen), **_EM,
+))
+

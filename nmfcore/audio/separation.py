@@ -103,8 +103,9 @@ def _check_kernel_fits(settings: SeparationSettings, S: Tensor) -> tuple:
     if len(kernel) == 1 and kernel[0] > S.shape[1]:
         raise ParameterError(f"kernel_size={kernel[0]} frames is longer than the recording's {S.shape[1]} "
                              "STFT frames: use a smaller kernel_size")
-    if len(kernel) == 2 and (kernel[0] > S.shape[0] or kernel[1] > S.shape[1]):
-        raise ParameterError(f"kernel_size={kernel} does not fit in the spectrogram of {S.shape[0]} frequency bins "
+    n_bins = settings.spec.layout.n_bins(S.shape[0])  # log-frequency models count log bins
+    if len(kernel) == 2 and (kernel[0] > n_bins or kernel[1] > S.shape[1]):
+        raise ParameterError(f"kernel_size={kernel} does not fit in the spectrogram of {n_bins} frequency bins "
                              f"x {S.shape[1]} frames")
     return kernel
 

@@ -26,6 +26,7 @@ References
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -35,7 +36,7 @@ from .._validation import check_finite_float, check_positive_int
 from ..exceptions import ParameterError
 
 __all__ = ["WINDOWS", "get_window", "check_stft_params", "stft", "istft", "spectrogram", "n_frames",
-           "frame_blocks", "stft_frames", "OverlapAdd", "MaskBank", "soft_masks"]
+           "frame_blocks", "stft_frames", "OverlapAdd", "MaskBank", "soft_masks", "log_frequency_matrices"]
 
 #: STFT frames processed at once by the blockwise functions (bounds memory for long recordings; at
 #: n_fft=2048 one float32 block is 4 MiB, which also keeps the passes over it in cache, faster and
@@ -414,3 +415,55 @@ def soft_masks(Y: Tensor, power: float = 2.0) -> Tensor:
         raise ParameterError("Y must be a tensor with the components on axis 0")
     bank = MaskBank(lambda r: Y[r], Y.shape[0], power)
     return torch.stack([bank.mask(r) for r in range(Y.shape[0])])
+
+
+def log_frequency_matrices(n_freq: int, *, bins_per_octave: int = 24, fmin_bin: float = 3.0,
+                           dtype=torch.float32, device=None) -> tuple[Tensor, Tensor]:
+    r"""A log-frequency axis for a linear STFT axis of ``n_freq`` bins: ``(F, D)``.
+
+    Log bins ``b = 0 .. B-1`` are centred at STFT bin :math:`k_b = k_0\, 2^{b / o}`
+    (``k_0 = fmin_bin``, ``o = bins_per_octave``) up to the last STFT bin
+    (32 Hz to Nyquist at 22050 Hz with n_fft = 2048).
+
+    ``F`` (B, n_freq) is a bank of triangular filters, each spanning its
+    neighbours' centres (at least one STFT bin either side, where the log
+    spacing is finer than the STFT's) and summing to one: ``F @ S`` is the
+    log-frequency spectrogram of ``S`` (n_freq, frames). ``D`` (n_freq, B)
+    interpolates linearly along log-frequency back to the STFT bins (bins
+    below ``k_0`` take the lowest log bin): its rows sum to one, so ``D``
+    keeps masks that sum to one summing to one.
+
+    Examples
+    --------
+    >>> F, D = log_frequency_matrices(1025)
+    >>> F.shape, D.shape
+    (torch.Size([202, 1025]), torch.Size([1025, 202]))
+    >>> bool(torch.allclose(F.sum(1), torch.ones(202))), bool(torch.allclose(D.sum(1), torch.ones(1025)))
+    (True, True)
+    """
+    n_freq = check_positive_int(n_freq, "n_freq")
+    bins_per_octave = check_positive_int(bins_per_octave, "bins_per_octave")
+    fmin_bin = check_finite_float(fmin_bin, "fmin_bin")
+    if not 0 < fmin_bin < n_freq - 1:
+        raise ParameterError(f"fmin_bin={fmin_bin} must lie between 0 and the last STFT bin {n_freq - 1}")
+    B = int(math.floor(bins_per_octave * math.log2((n_freq - 1) / fmin_bin))) + 1
+    if B < 2:
+        raise ParameterError(f"n_freq={n_freq} gives fewer than 2 log-frequency bins from bin {fmin_bin}")
+    k = torch.arange(n_freq, dtype=torch.float64)
+    centres = fmin_bin * 2.0 ** (torch.arange(B, dtype=torch.float64) / bins_per_octave)
+    ratio = 2.0 ** (1.0 / bins_per_octave)
+    lo = torch.minimum(centres / ratio, centres - 1)
+    hi = torch.maximum(centres * ratio, centres + 1)
+    up = (k[None] - lo[:, None]) / (centres - lo)[:, None]
+    down = (hi[:, None] - k[None]) / (hi - centres)[:, None]
+    F = torch.minimum(up, down).clamp_min(0.0)
+    F = F / F.sum(1, keepdim=True)
+    pos = (torch.log2(k.clamp_min(1e-9) / fmin_bin) * bins_per_octave).clamp(0, B - 1)
+    i0 = pos.floor().long().clamp(max=B - 2)
+    w1 = pos - i0
+    D = torch.zeros(n_freq, B, dtype=torch.float64)
+    rows = torch.arange(n_freq)
+    D[rows, i0] = 1 - w1
+    D[rows, i0 + 1] += w1
+    return F.to(dtype=dtype, device=device), D.to(dtype=dtype, device=device)
+

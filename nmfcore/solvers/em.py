@@ -7,10 +7,22 @@ multiplicative step, ``X * J^T (V / Y)``: :meth:`EMProblem.terms` asks the
 operator for them (the same closed forms and product-form pull-backs as the
 multiplicative updates). The M-step, :meth:`EM.apply`, adds the Dirichlet
 prior counts ``alpha - 1``, clamps at zero and renormalises, for ``Z`` (from
-the per-component totals) and for the factor. ``W`` (with ``Z``) and then
-``H`` (with ``Z``) take the step in turn, each from a fresh reconstruction;
-each step maximises the log-posterior over its block, so it never decreases
-for ``alpha >= 1``.
+the per-component totals) and for the factor.
+
+Two orders of the blocks (``EMProblem(joint=...)``):
+
+- *joint* (textbook EM, the default of :meth:`nmfcore.plca.BaseComponent.fit`
+  without a mask): one E-step, :meth:`EMProblem.e_step`, gives the counts of
+  ``W``, ``H`` and ``Z`` from the same posterior (one reconstruction, one
+  ratio ``V / Y``, one pull-back per factor: three matrix products for
+  PLCA), then the M-step sets all three. EM never decreases the
+  log-posterior for ``alpha >= 1`` (the E-step's bound touches it at the
+  current parameters and the M-step maximises the bound).
+- *alternating*: ``W`` (with ``Z``) and then ``H`` (with ``Z``) take the
+  step in turn, each from a fresh reconstruction (four products). Each step
+  maximises the log-posterior over its block; without priors it is exactly
+  the KL multiplicative update of NMF with the factors rescaled. Masked fits
+  take this order (the weighted KL multiplicative step of each block).
 
 References
 ----------
@@ -122,17 +134,23 @@ class EMProblem:
         weighted KL divergence, fitted by its multiplicative update's
         numerator over its denominator, ``X * J^T (M V / Y) / J^T M``, brought
         back to the scale of the unweighted counts by ``J^T 1``.
+    joint : bool, default True
+        One E-step for all blocks per iteration (see the module); False, or a
+        mask, alternates the blocks.
 
     Attributes
     ----------
     trainable : tuple of str
         The blocks that :meth:`EM.step` updates, in order: ``'W'`` (with
         ``Z``), ``'H'`` (with ``Z``); ``('W',)`` if only ``Z`` is trainable.
+    joint : bool
+        Whether :meth:`EM.step` takes all blocks' counts from one E-step.
     """
 
     def __init__(self, operator: Operator, W: Tensor, H: Tensor, Z: Tensor, V: Tensor, *, alphas: dict,
-                 mass: float, vmax: float, mask: Optional[Tensor] = None):
+                 mass: float, vmax: float, mask: Optional[Tensor] = None, joint: bool = True):
         self.operator = operator
+        self.joint = bool(joint) and mask is None
         self.W, self.H, self.Z = W.detach(), H.detach(), Z.detach()
         self.train = {"W": W.requires_grad, "H": H.requires_grad, "Z": Z.requires_grad}
         blocks = tuple(b for b in ("W", "H") if self.train[b])
@@ -168,6 +186,25 @@ class EMProblem:
                 op.pull(which, torch.ones_like(Y)[None], A, H, ws)[0]
             counts = neg.mul(X).mul_(ones).div_(pos.clamp_min(torch.finfo(neg.dtype).tiny)).div_(self.c)
         return counts, counts.sum(_component_dims(counts))
+
+    def e_step(self) -> dict:
+        """``{which: (counts, totals)}`` for every block of :attr:`trainable`, all from one posterior.
+
+        One reconstruction ``Y``, the ratio ``V / Y`` in place in its buffer,
+        and one pull-back of it per factor through the current templates
+        (unmasked problems only).
+        """
+        op, ws, A, H = self.operator, self.workspace, self.templates(), self.H
+        Y = op.reconstruct_into(self.V, A, H, ws)
+        ratio, _ = div.mu_terms(self.V, Y, 1.0, out=Y)  # here V / max(Y, eps), in Y's buffer
+        parts = {}
+        for which in self.trainable:
+            X = A if which == "W" else H
+            # here X * J^T (V / Y) / c: the posterior-weighted counts (a pull-back may sit in a buffer that
+            # the next one overwrites: the product is a new tensor)
+            counts = op.pull(which, ratio[None], A, H, ws)[0].mul(X).div_(self.c)
+            parts[which] = counts, counts.sum(_component_dims(counts))
+        return parts
 
     def keep_frozen(self, which: str) -> None:
         """Nothing to put back: frozen parameters are never written (:meth:`EM.apply`)."""
@@ -224,9 +261,20 @@ class EM(Solver):
     def terms(self, which):
         return self.problem.terms(which)
 
+    def step(self) -> None:
+        """One EM iteration: a joint E-step then the M-step of every block, or the blocks in turn."""
+        p = self.problem
+        if not p.joint:
+            return super().step()
+        for which, (counts, totals) in p.e_step().items():
+            if self.hook is not None:
+                counts, totals = self.hook(which, counts, totals)
+            self.apply(which, counts, totals)
+
     def apply(self, which, counts, totals):
         p = self.problem
-        if p.train["Z"]:
+        # jointly, every block's totals are the same posterior's counts of Z: take the first block's
+        if p.train["Z"] and (not p.joint or which == p.trainable[0]):
             m_step(p.Z, totals, p.alphas["Z"])
         if p.train[which]:
             m_step(p.W if which == "W" else p.H, counts, p.alphas[which])
