@@ -627,11 +627,32 @@ def test_log_frequency_layout_round_trip():
     torch.testing.assert_close(D.sum(1), torch.ones(513, dtype=F64))
     assert F.shape[0] == LOGFREQ2D.n_bins(513) and bool((F >= 0).all()) and bool((D >= 0).all())
     S = torch.full((513, 7), 2.5, dtype=F64)
-    V = LOGFREQ2D.to_model(S)
+    layout = LOGFREQ2D.for_stft(513)
+    V = layout.to_model(S)
     assert V.shape == (1, 1, F.shape[0], 7)
-    torch.testing.assert_close(LOGFREQ2D.from_model(V), S)
+    torch.testing.assert_close(layout.from_model(V), S)
     with pytest.raises(ParameterError, match=r"fmin_bin=600"):
         log_frequency_matrices(513, fmin_bin=600)
+
+
+def test_log_frequency_layout_maps_back_to_its_own_stft():
+    """n_fft 2000 and 2048 give the same number of log bins (202): each separation maps back to its own STFT
+    bins whatever ran before it (the layout used to remember the last size seen, process-wide), and the
+    unbound registry entry refuses to guess."""
+    from nmfcore.audio import SeparationSettings
+    from nmfcore.audio.models import LOGFREQ2D
+
+    a = SeparationSettings(model="SIPLCA2", n_fft=2000).layout
+    b = SeparationSettings(model="SIPLCA2", n_fft=2048).layout
+    assert a.n_bins(1001) == b.n_bins(1025) == 202
+    Sa, Sb = torch.rand(1001, 5, dtype=F64), torch.rand(1025, 5, dtype=F64)
+    Va, Vb = a.to_model(Sa), b.to_model(Sb)
+    assert b.from_model(Vb).shape == (1025, 5) and a.from_model(Va).shape == (1001, 5)
+    assert a.from_model(Va).shape == (1001, 5)  # after b's to_model too
+    with pytest.raises(ParameterError, match="for_stft"):
+        LOGFREQ2D.from_model(Va)
+    with pytest.raises(ParameterError, match="1025 bins for a layout of 1001"):
+        a.to_model(Sb)
 
 
 # SIPLCA2 with rank 3: a pitch-shifting template can cover both tones, and with 2 components some starts

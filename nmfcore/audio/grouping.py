@@ -83,7 +83,7 @@ def component_summaries(separation) -> tuple[Tensor, Tensor]:
     """
     def compute():
         W, H = separation.factors
-        layout = separation.settings.spec.layout
+        layout = separation.settings.layout
         R, F, T = separation.rank, len(separation.freqs), len(separation.times)
         profiles = torch.zeros((R, F), dtype=torch.float64)
         envelopes = torch.zeros((R, T), dtype=torch.float64)

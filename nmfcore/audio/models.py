@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -85,6 +85,10 @@ class Layout:
         """Frequency bins of the model's spectrogram for an STFT of ``n_freq`` bins (what a 2-D kernel's
         first entry and its shifts count)."""
         return int(n_freq)
+
+    def for_stft(self, n_freq: int) -> "Layout":
+        """This layout for an STFT of ``n_freq`` bins (itself unless the mapping depends on it)."""
+        return self
 
     def kernel(self, kernel_size) -> tuple:
         """``kernel_size`` as a tuple of :attr:`kernel_ndim` ints."""
@@ -162,15 +166,29 @@ class _LogFrequency2d(_Conv2d):
     pipeline reads back is on the STFT's bins: the reconstruction and each
     component are interpolated back by ``D`` (so the masks of the components
     still sum to one), and :meth:`from_model` gives ``D @ F @ S``, the
-    spectrogram the model saw.
+    spectrogram the model saw. Several STFT sizes give the same number of
+    log bins, so mapping back needs the STFT's: :meth:`for_stft` binds it
+    (``SeparationSettings.layout`` does); the unbound registry entry maps
+    spectrograms to the model only.
     """
 
     name = "logfreq2d"
     bins_per_octave = 24
 
-    def __init__(self):
+    def __init__(self, n_freq: Optional[int] = None):
+        self.n_freq = n_freq
         self._cache: dict = {}
-        self._n_freq_of: dict = {}
+        self._bound: dict = {}
+
+    def for_stft(self, n_freq: int) -> "_LogFrequency2d":
+        n_freq = int(n_freq)
+        if self.n_freq is not None:
+            if n_freq != self.n_freq:
+                raise ParameterError(f"n_freq={n_freq} differs from the {self.n_freq} STFT bins of this layout")
+            return self
+        if n_freq not in self._bound:
+            self._bound[n_freq] = _LogFrequency2d(n_freq)
+        return self._bound[n_freq]
 
     def matrices(self, n_freq: int, like: Tensor) -> tuple[Tensor, Tensor]:
         """``(F, D)`` for ``n_freq`` STFT bins, in ``like``'s dtype and device (cached)."""
@@ -183,24 +201,20 @@ class _LogFrequency2d(_Conv2d):
     def n_bins(self, n_freq):
         return int(math.floor(self.bins_per_octave * math.log2((int(n_freq) - 1) / 3.0))) + 1
 
-    def _n_freq(self, B: int) -> int:
-        """The STFT bins whose log axis has ``B`` bins: those of the last :meth:`to_model` with ``B`` log bins in
-        this process, else those of the first power-of-two n_fft that gives ``B`` (several STFT sizes give
-        the same ``B``: a result loaded in a fresh process with another n_fft needs :meth:`to_model` first)."""
-        if B in self._n_freq_of:
-            return self._n_freq_of[B]
-        for e in range(2, 24):
-            if self.n_bins(2 ** (e - 1) + 1) == B:
-                return 2 ** (e - 1) + 1
-        raise ParameterError(f"no power-of-two STFT gives {B} log-frequency bins: call to_model first")
-
     def to_model(self, S):
+        if self.n_freq is not None and S.shape[0] != self.n_freq:
+            raise ParameterError(f"a spectrogram of {S.shape[0]} bins for a layout of {self.n_freq} STFT bins")
         F, _ = self.matrices(S.shape[0], S)
-        self._n_freq_of[F.shape[0]] = S.shape[0]
         return (F @ S)[None, None]
 
     def _to_linear(self, Y: Tensor) -> Tensor:
-        _, D = self.matrices(self._n_freq(Y.shape[0]), Y)
+        if self.n_freq is None:
+            raise ParameterError("the log-frequency layout needs the STFT's size to map back: use "
+                                 "layout.for_stft(n_fft // 2 + 1) (SeparationSettings.layout binds it)")
+        _, D = self.matrices(self.n_freq, Y)
+        if Y.shape[0] != D.shape[1]:
+            raise ParameterError(f"{Y.shape[0]} log-frequency bins, but an STFT of {self.n_freq} bins has "
+                                 f"{D.shape[1]}")
         return D @ Y
 
     def from_model(self, Y):

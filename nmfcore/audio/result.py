@@ -105,12 +105,12 @@ class Separation:
     # -------------------------------------------------------- spectrograms
     def _component_tensor(self, r: int) -> Tensor:
         W, H = self.factors
-        return self.settings.spec.layout.component(H, W, r)
+        return self.settings.layout.component(H, W, r)
 
     def _component_frames(self, r: int, a: int, b: int) -> Tensor:
         """Frames ``a:b`` of component ``r``'s model spectrogram (the masks of :meth:`render`)."""
         W, H = self.factors
-        return self.settings.spec.layout.component_frames(H, W, r, a, b)
+        return self.settings.layout.component_frames(H, W, r, a, b)
 
     def component_spectrogram(self, r: int) -> np.ndarray:
         """Model spectrogram (freq, frames) of component ``r``."""
@@ -125,7 +125,7 @@ class Separation:
     @property
     def reconstruction(self) -> np.ndarray:
         W, H = self.factors
-        return self.cached("reconstruction", lambda: self.settings.spec.layout.reconstruct(H, W).cpu().numpy())
+        return self.cached("reconstruction", lambda: self.settings.layout.reconstruct(H, W).cpu().numpy())
 
     def masks(self) -> np.ndarray:
         """Soft masks (R, freq, frames) of all components; they sum to one in every bin."""

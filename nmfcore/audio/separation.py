@@ -82,7 +82,7 @@ def _model_data(y: Tensor, settings: SeparationSettings, device, timings: dict) 
     mono = y.mean(0) if y.shape[0] > 1 else y[0]
     S = spectrogram(mono.to(device), n_fft=s.n_fft, hop_length=s.hop_length, window=s.window, power=s.power)
     kernel = _check_kernel_fits(settings, S)
-    V = s.spec.layout.to_model(S)
+    V = s.layout.to_model(S)
     del S
     peak = float(V.max())
     if floors_zeros(s) and peak > 0:
@@ -235,7 +235,7 @@ def _penalty(V: Tensor, settings: SeparationSettings, model) -> dict:
 
 
 def _finish(settings, sr, y, V, W, H, n_iter, losses, timings, keep_components, t_start) -> Separation:
-    layout = settings.spec.layout
+    layout = settings.layout
     Wn, Hn = layout.export(W, H)
     sep = Separation(settings=settings, sr=sr, mixture=y, W=Wn, H=Hn,
                      spectrogram=layout.from_model(V).cpu().numpy(), losses=losses, n_iter=n_iter,

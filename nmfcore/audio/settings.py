@@ -212,6 +212,11 @@ class SeparationSettings:
         """The :class:`~nmfcore.audio.ModelSpec` of :attr:`model`."""
         return MODELS[self.model]
 
+    @property
+    def layout(self):
+        """The model's :class:`~nmfcore.audio.models.Layout` for this STFT (``n_fft // 2 + 1`` bins)."""
+        return self.spec.layout.for_stft(self.n_fft // 2 + 1)
+
     def kernel(self) -> tuple:
         """``kernel_size`` as the model needs it: () for NMF, (T,) for NMFD, (kf, kt) for NMF2D."""
         return self.spec.layout.kernel(self.kernel_size)
