@@ -317,9 +317,8 @@ def _wait_for_choice(page, widget: str, text: str) -> None:
         ".some(i => (i.value || '').includes(text)); }", arg=[widget, text], timeout=60_000)
 
 
-def test_guided_marks_separate_players(server, browser, tmp_path):
-    """Issue 17: drag a box on the mixture's spectrogram, assign it to a source, press Separate, and one
-    player (and download) per named source appears."""
+def _guided_tab_with_two_sources(browser, server, tmp_path):
+    """The app on the two-tone upload, in the guided tab with sources "low" and "high", "low" picked."""
     page = open_app(browser, server)
     page.locator(".st-key-upload input[type=file]").set_input_files(str(tone_wav(tmp_path / "tones.wav")))
     page.get_by_text("Uploaded: tones.wav").wait_for(timeout=30_000)
@@ -330,6 +329,13 @@ def test_guided_marks_separate_players(server, browser, tmp_path):
     names.press("Enter")
     page.get_by_text("Mark for").wait_for(timeout=30_000)
     _wait_for_choice(page, ".st-key-guided_source", "low")
+    return page
+
+
+def test_guided_marks_separate_players(server, browser, tmp_path):
+    """Issue 17: drag a box on the mixture's spectrogram, assign it to a source, press Separate, and one
+    player (and download) per named source appears."""
+    page = _guided_tab_with_two_sources(browser, server, tmp_path)
     chart = ".st-key-guided_mix"
     # the 330 Hz tone sounds alone in the first third: the bottom-left of the plane is "low"'s
     _drag_box(page, chart, 0.05, 0.4, 0.3, 0.98)
@@ -374,16 +380,7 @@ def _drag_path(page, chart, points) -> None:
 def test_guided_lasso_marks_its_polygon(server, browser, tmp_path):
     """Issue 17: with Plotly's lasso tool, a region drawn on the mixture's spectrogram becomes a polygon
     mark (listed as a lasso, drawn as its outline), not its bounding box."""
-    page = open_app(browser, server)
-    page.locator(".st-key-upload input[type=file]").set_input_files(str(tone_wav(tmp_path / "tones.wav")))
-    page.get_by_text("Uploaded: tones.wav").wait_for(timeout=30_000)
-    page.get_by_role("tab", name="Guided separation").click()
-    names = page.get_by_label("Sources (names, comma-separated)")
-    names.wait_for(timeout=60_000)
-    names.fill("low, high")
-    names.press("Enter")
-    page.get_by_text("Mark for").wait_for(timeout=30_000)
-    _wait_for_choice(page, ".st-key-guided_source", "low")
+    page = _guided_tab_with_two_sources(browser, server, tmp_path)
     chart = ".st-key-guided_mix"
     page.locator(chart).hover()
     page.locator(f"{chart} .modebar-btn[data-title='Lasso Select']").first.click()

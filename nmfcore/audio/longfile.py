@@ -37,7 +37,7 @@ from torch import Tensor
 
 from ..exceptions import ParameterError
 from .io import AudioError, _quiet_stderr, check_sample_rate
-from .result import _group_sums, masked_overlap_add
+from .result import masked_overlap_add, rendered_blocks
 from .settings import SeparationSettings, check_device, check_groups
 from .spectral import OverlapAdd, frame_blocks, get_window, n_frames
 
@@ -333,13 +333,7 @@ class LongSeparation:
                       ) -> Iterator[tuple[int, Tensor, Optional[Tensor]]]:
         """As :meth:`Separation.source_blocks <nmfcore.audio.Separation.source_blocks>`: ``(start, sources,
         components or None)`` chunks of the recording."""
-        groups = check_groups(groups, self.rank)
-        if components:
-            for start, chunk in self.render_blocks([[r] for r in range(self.rank)]):
-                yield start, _group_sums(chunk, groups), chunk
-        else:
-            for start, chunk in self.render_blocks(groups):
-                yield start, chunk, None
+        yield from rendered_blocks(self.render_blocks, self.rank, check_groups(groups, self.rank), components)
 
     def mixture_samples(self, start: int, stop: int) -> Tensor:
         """Samples ``start:stop`` of the recording (channels, stop - start), read from the file."""

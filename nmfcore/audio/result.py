@@ -261,12 +261,8 @@ class Separation:
         groups = check_groups(groups, self.rank)
         if self._components is not None:
             yield 0, _group_sums(self._components, groups), self._components if components else None
-        elif components:
-            for start, chunk in self.render_blocks([[r] for r in range(self.rank)]):
-                yield start, _group_sums(chunk, groups), chunk
         else:
-            for start, chunk in self.render_blocks(groups):
-                yield start, chunk, None
+            yield from rendered_blocks(self.render_blocks, self.rank, groups, components)
 
     def residual(self, groups) -> Tensor:
         """The mixture minus all grouped sources: the waveform of the components in no group."""
@@ -300,6 +296,17 @@ def masked_overlap_add(groups: list[list[int]], ola: OverlapAdd, component_frame
                 ola.add(out[g, c], X * M)
         del bank, masks, out
         yield ola.finish_block()
+
+
+def rendered_blocks(render_blocks, rank: int, groups: list[list[int]], components: bool):
+    """``(start, sources, components or None)`` chunks from ``render_blocks(groups)``: the components are
+    rendered one by one and summed per group only when they are asked for too."""
+    if components:
+        for start, chunk in render_blocks([[r] for r in range(rank)]):
+            yield start, _group_sums(chunk, groups), chunk
+    else:
+        for start, chunk in render_blocks(groups):
+            yield start, chunk, None
 
 
 def _group_sums(components: Tensor, groups: list[list[int]]) -> Tensor:
