@@ -348,6 +348,23 @@ def test_plca_model_runs_with_a_log_likelihood_curve():
     assert "expectation-maximisation" in texts(at)
 
 
+def test_siplca2_runs_on_its_log_frequency_axis():
+    """SIPLCA2 from the picker with its own starting kernel, after a change of STFT size: it fits on the
+    log-frequency axis and every player and plot is on the STFT's bins (the masks sum to the mixture)."""
+    at = new_app()
+    at.selectbox(key="model").set_value("SIPLCA2").run()
+    make_fast(at, rank=3)
+    upload(at, "tones.wav", tone_wav(seconds=1.5))
+    run_fit(at)
+    assert not errors(at), errors(at)
+    assert n_audio(at) == 1 + 3 + 2 + 1
+    shown = at.session_state["_results"][at.session_state["_shown_key"]]
+    assert shown.settings.model == "SIPLCA2" and shown.settings.n_fft == 512
+    sep = shown.separation
+    assert sep.reconstruction.shape[0] == 512 // 2 + 1
+    assert np.allclose(sep.components.sum(0).numpy(), sep.mixture.numpy(), atol=1e-4)
+
+
 def test_a_kernel_longer_than_the_recording_is_stopped_before_run():
     at = new_app()
     at.selectbox(key="model").set_value("NMFD").run()
