@@ -230,7 +230,7 @@ def mu_update(factor: Tensor, gradient_pos: Tensor, gradient_neg: Tensor, *, bet
 
     ``factor *= (gradient_neg / gradient_pos) ** gamma`` with
     ``gamma = mu_exponent(beta)`` (:func:`nmfcore.divergence.multiplicative_step`;
-    the positive part is floored at the dtype's tiny). For beta in [0, 2]
+    no step where the ratio is 0 / 0 or x / 0). For beta in [0, 2]
     (the default beta = 1 included) ``gamma = 1``: [1]_'s ``mu_update``
     exactly; outside, the exponent of [2]_ keeps the objective from
     increasing. ``gradient_neg`` is not modified.

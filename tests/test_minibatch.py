@@ -592,6 +592,47 @@ def test_nmfd_bad_input_raises(gen):
         MiniBatchMU(2, T=4, parallel=object())
 
 
+@pytest.mark.parametrize("T", (None, 4))
+@pytest.mark.parametrize("beta", (0.5, 1.0, 1.5, 2.0, 3.0))
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_silent_data_leave_the_templates_unchanged(gen, solver, beta, T):
+    """Invariant: frames of digital silence whose activations are zero carry no information about any
+    template (W's parts are 0 / 0): W stays exactly as it is, for every solver, beta and the running sums
+    of the average gradient. NMF: every batch's activations are zero after its first step, so W never
+    moves; NMFD: in the first epoch a batch still reads its neighbour's random rows from before their
+    update (a lag whose activation is positive over a zero frame is information), so W is compared from
+    the second epoch on."""
+    silence = torch.zeros(40, 12, dtype=torch.float64)
+    W0 = torch.rand((12, 3) if T is None else (12, 3, T), generator=gen, dtype=torch.float64) + 0.1
+    m = MiniBatchMU(3, solver=solver, beta=beta, batch_size=10, generator=1, T=T)
+    m.fit(silence, W=W0, max_epochs=1, tol=0)
+    assert (m.H == 0).all()
+    if T is None:
+        assert torch.equal(m.W, W0)
+    W1 = m.W.clone()
+    m.fit(silence, max_epochs=4, tol=0, resume=True)
+    assert torch.equal(m.W, W1)
+    m.partial_fit(silence[:10])
+    assert torch.equal(m.W, W1)
+
+
+@pytest.mark.parametrize("T", (None, 4))
+@pytest.mark.parametrize("beta", (1.0, 2.0))
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_a_silent_batch_does_not_wipe_the_templates(gen, solver, beta, T):
+    """Oracle: the full divergence on rank-3 data whose first batch (visited first, cyclic order) is
+    digital silence: it still drops 5x over 30 epochs and no template is zero (a zero step there wiped
+    every template of ``asg_mu`` at the first batch)."""
+    X = low_rank(gen, 100, 16, 3) if T is None else convolutive(gen, 100, 16, 3, T)
+    X = torch.cat([torch.zeros(20, 16, dtype=X.dtype), X])
+    m = MiniBatchMU(3, solver=solver, beta=beta, batch_size=20, order="cyclic", generator=2, T=T)
+    m.fit(X, max_epochs=30, tol=0, callback=lambda epoch, loss: None)
+    losses = [v for _, v in m.losses]
+    assert losses[-1] < losses[0] / 5
+    W = m.W if T is None else m.W.sum(-1)
+    assert (W.sum(0) > 0).all() and torch.isfinite(m.W).all()
+
+
 # ------------------------------------------------------------------ the wrappers
 def test_solver_functions_pass_every_argument(gen):
     """Oracle: the class called with the same arguments."""

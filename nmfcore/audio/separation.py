@@ -93,9 +93,10 @@ def _model_data(y: Tensor, settings: SeparationSettings, device, timings: dict) 
 
 def floors_zeros(settings: SeparationSettings) -> bool:
     """Whether the spectrogram's zeros are floored at 1e-7 of its peak before the fit: for ``beta <= 0``
-    (the divergence is infinite at zero) and for the mini-batch solvers (a batch of exact zeros, digital
-    silence, gives ``asg_mu`` and ``gsg_mu`` a step that sets every template to zero)."""
-    return settings.beta <= 0 or settings.minibatch
+    (the divergence is infinite at zero). The mini-batch solvers need no floor: a batch of digital silence
+    carries no information about the templates and leaves them unchanged
+    (:func:`~nmfcore.divergence.multiplicative_step`)."""
+    return settings.beta <= 0
 
 
 def _check_kernel_fits(settings: SeparationSettings, S: Tensor) -> tuple:
