@@ -506,8 +506,8 @@ def test_digital_silence_does_not_zero_the_templates_of_a_stochastic_solver(solv
 
 def test_a_stochastic_solver_is_not_stopped_by_its_first_rise():
     # its loss is not monotone: the full fit's rule stopped asg_mu, gsg_mu and gsag_mu after one epoch
-    # here; patient_stop waits PATIENCE epochs without a new best
-    from nmfcore.audio.separation import PATIENCE
+    # here; MiniBatchMU.fit's default patience waits PATIENCE epochs without a new best
+    from nmfcore.minibatch import PATIENCE
 
     mix, _ = two_sources(seconds=2.0)
     s = SeparationSettings(rank=4, n_fft=256, hop_length=64, solver="gsg_mu", batch_size=20, n_iter=60, tol=1e-4)

@@ -633,6 +633,44 @@ def test_a_silent_batch_does_not_wipe_the_templates(gen, solver, beta, T):
     assert (W.sum(0) > 0).all() and torch.isfinite(m.W).all()
 
 
+def _patient_stop_epoch(losses, tol, patience):
+    """Slow reference of the documented patient rule on a list of (epoch, loss): the epoch it stops at."""
+    e = [np.sqrt(2 * v) for _, v in losses]
+    best, waited = e[0], 0
+    for k in range(1, len(e)):
+        waited = 0 if (best - e[k]) / e[0] >= tol else waited + 1
+        best = min(best, e[k])
+        if waited >= patience:
+            return losses[k][0]
+    return None
+
+
+@pytest.mark.parametrize("solver", ["asg_mu", "gsg_mu", "asag_mu", "gsag_mu"])
+def test_stochastic_solvers_stop_by_the_patient_rule(gen, solver):
+    """Oracle: a slow reference of the documented rule applied to the recorded losses: the default
+    (PATIENCE) and an explicit patience stop exactly where it says; the rule is not the first rise."""
+    from nmfcore.minibatch import PATIENCE
+
+    X = low_rank(gen, 120, 16, 3)
+    for patience, tol in ((None, 1e-3), (2, 1e-2)):
+        m = MiniBatchMU(3, solver=solver, batch_size=20, generator=4)
+        m.fit(X, max_epochs=200, tol=tol, patience=patience)
+        want = _patient_stop_epoch(m.losses, tol, patience or PATIENCE)
+        assert want is not None and m.epoch == want < 200
+    assert m.epoch > 2
+
+
+def test_mu_batch_keeps_the_monotone_rule_and_patience_is_checked(gen):
+    """Oracle: path equivalence: mu_batch's default is the relative-decrease rule, which patience=1 equals
+    on its non-increasing loss; patience < 1 raises naming the value."""
+    X = low_rank(gen, 120, 16, 3)
+    runs = [MiniBatchMU(3, solver="mu_batch", batch_size=20, generator=4).fit(X, max_epochs=300, tol=1e-3, **kw)
+            for kw in ({}, {"patience": 1})]
+    assert runs[0].epoch == runs[1].epoch < 300 and runs[0].losses == runs[1].losses
+    with pytest.raises(ParameterError, match="patience=0"):
+        MiniBatchMU(3, batch_size=20).fit(X, patience=0)
+
+
 # ------------------------------------------------------------------ the wrappers
 def test_solver_functions_pass_every_argument(gen):
     """Oracle: the class called with the same arguments."""
