@@ -735,8 +735,9 @@ class MiniBatchMU:
             self.epoch = state["epoch"]
             self.losses = list(state["losses"])
             self.train_W, self.train_H = state["trainable"]
-            self._sum = state["sum"]
-            self._stored = list(state["stored"])
+            # copies: the fit updates the running sums and stored parts in place
+            self._sum = None if state["sum"] is None else [x.clone() for x in state["sum"]]
+            self._stored = [None if p is None else [x.clone() for x in p] for p in state["stored"]]
             self._stored_at = list(state["stored_at"])
             self._t = state["t"]
             self.generator.set_state(state["generator"])
@@ -778,15 +779,22 @@ class MiniBatchMU:
             self._stored_at.append(0)
         old = self._stored[b] if keep else None
         age = self._t - self._stored_at[b] if old is not None else 0
-        new_sum = []
+        new_sum = self._sum
         for i, (S, x) in enumerate(zip(self._sum, (neg, pos))):
-            S = S * lam if lam != 1 else S
-            o = old[i] * lam ** (age + 1) if old is not None else torch.zeros_like(x)
-            new_sum.append(update_grad_w(S, o, x))
-        self._sum = new_sum
+            # update_grad_w in place: the sums and stored parts live as long as the fit, and reallocating
+            # them at every batch among the batch's large temporaries fragmented the C heap
+            if lam != 1:
+                S.mul_(lam)
+            if old is not None:
+                S.sub_(old[i] * lam ** (age + 1) if lam != 1 else old[i])
+            S.add_(x)
         self._t += 1
         if keep:
-            self._stored[b] = [neg, pos.clone()]
+            if old is None:
+                self._stored[b] = [neg, pos.clone()]
+            else:
+                old[0].copy_(neg)
+                old[1].copy_(pos)
             self._stored_at[b] = self._t
         tiny = torch.finfo(W.dtype).tiny
         return new_sum[0].clamp_min(0).div_(W.clamp_min(tiny)), new_sum[1].clamp_min(0)
