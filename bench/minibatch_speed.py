@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -141,11 +142,15 @@ def sklearn_ladder(make, V_np, W0, H0, beta, target, start, budget):
         n *= 2
 
 
-def peak_memory(F_: int, T_: int, rank: int, batch: int, epochs: int, threads: int) -> float:
+def peak_memory(F_: int, T_: int, rank: int, batch: int, epochs: int, threads: int,
+                mmap_threshold: int | None = None) -> float:
     """Peak RSS (MiB, VmHWM) of a fresh process fitting T_ frames from chunks generated on the fly.
 
     Not ``ru_maxrss``: Linux keeps it across ``execve``, so a child started by this (large) process
-    reported the parent's peak (2250 MiB at every length in the first full run)."""
+    reported the parent's peak (2250 MiB at every length in the first full run). ``mmap_threshold``
+    (bytes) fixes glibc's ``MALLOC_MMAP_THRESHOLD_`` in the child: by default glibc raises the threshold
+    to the size of the first large block freed, after which the batches' temporaries come from the
+    heap, whose fragmentation can keep freed memory (bench/README.md)."""
     code = f"""
 import torch, sys
 sys.path.insert(0, 'bench')
@@ -157,7 +162,10 @@ chunks = lambda: (block(W, s, min({batch}, {T_} - s)) for s in range(0, {T_}, {b
 MiniBatchMU({rank}, solver='asag_mu', beta=1, generator=0).fit(chunks, max_epochs={epochs}, tol=0)
 print([int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM')][0] / 1024)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    env = dict(os.environ)
+    if mmap_threshold is not None:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(mmap_threshold)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -196,6 +204,8 @@ def main(argv=None):
     p.add_argument("--solvers", default=",".join(SOLVERS), help="comma-separated mini-batch solvers")
     p.add_argument("--betas", default="1,2", help="comma-separated betas (1 and 2 have scikit-learn rows)")
     p.add_argument("--skip-memory", action="store_true", help="no peak-memory measurement")
+    p.add_argument("--mmap-threshold", type=int, default=None,
+                   help="bytes: the memory child's fixed MALLOC_MMAP_THRESHOLD_ (glibc); default: glibc's dynamic one")
     args = p.parse_args(argv)
     _clock[0] = CLOCK[args.clock]
     F_, T_, rank = (257, 3000, 10) if args.quick else (1025, 60000, 40)
@@ -247,7 +257,7 @@ def main(argv=None):
     print("\npeak memory (peak RSS, MiB) of an asag_mu fit from chunks generated on the fly, 2 epochs:")
     mem = {}
     for k in (1, 2, 4):
-        mem[k] = peak_memory(F_, k * T_, rank, batch, 2, args.threads)
+        mem[k] = peak_memory(F_, k * T_, rank, batch, 2, args.threads, args.mmap_threshold)
         print(f"  {k}x ({k * T_} frames): {mem[k]:.0f} MiB")
     print(f"  4x / 2x: {mem[4] / mem[2]:.3f}")
     results["peak_mib"] = mem

@@ -26,7 +26,7 @@ REPORT_SECONDS: Optional[float] = 1.0
 
 def run_iterations(step: Callable[[], None], loss: Callable[[], float], *, max_iter: int, tol: float,
                    check_every: int = 10, callback: Callback | None = None, verbose: bool = False,
-                   desc: str = "fit") -> int:
+                   desc: str = "fit", patience: Optional[int] = None) -> int:
     """Iterate ``step`` up to ``max_iter`` times and return the number of steps taken.
 
     Every ``check_every`` iterations (and after the last one) the objective
@@ -36,6 +36,13 @@ def run_iterations(step: Callable[[], None], loss: Callable[[], float], *, max_i
     never stops early. A callback returning ``True`` stops the fit. When
     nothing would read it (``tol <= 0``, no callback, no progress bar) the
     objective is not evaluated at all.
+
+    ``patience`` (an int >= 1) replaces that rule by the one for objectives
+    that are not monotone (stochastic solvers, whose loss can rise for an
+    epoch and then fall below its best): the fit stops once ``patience``
+    checks in a row have not lowered the best ``e`` so far by ``tol * e_0``.
+    On a non-increasing objective ``patience=1`` is the reference rule (the
+    best is the previous value).
 
     With a callback or a progress bar, the loop also reports between the
     checks whenever :data:`REPORT_SECONDS` have passed since the last
@@ -51,7 +58,8 @@ def run_iterations(step: Callable[[], None], loss: Callable[[], float], *, max_i
     if callback is not None and callback(0, loss0):
         return 0
     err0 = math.sqrt(2 * max(loss0, 0.0))
-    prev = err0
+    prev = best = err0
+    waited = 0
     bar = None
     if verbose:
         from tqdm.auto import tqdm
@@ -78,9 +86,17 @@ def run_iterations(step: Callable[[], None], loss: Callable[[], float], *, max_i
             if not check:
                 continue
             err = math.sqrt(2 * max(value, 0.0))
-            if tol > 0 and (err0 == 0 or (prev - err) / err0 < tol):
-                stopped = True
-                break
+            if patience is None:
+                if tol > 0 and (err0 == 0 or (prev - err) / err0 < tol):
+                    stopped = True
+                    break
+            elif tol > 0:
+                # the patient rule: checks in a row without a new best by tol * e_0
+                waited = 0 if err0 > 0 and (best - err) / err0 >= tol else waited + 1
+                best = min(best, err)
+                if err0 == 0 or waited >= patience:
+                    stopped = True
+                    break
             prev = err
     finally:
         if bar is not None:

@@ -409,9 +409,11 @@ def multiplicative_step(param: torch.Tensor, neg: torch.Tensor, pos: torch.Tenso
     ``neg`` and ``pos`` are the parameter-space terms (the output-space terms
     of :func:`mu_terms` pulled back through the model). The L1 and L2
     penalties :math:`l_1 \|x\|_1 + \tfrac{l_2}{2}\|x\|_2^2` add their gradients
-    to the positive part. The denominator is floored at the dtype's tiny so
-    that an all-zero row stays zero instead of becoming NaN. ``neg`` may be
-    overwritten.
+    to the positive part. A coordinate whose ratio is not a number leaves
+    the parameter unchanged: ``0 / 0`` (both parts zero: the data carry no
+    information about it, e.g. a template whose activations in a mini-batch
+    are all zero, or an all-zero component of a full fit), ``x / 0`` and
+    overflowing terms. ``neg`` may be overwritten.
 
     ``relax`` (a factor or a sequence of factors > 1; used only without
     penalty) over-relaxes the step: each coordinate takes the ratio
@@ -454,21 +456,22 @@ def multiplicative_step(param: torch.Tensor, neg: torch.Tensor, pos: torch.Tenso
     if l1 or l2:
         denom = pos + l1 if l2 == 0 else torch.add(pos, param, alpha=l2).add_(l1)
     gamma = mu_exponent(beta)
-    tiny = torch.finfo(param.dtype).tiny
+    # no floor on the denominator: 0 / 0 is NaN and x / 0 infinite, and both become a ratio of 1 below (no
+    # step), where a floor gave 0 / tiny = 0 and wiped a template that a batch carried no information about
     if isinstance(denom, torch.Tensor):
-        ratio = neg.div_(denom.clamp_min(tiny)) if _broadcasts_to(denom.shape, neg.shape) \
-            else neg / denom.clamp_min(tiny)
+        ratio = neg.div_(denom) if _broadcasts_to(denom.shape, neg.shape) else neg / denom
     else:
-        ratio = neg / max(float(denom), tiny)
+        ratio = neg / float(denom)
     factors = tuple(sorted(c for c in ((relax,) if isinstance(relax, (int, float)) else relax) if c > 1))
     table = None
     if factors and not (l1 or l2):
         table, scale, offset = _relax_table(beta, factors, ratio.dtype, ratio.device)
     if table is not None:
-        # a NaN or infinite ratio (overflowing terms: extreme beta or data) leaves its coordinate
-        # unchanged, never a worse objective; the cell is computed in float32 at least, where
-        # float16 would round the last cell index 4095 up to 4096
-        log_m = ratio.clamp_min_(tiny).log_().nan_to_num_(nan=0.0, posinf=0.0)
+        # a NaN or infinite ratio (0 / 0, x / 0, overflowing terms) leaves its coordinate unchanged,
+        # never a worse objective; a zero ratio (log -inf, made the most negative finite number) gives
+        # exactly zero, as the plain step; the cell is computed in float32 at least, where float16
+        # would round the last cell index 4095 up to 4096
+        log_m = ratio.log_().nan_to_num_(nan=0.0, posinf=0.0)
         x = log_m if log_m.dtype in (torch.float32, torch.float64) else log_m.float()
         cell = x.mul(scale).add_(offset).clamp_(0, table.numel() - 1).long()
         ratio = torch.take(table, cell).mul_(log_m).exp_()  # m ** exponent

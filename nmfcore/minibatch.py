@@ -70,6 +70,7 @@ _OPERATOR = MatrixProduct()  # NMF's operator: batch_terms and the NMF layout re
 
 __all__ = [
     "SOLVERS",
+    "PATIENCE",
     "batch_terms",
     "gradient_h",
     "gradient_h_mu",
@@ -87,6 +88,9 @@ __all__ = [
 ]
 
 SOLVERS = ("mu_batch", "asg_mu", "gsg_mu", "asag_mu", "gsag_mu")
+#: the stochastic solvers' default ``patience`` in :meth:`MiniBatchMU.fit`: checks of the loss in a row
+#: without a new best by ``tol`` before the fit stops
+PATIENCE = 5
 _EVERY_BATCH = ("asg_mu", "asag_mu")  # W after every batch
 _GREEDY = ("gsg_mu", "gsag_mu")  # W once per epoch from one random batch
 _AVERAGE = ("asag_mu", "gsag_mu")  # running sums of every batch's last parts
@@ -230,7 +234,7 @@ def mu_update(factor: Tensor, gradient_pos: Tensor, gradient_neg: Tensor, *, bet
 
     ``factor *= (gradient_neg / gradient_pos) ** gamma`` with
     ``gamma = mu_exponent(beta)`` (:func:`nmfcore.divergence.multiplicative_step`;
-    the positive part is floored at the dtype's tiny). For beta in [0, 2]
+    no step where the ratio is 0 / 0 or x / 0). For beta in [0, 2]
     (the default beta = 1 included) ``gamma = 1``: [1]_'s ``mu_update``
     exactly; outside, the exponent of [2]_ keeps the objective from
     increasing. ``gradient_neg`` is not modified.
@@ -731,8 +735,9 @@ class MiniBatchMU:
             self.epoch = state["epoch"]
             self.losses = list(state["losses"])
             self.train_W, self.train_H = state["trainable"]
-            self._sum = state["sum"]
-            self._stored = list(state["stored"])
+            # copies: the fit updates the running sums and stored parts in place
+            self._sum = None if state["sum"] is None else [x.clone() for x in state["sum"]]
+            self._stored = [None if p is None else [x.clone() for x in p] for p in state["stored"]]
             self._stored_at = list(state["stored_at"])
             self._t = state["t"]
             self.generator.set_state(state["generator"])
@@ -774,15 +779,22 @@ class MiniBatchMU:
             self._stored_at.append(0)
         old = self._stored[b] if keep else None
         age = self._t - self._stored_at[b] if old is not None else 0
-        new_sum = []
+        new_sum = self._sum
         for i, (S, x) in enumerate(zip(self._sum, (neg, pos))):
-            S = S * lam if lam != 1 else S
-            o = old[i] * lam ** (age + 1) if old is not None else torch.zeros_like(x)
-            new_sum.append(update_grad_w(S, o, x))
-        self._sum = new_sum
+            # update_grad_w in place: the sums and stored parts live as long as the fit, and reallocating
+            # them at every batch among the batch's large temporaries fragmented the C heap
+            if lam != 1:
+                S.mul_(lam)
+            if old is not None:
+                S.sub_(old[i] * lam ** (age + 1) if lam != 1 else old[i])
+            S.add_(x)
         self._t += 1
         if keep:
-            self._stored[b] = [neg, pos.clone()]
+            if old is None:
+                self._stored[b] = [neg, pos.clone()]
+            else:
+                old[0].copy_(neg)
+                old[1].copy_(pos)
             self._stored_at[b] = self._t
         tiny = torch.finfo(W.dtype).tiny
         return new_sum[0].clamp_min(0).div_(W.clamp_min(tiny)), new_sum[1].clamp_min(0)
@@ -969,7 +981,7 @@ class MiniBatchMU:
     def fit(self, V, *, W: Optional[Tensor] = None, H: Optional[Tensor] = None, trainable_W: bool = True,
             trainable_H: bool = True, max_epochs: int = 100, tol: float = 1e-4, check_every: int = 1,
             callback: Optional[Callable[[int, float], Optional[bool]]] = None, verbose: bool = False,
-            resume: bool = False) -> "MiniBatchMU":
+            resume: bool = False, patience: Optional[int] = None) -> "MiniBatchMU":
         r"""Fit ``W`` and ``H`` to the frames of ``V``; returns ``self``.
 
         Parameters
@@ -990,7 +1002,8 @@ class MiniBatchMU:
             Number of epochs in all (with ``resume``, those already run count).
         tol : float, default 1e-4, keyword-only
             Stop when ``(e_prev - e) / e_0 < tol`` with ``e = sqrt(2 loss)``
-            (as :meth:`nmfcore.nmf.NMF.fit`); 0 runs ``max_epochs``.
+            (as :meth:`nmfcore.nmf.NMF.fit`), or by the patient rule (see
+            ``patience``); 0 runs ``max_epochs``.
         check_every : int, default 1, keyword-only
             Epochs between evaluations of the loss (one more pass over the data).
         callback : callable, keyword-only
@@ -1001,6 +1014,17 @@ class MiniBatchMU:
         resume : bool, default False, keyword-only
             Go on from the current state (after :meth:`load_state_dict` or a
             previous fit) instead of starting afresh.
+        patience : int, optional, keyword-only
+            The stopping rule for a loss that is not monotone: stop once
+            ``patience`` checks in a row have not lowered the best ``e`` so
+            far by ``tol * e_0`` (:func:`nmfcore._fit.run_iterations`). The
+            stochastic solvers' loss can rise for an epoch (a batch's step
+            raises the other batches' divergence) and then fall below its
+            best, and the rule above stopped them at their first rise. None:
+            :data:`PATIENCE` (5) for the stochastic solvers, the rule above for
+            ``mu_batch`` (its loss never increases, and there ``patience=1``
+            is the same rule). The factors are those of the last epoch run,
+            not of the best one.
 
         Raises
         ------
@@ -1013,6 +1037,10 @@ class MiniBatchMU:
         max_epochs = check_positive_int(max_epochs, "max_epochs")
         tol = check_nonnegative_float(tol, "tol")
         check_every = check_positive_int(check_every, "check_every")
+        if patience is not None:
+            patience = check_positive_int(patience, "patience")
+        elif self.solver != "mu_batch":
+            patience = PATIENCE
         if callback is not None and not callable(callback):
             raise ParameterError(f"callback={callback!r} must be callable")
         like = self.W if resume else None
@@ -1046,7 +1074,8 @@ class MiniBatchMU:
         with torch.no_grad():
             run_iterations(lambda: self._epoch(frames), lambda: self._loss(frames),
                            max_iter=max(max_epochs - offset, 0), tol=tol, check_every=check_every,
-                           callback=report if track else None, verbose=verbose, desc=self.solver)
+                           callback=report if track else None, verbose=verbose, desc=self.solver,
+                           patience=patience)
         return self
 
     def partial_fit(self, chunk, *, h_iter: int = 10) -> "MiniBatchMU":

@@ -487,12 +487,16 @@ def test_a_minibatch_separation_is_the_minibatch_fit_of_its_spectrogram(solver):
     assert rel_err(sep.components.sum(0), sep.mixture) < 1e-4
 
 
-def test_digital_silence_does_not_zero_the_templates_of_a_stochastic_solver():
+@pytest.mark.parametrize("solver", ["asg_mu", "gsg_mu", "asag_mu", "gsag_mu"])
+def test_digital_silence_does_not_zero_the_templates_of_a_stochastic_solver(solver):
     # a batch of exact zeros made asg_mu's step set every template to zero (loss = sum of V from the first
-    # epoch on); the mini-batch fits floor the spectrogram at 1e-7 of its peak, as for beta <= 0
+    # epoch on); now its W parts are 0 / 0, no step, and the spectrogram is not floored (beta = 1)
+    from nmfcore.audio.separation import floors_zeros
+
     mix, _ = two_sources(seconds=1.0)
     y = torch.cat([mix, torch.zeros_like(mix)], -1)  # one second of digital silence
-    s = SeparationSettings(rank=3, n_fft=256, hop_length=64, solver="asg_mu", batch_size=16, n_iter=10, tol=0)
+    s = SeparationSettings(rank=3, n_fft=256, hop_length=64, solver=solver, batch_size=16, n_iter=10, tol=0)
+    assert not floors_zeros(s)
     sep = separate(y, SR, s)
     W, H = sep.factors
     assert float(W.max()) > 0 and float(H.max()) > 0
@@ -502,8 +506,8 @@ def test_digital_silence_does_not_zero_the_templates_of_a_stochastic_solver():
 
 def test_a_stochastic_solver_is_not_stopped_by_its_first_rise():
     # its loss is not monotone: the full fit's rule stopped asg_mu, gsg_mu and gsag_mu after one epoch
-    # here; patient_stop waits PATIENCE epochs without a new best
-    from nmfcore.audio.separation import PATIENCE
+    # here; MiniBatchMU.fit's default patience waits PATIENCE epochs without a new best
+    from nmfcore.minibatch import PATIENCE
 
     mix, _ = two_sources(seconds=2.0)
     s = SeparationSettings(rank=4, n_fft=256, hop_length=64, solver="gsg_mu", batch_size=20, n_iter=60, tol=1e-4)

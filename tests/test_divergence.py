@@ -217,6 +217,33 @@ def test_multiplicative_step_keeps_zero_rows_zero(gen, beta, l1, l2, relax):
     assert (P[[0, 1, 3, 4, 5]] > 0).all()
 
 
+@pytest.mark.parametrize("beta", BETAS)
+@pytest.mark.parametrize("relax", [1.0, 1.7])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_multiplicative_step_without_information_leaves_the_coordinate(gen, beta, relax, dtype):
+    """Invariant: both parts zero (0 / 0: the data carry nothing about a coordinate, e.g. a template whose
+    activations in a mini-batch are all zero) leave a positive coordinate unchanged, not zero; a zero
+    positive part with a positive negative part likewise (no step where the ratio is not a number)."""
+    P = _positive(gen, 6, 3).to(dtype)
+    neg = _positive(gen, 6, 3).to(dtype)
+    pos = _positive(gen, 6, 3).to(dtype)
+    neg[:, 1] = 0  # a column without information, as W's parts for a silent component
+    pos[:, 1] = 0
+    pos[4, 2] = 0  # x / 0
+    before = P.clone()
+    div.multiplicative_step(P, neg, pos, beta, relax=relax)
+    assert torch.isfinite(P).all()
+    torch.testing.assert_close(P[:, 1], before[:, 1], rtol=0, atol=0)
+    assert P[4, 2] == before[4, 2]
+    assert not torch.equal(P[:, 0], before[:, 0])  # the other coordinates did step
+    # the beta = 1 layout: the positive part a broadcast column sum with a zero entry
+    P = before.clone()
+    col = torch.ones(3, dtype=dtype)
+    col[1] = 0
+    div.multiplicative_step(P, torch.zeros_like(P), col, beta, relax=relax)
+    torch.testing.assert_close(P[:, 1], before[:, 1], rtol=0, atol=0)
+
+
 def test_multiplicative_step_broadcast_pos(gen):
     """Oracle: a broadcast pos (the beta=1 column sum) acts like the full tensor."""
     P = _positive(gen, 6, 3)
@@ -334,6 +361,26 @@ def test_multiplicative_step_zero_data_row_in_nmf_update(gen):
         div.multiplicative_step(X, neg, pos, beta)
         assert torch.isfinite(X).all()
         assert (X[3] == 0).all()
+
+
+@pytest.mark.parametrize("relax", [1.0, 1.7])
+def test_multiplicative_step_all_zero_component_keeps_its_template(gen, relax):
+    """Invariant, end to end: in a full-batch NMF W update, a component whose activations are all zero
+    (0 / 0 in its column of W's parts) keeps its template (a floored denominator made it zero); the
+    other templates step."""
+    from nmfcore.nmf import NMF
+
+    V = _positive(gen, 6, 5)
+    H = _positive(gen, 6, 3)
+    H[:, 1] = 0
+    W = _positive(gen, 5, 3)
+    m = NMF(W=W, H=H)
+    for beta in BETAS:
+        neg, pos = m.operator.terms("W", V, W, H, beta, Workspace())
+        X = W.clone()
+        div.multiplicative_step(X, neg, pos, beta, relax=relax)
+        assert torch.equal(X[:, 1], W[:, 1])
+        assert not torch.equal(X[:, 0], W[:, 0])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -51,6 +51,31 @@ def test_tolerance_rule_stops_when_relative_improvement_is_small():
     assert n == 2
 
 
+def test_patient_rule_waits_for_a_new_best():
+    """Oracle: the documented patient rule on a hand-computed sequence. e = sqrt(2 loss): 10, 12 (a rise),
+    8, 7.9987, 7.9975, ...; tol * e_0 = 0.1: the reference rule stops at the rise (iteration 1); patience 2
+    waits (1: no new best; 2: a new best; 3, 4: none) and stops at 4."""
+    losses = [50.0, 72.0, 32.0, 31.99, 31.98] + [31.97] * 10
+    c = Counter(losses)
+    assert run_iterations(c.step, c.loss, max_iter=10, tol=0.01, check_every=1) == 1
+    c = Counter(losses)
+    assert run_iterations(c.step, c.loss, max_iter=10, tol=0.01, check_every=1, patience=2) == 4
+    c = Counter(losses)
+    assert run_iterations(c.step, c.loss, max_iter=10, tol=0, check_every=1, patience=2,
+                          callback=lambda i, v: None) == 10
+
+
+def test_patience_one_is_the_reference_rule_on_a_monotone_objective():
+    """Oracle: path equivalence: on a non-increasing sequence the best is the previous value."""
+    losses = [50.0 * 0.9 ** k for k in range(40)]
+    n = []
+    for kw in ({}, {"patience": 1}):
+        c = Counter(losses)
+        n.append(run_iterations(c.step, c.loss, max_iter=60, tol=0.02, check_every=1, **kw))
+    assert n[0] == n[1]
+    assert 1 < n[0] < 30
+
+
 def test_max_iter_reached_warns_with_tol():
     c = Counter([float(100 - i) for i in range(20)])
     with pytest.warns(ConvergenceWarning, match="max_iter=5"):

@@ -32,7 +32,6 @@ References
 
 from __future__ import annotations
 
-import math
 import warnings
 from time import perf_counter
 from typing import Callable, Optional
@@ -93,9 +92,10 @@ def _model_data(y: Tensor, settings: SeparationSettings, device, timings: dict) 
 
 def floors_zeros(settings: SeparationSettings) -> bool:
     """Whether the spectrogram's zeros are floored at 1e-7 of its peak before the fit: for ``beta <= 0``
-    (the divergence is infinite at zero) and for the mini-batch solvers (a batch of exact zeros, digital
-    silence, gives ``asg_mu`` and ``gsg_mu`` a step that sets every template to zero)."""
-    return settings.beta <= 0 or settings.minibatch
+    (the divergence is infinite at zero). The mini-batch solvers need no floor: a batch of digital silence
+    carries no information about the templates and leaves them unchanged
+    (:func:`~nmfcore.divergence.multiplicative_step`)."""
+    return settings.beta <= 0
 
 
 def _check_kernel_fits(settings: SeparationSettings, S: Tensor) -> tuple:
@@ -119,44 +119,6 @@ def _recorder(losses: list, callback: Optional[Callback]) -> Callback:
     return record
 
 
-#: epochs a stochastic mini-batch fit may run without improving on its best loss by ``tol`` before it stops
-PATIENCE = 5
-
-
-def patient_stop(tol: float, patience: int = PATIENCE) -> Callback:
-    """The stopping rule of the stochastic mini-batch solvers, as a callback returning True to stop.
-
-    Their loss is not monotone (a batch's step can raise the others'
-    divergence), so the rule of the full fit, stop at the first epoch whose
-    relative decrease ``(e_prev - e) / e_0`` is below ``tol``, stopped them
-    at the first rise. Here, with ``e = sqrt(2 loss)``, the fit stops once
-    ``patience`` epochs in a row have not lowered the best ``e`` so far by
-    ``tol * e_0``; ``tol = 0`` never stops.
-
-    Examples
-    --------
-    >>> stop = patient_stop(0.01, patience=2)
-    >>> [stop(i, loss) for i, loss in enumerate([50.0, 72.0, 32.0, 31.99, 31.98])]
-    [False, False, False, False, True]
-    """
-    state = {"e0": None, "best": math.inf, "waited": 0}
-
-    def stop(epoch: int, loss: float) -> bool:
-        err = math.sqrt(2 * max(float(loss), 0.0))
-        if state["e0"] is None:
-            state["e0"] = state["best"] = err
-            return tol > 0 and err == 0
-        if tol <= 0:
-            return False
-        if (state["best"] - err) / state["e0"] >= tol:
-            state["best"], state["waited"] = err, 0
-        else:
-            state["best"], state["waited"] = min(state["best"], err), state["waited"] + 1
-        return state["waited"] >= patience
-
-    return stop
-
-
 def factorise_minibatch(V, n_frames: int, peak: float, settings: SeparationSettings,
                         callback: Optional[Callback]) -> tuple[Tensor, Tensor, int, list]:
     """NMF of the frames ``V`` by the mini-batch solver ``settings.solver``; returns ``(W, H, epochs, losses)``.
@@ -169,7 +131,8 @@ def factorise_minibatch(V, n_frames: int, peak: float, settings: SeparationSetti
     own random start, drawn from a generator seeded with ``settings.seed``.
     ``callback(epoch, loss)`` as the full fit's, once per epoch. ``mu_batch``
     stops by the full fit's rule (its loss decreases at every epoch), the
-    stochastic solvers by :func:`patient_stop`.
+    stochastic solvers by :meth:`~nmfcore.minibatch.MiniBatchMU.fit`'s patient
+    rule (:data:`~nmfcore.minibatch.PATIENCE` epochs without a new best by ``tol``).
     """
     from ..minibatch import MiniBatchMU
 
@@ -184,15 +147,9 @@ def factorise_minibatch(V, n_frames: int, peak: float, settings: SeparationSetti
     model = MiniBatchMU(rank, solver=settings.solver, beta=settings.beta, batch_size=settings.batch_size,
                         generator=torch.Generator().manual_seed(settings.seed))
     losses: list = []
-    report, tol = _recorder(losses, callback), settings.tol
-    if settings.solver != "mu_batch":
-        record, stop, tol = report, patient_stop(settings.tol), 0.0
-
-        def report(epoch, loss):
-            return record(epoch, loss) or stop(epoch, loss)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(V, W=W0, H=H0, max_epochs=settings.n_iter, tol=tol, callback=report)
+        model.fit(V, W=W0, H=H0, max_epochs=settings.n_iter, tol=settings.tol, callback=_recorder(losses, callback))
     return model.W, model.H, int(model.epoch), losses
 
 

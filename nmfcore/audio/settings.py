@@ -45,7 +45,7 @@ class SeparationSettings:
         Relative-decrease stopping rule of :meth:`nmfcore.nmf.BaseComponent.fit`
         (0 always runs ``n_iter`` iterations); for the stochastic mini-batch
         solvers, whose loss is not monotone, the patient rule of
-        :func:`~nmfcore.audio.separation.patient_stop`.
+        :meth:`nmfcore.minibatch.MiniBatchMU.fit` (``patience``).
     kernel_size : int or tuple, default 1
         Convolutive models only: frames ``T`` of an NMFD pattern, or
         ``(frequency bins, frames)`` of an NMF2D patch (an int ``k`` means
