@@ -178,13 +178,13 @@ def beta_case(beta: float) -> str:
     return "custom"
 
 
-SOLVER_LABELS = {
-    "full": "Full batch (whole spectrogram per iteration)",
-    "mu_batch": "Mini-batch MU, W once per epoch (mu_batch)",
-    "asg_mu": "Stochastic: W after every batch (asg_mu)",
-    "gsg_mu": "Stochastic: W from one random batch (gsg_mu)",
-    "asag_mu": "Average gradient: W after every batch (asag_mu)",
-    "gsag_mu": "Average gradient: W once per epoch (gsag_mu)",
+SOLVER_LABELS = {  # short enough for the sidebar; "How it works" explains the chosen one
+    "full": "Full batch",
+    "mu_batch": "mu_batch · W per epoch",
+    "asg_mu": "asg_mu · W every batch",
+    "gsg_mu": "gsg_mu · W from one batch",
+    "asag_mu": "asag_mu · averaged W",
+    "gsag_mu": "gsag_mu · averaged, per epoch",
 }
 
 
