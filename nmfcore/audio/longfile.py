@@ -38,6 +38,7 @@ from torch import Tensor
 from ..exceptions import ParameterError
 from .io import AudioError, _quiet_stderr, check_sample_rate
 from .result import masked_overlap_add, rendered_blocks
+from .separation import zero_floor
 from .settings import SeparationSettings, check_device, check_groups
 from .spectral import OverlapAdd, frame_blocks, get_window, n_frames
 
@@ -75,9 +76,8 @@ class SpectrogramBlocks:
     Iterating gives the frames of the magnitude (``settings.power``) STFT of
     the file's mono mix (mean of its channels), ``block_frames`` frames at a
     time in the model layout of NMF, ``(frames, freq)``: exactly the rows of
-    the spectrogram :func:`~nmfcore.audio.separate` factorises (zeros floored
-    at ``1e-7`` of the peak after :meth:`scan`, as
-    :func:`~nmfcore.audio.separation.floors_zeros` says). Each
+    the spectrogram :func:`~nmfcore.audio.separate` factorises (floored at
+    :func:`~nmfcore.audio.separation.zero_floor` after :meth:`scan`). Each
     iteration reads the file afresh, so the object can be given to
     :meth:`nmfcore.minibatch.MiniBatchMU.fit`, which reads it once per
     epoch. Frame ``t`` covers samples ``t * hop - n_fft // 2`` to
@@ -229,11 +229,9 @@ class SpectrogramBlocks:
         return len(self.blocks())
 
     def scan(self) -> "SpectrogramBlocks":
-        from .separation import floors_zeros
-
         """One pass over the file before the fit: checks every sample, finds :attr:`input_peak` and
         :attr:`peak`, and sets the floor of the frames for ``beta <= 0``; returns ``self``."""
-        self.floor = 0.0
+        self.floor = 0.0  # the peak of the frames as they are
         peak, input_peak = 0.0, 0.0
         with self.open() as snd:
             for a, b in self.blocks():  # the blocks' samples cover the file
@@ -241,8 +239,7 @@ class SpectrogramBlocks:
                 input_peak = max(input_peak, float(seg.abs().max()))
                 peak = max(peak, float(self._magnitude(seg).max()))
         self.peak, self.input_peak = peak, input_peak
-        if floors_zeros(self.settings) and peak > 0:
-            self.floor = peak * 1e-7
+        self.floor = zero_floor(self.settings, peak)
         return self
 
 

@@ -70,7 +70,7 @@ def _prepare(y, sr, settings: SeparationSettings, timings: dict) -> tuple[Tensor
 def _model_data(y: Tensor, settings: SeparationSettings, device, timings: dict) -> tuple[Tensor, tuple, float]:
     """The spectrogram of the mono mix in the model's layout, its kernel and its peak.
 
-    Zeros are floored at 1e-7 of the peak where :func:`floors_zeros` says so.
+    Zeros are floored at :func:`zero_floor`.
     Only one copy of the spectrogram is kept. For NMF, V (frames, freq) is the
     transposed view of the (freq, frames) spectrogram: NMF's fit works in that
     layout (no copy, and with an odd number of bins its products are faster
@@ -84,18 +84,19 @@ def _model_data(y: Tensor, settings: SeparationSettings, device, timings: dict) 
     V = s.layout.to_model(S)
     del S
     peak = float(V.max())
-    if floors_zeros(s) and peak > 0:
-        V.clamp_min_(peak * 1e-7)
+    floor = zero_floor(s, peak)
+    if floor > 0:
+        V.clamp_min_(floor)
     timings["stft"] = perf_counter() - t
     return V, kernel, peak
 
 
-def floors_zeros(settings: SeparationSettings) -> bool:
-    """Whether the spectrogram's zeros are floored at 1e-7 of its peak before the fit: for ``beta <= 0``
-    (the divergence is infinite at zero). The mini-batch solvers need no floor: a batch of digital silence
-    carries no information about the templates and leaves them unchanged
+def zero_floor(settings: SeparationSettings, peak: float) -> float:
+    """The floor of the spectrogram's values before the fit: 1e-7 of its ``peak`` for ``beta <= 0`` (the
+    divergence is infinite at zero), else 0 (no floor). The mini-batch solvers need none: a batch of digital
+    silence carries no information about the templates and leaves them unchanged
     (:func:`~nmfcore.divergence.multiplicative_step`)."""
-    return settings.beta <= 0
+    return peak * 1e-7 if settings.beta <= 0 and peak > 0 else 0.0
 
 
 def _check_kernel_fits(settings: SeparationSettings, S: Tensor) -> tuple:
