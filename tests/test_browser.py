@@ -56,6 +56,19 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 
+def until_shown(action, locator, attempts: int = 3, timeout: int = 30_000) -> None:
+    """Do ``action`` until ``locator`` shows: a click that lands while the page re-renders (after an upload,
+    under heavy load) can be lost, and doing it again is what a user does."""
+    for attempt in range(attempts):
+        action()
+        try:
+            locator.wait_for(timeout=timeout)
+            return
+        except PlaywrightTimeout:
+            if attempt == attempts - 1:
+                raise
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -170,15 +183,11 @@ def test_nmf2d_fit_whose_loss_reaches_zero_finishes(server, browser, tmp_path):
     page = open_app(browser, server)
     page.locator(".st-key-upload input[type=file]").set_input_files(str(tone_wav(tmp_path / "tones.wav")))
     page.get_by_text("Uploaded: tones.wav").wait_for(timeout=30_000)
-    for attempt in range(3):  # under heavy load a click can land while the sidebar is re-rendering
+    def pick_nmf2d():
         page.locator('[data-testid="stSidebar"] .st-key-model').click()
         page.get_by_role("option", name="NMF 2-D deconvolution (NMF2D)").click()
-        try:
-            page.get_by_role("spinbutton", name="Frames per patch").wait_for(timeout=20_000)
-            break
-        except PlaywrightTimeout:
-            if attempt == 2:
-                raise
+
+    until_shown(pick_nmf2d, page.get_by_role("spinbutton", name="Frames per patch"))
     assert page.get_by_role("spinbutton", name="Frequency shifts").input_value() == "4"  # NMF2D's defaults
     for label, value in (("Frequency shifts", "257"), ("Frames per patch", "1"), ("Iterations", "1000")):
         box = page.get_by_role("spinbutton", name=label)
@@ -322,9 +331,8 @@ def _guided_tab_with_two_sources(browser, server, tmp_path):
     page = open_app(browser, server)
     page.locator(".st-key-upload input[type=file]").set_input_files(str(tone_wav(tmp_path / "tones.wav")))
     page.get_by_text("Uploaded: tones.wav").wait_for(timeout=30_000)
-    page.get_by_role("tab", name="Guided separation").click()
     names = page.get_by_label("Sources (names, comma-separated)")
-    names.wait_for(timeout=60_000)
+    until_shown(page.get_by_role("tab", name="Guided separation").click, names)
     names.fill("low, high")
     names.press("Enter")
     page.get_by_text("Mark for").wait_for(timeout=30_000)
